@@ -1,0 +1,2 @@
+//! kernelsmith's agent: LLM providers, prompt rendering, the Coder/Judge loop and evolutionary
+//! search. Nothing here touches CUDA directly.

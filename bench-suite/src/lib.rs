@@ -1,0 +1,1 @@
+//! The host side of kernelsmith: the task suite on disk, suite-wide checks and runs.

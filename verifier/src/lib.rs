@@ -1,0 +1,12 @@
+//! The GPU side of kernelsmith. Nothing here knows about LLMs or databases.
+//!
+//! - [`expr`]: checked integer expressions used by shapes, grids and rooflines;
+//! - [`dtype`]: element types;
+//! - [`diag`]: `file:line:column: key: message` diagnostics;
+//! - [`task`]: the task format (`task.toml`) and its validator;
+//! - [`plan`]: launch plans (`reference.toml`, a candidate's `launch.toml`);
+//! - [`nvrtc`]: NVRTC discovery, compilation to CUBIN, include allowlist, ptxas reports, cache.
+
+pub mod diag;
+pub mod dtype;
+pub mod expr;
