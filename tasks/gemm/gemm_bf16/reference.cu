@@ -1,0 +1,238 @@
+// C[M, N] = A[M, K] * B[K, N], bf16 in and out, fp32 accumulation, all row-major.
+//
+// Techniques (the Ampere-style tensor-core GEMM recipe described in NVIDIA's CUTLASS documentation
+// ("Efficient GEMM in CUDA"), the PTX ISA manual (mma.sync m16n8k16, ldmatrix, cp.async) and the
+// FlashAttention-2 / HipKittens tile discussions; code written from scratch):
+//  - block tile BM x BN x 32, warp tile WM x WN, mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32;
+//  - STAGES-deep cp.async.cg (16-byte, L2-only) multi-stage pipeline with zero-fill for out-of-range
+//    chunks (src-size 0), one commit group per k-tile and cp.async.wait_group STAGES-2;
+//  - ldmatrix.x4 for A fragments and ldmatrix.x4.trans for B fragments straight from the row-major
+//    [k][n] B tile (no transpose pass);
+//  - XOR-swizzled shared memory: A rows are 64 bytes (4 chunks), chunk ^= (row >> 1) & 3; B rows are
+//    BN*2 bytes, chunk ^= k & 7. Both make every ldmatrix phase and every cp.async store bank-conflict free;
+//  - grouped block rasterization (GROUP_M tiles of M share an N sweep) for L2 reuse of B;
+//  - tails: rows >= M, columns >= N and k >= K are zero-filled in shared memory and never stored.
+//    16-byte copies need K % 8 == 0 and N % 8 == 0 (row starts 16-byte aligned); otherwise the
+//    ALIGNED=false instantiation loads element by element (same pipeline, synchronous fills).
+//  - Launch plan: a 128x128 tile (8 warps of 64x32) for M > 32; a 32x128 tile (4 warps of 32x32,
+//    deeper pipeline) for skinny M, where the kernel streams B and is memory-bound.
+#include <cuda_bf16.h>
+
+#define GEMM_BK 32
+#define GROUP_M 8
+
+static __device__ __forceinline__ unsigned smem_addr(const void* p) {
+    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+static __device__ __forceinline__ void cp_async16(unsigned dst, const void* src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+static __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+static __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+static __device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+static __device__ __forceinline__ void ldmatrix_x4_trans(unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3,
+                                                         unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
+static __device__ __forceinline__ void mma_bf16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// Byte offset of the 16-byte chunk (row, chunk) inside an A stage (rows of 32 bf16 = 4 chunks).
+static __device__ __forceinline__ unsigned a_off(int row, int chunk) {
+    return (unsigned)(row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4));
+}
+// Byte offset of the 16-byte chunk (k, chunk) inside a B stage (rows of BN bf16).
+template <int BN>
+static __device__ __forceinline__ unsigned b_off(int k, int chunk) {
+    return (unsigned)(k * BN * 2 + ((chunk ^ (k & 7)) << 4));
+}
+
+// Packs 8 bf16 loaded element-wise (bounds-checked) into one 16-byte chunk.
+static __device__ __forceinline__ uint4 load8_checked(const unsigned short* p, int valid) {
+    unsigned short e[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) e[i] = i < valid ? p[i] : (unsigned short)0;
+    uint4 r;
+    r.x = e[0] | ((unsigned)e[1] << 16);
+    r.y = e[2] | ((unsigned)e[3] << 16);
+    r.z = e[4] | ((unsigned)e[5] << 16);
+    r.w = e[6] | ((unsigned)e[7] << 16);
+    return r;
+}
+
+// Loads the k-tile starting at k0 into one pipeline stage.
+template <int BM, int BN, int THREADS, bool ALIGNED>
+static __device__ __forceinline__ void load_tile(unsigned char* sA, unsigned char* sB, const __nv_bfloat16* A,
+                                                 const __nv_bfloat16* B, int M, int N, int K, int bm, int bn,
+                                                 int k0, int tid) {
+    constexpr int A_CHUNKS = BM * GEMM_BK / 8;
+    constexpr int B_ROW_CHUNKS = BN / 8;
+    constexpr int B_CHUNKS = GEMM_BK * B_ROW_CHUNKS;
+    static_assert(A_CHUNKS % THREADS == 0 && B_CHUNKS % THREADS == 0, "tile chunks must split evenly");
+#pragma unroll
+    for (int it = 0; it < A_CHUNKS / THREADS; ++it) {
+        const int i = it * THREADS + tid;
+        const int r = i >> 2, c = i & 3;
+        const int gm = bm + r, gk = k0 + c * 8;
+        if (ALIGNED) {
+            const bool ok = gm < M && gk < K;
+            const __nv_bfloat16* src = ok ? A + (size_t)gm * K + gk : A;
+            cp_async16(smem_addr(sA + a_off(r, c)), src, ok ? 16 : 0);
+        } else {
+            const int valid = gm < M ? min(8, K - gk) : 0;
+            const unsigned short* src = reinterpret_cast<const unsigned short*>(A) + (valid > 0 ? (size_t)gm * K + gk : 0);
+            *reinterpret_cast<uint4*>(sA + a_off(r, c)) = load8_checked(src, valid);
+        }
+    }
+#pragma unroll
+    for (int it = 0; it < B_CHUNKS / THREADS; ++it) {
+        const int i = it * THREADS + tid;
+        const int k = i / B_ROW_CHUNKS, c = i % B_ROW_CHUNKS;
+        const int gk = k0 + k, gn = bn + c * 8;
+        if (ALIGNED) {
+            const bool ok = gk < K && gn < N;
+            const __nv_bfloat16* src = ok ? B + (size_t)gk * N + gn : B;
+            cp_async16(smem_addr(sB + b_off<BN>(k, c)), src, ok ? 16 : 0);
+        } else {
+            const int valid = gk < K ? min(8, N - gn) : 0;
+            const unsigned short* src = reinterpret_cast<const unsigned short*>(B) + (valid > 0 ? (size_t)gk * N + gn : 0);
+            *reinterpret_cast<uint4*>(sB + b_off<BN>(k, c)) = load8_checked(src, valid);
+        }
+    }
+}
+
+static __device__ __forceinline__ void store2(__nv_bfloat16* C, int M, int N, int r, int c, float x, float y) {
+    if (r >= M) return;
+    __nv_bfloat16* p = C + (size_t)r * N + c;
+    if ((N & 1) == 0 && c + 1 < N) {
+        // N even and c even: the pair is 4-byte aligned.
+        *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(x, y);
+    } else {
+        if (c < N) p[0] = __float2bfloat16_rn(x);
+        if (c + 1 < N) p[1] = __float2bfloat16_rn(y);
+    }
+}
+
+template <int BM, int BN, int WM, int WN, int STAGES, bool ALIGNED>
+__global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32)
+gemm_bf16(const __nv_bfloat16* __restrict__ A, const __nv_bfloat16* __restrict__ B, __nv_bfloat16* __restrict__ C,
+          int M, int N, int K) {
+    constexpr int WARPS_N = BN / WN;
+    constexpr int THREADS = (BM / WM) * WARPS_N * 32;
+    constexpr int MI = WM / 16;
+    constexpr int NI = WN / 8;
+    constexpr int A_STAGE = BM * GEMM_BK * 2;
+    constexpr int B_STAGE = GEMM_BK * BN * 2;
+    static_assert(WM % 16 == 0 && WN % 16 == 0 && BN >= 64 && BN % 64 == 0, "tile shape");
+    static_assert(STAGES >= 2, "pipeline depth");
+
+    extern __shared__ uint4 smem_u4[];
+    unsigned char* smem = reinterpret_cast<unsigned char*>(smem_u4);
+
+    const int tid = threadIdx.x;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    const int wm = warp / WARPS_N;
+    const int wn = warp % WARPS_N;
+
+    // Grouped rasterization: GROUP_M consecutive M tiles sweep N together.
+    const int tiles_m = (M + BM - 1) / BM;
+    const int tiles_n = (N + BN - 1) / BN;
+    const int pid = blockIdx.x;
+    const int per_group = GROUP_M * tiles_n;
+    const int group = pid / per_group;
+    const int first_m = group * GROUP_M;
+    const int group_rows = min(tiles_m - first_m, GROUP_M);
+    const int in_group = pid - group * per_group;
+    const int bm = (first_m + in_group % group_rows) * BM;
+    const int bn = (in_group / group_rows) * BN;
+
+    const int KT = (K + GEMM_BK - 1) / GEMM_BK;
+
+    float acc[MI][NI][4];
+#pragma unroll
+    for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int j = 0; j < NI; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < KT)
+            load_tile<BM, BN, THREADS, ALIGNED>(smem + s * A_STAGE, smem + STAGES * A_STAGE + s * B_STAGE, A, B, M,
+                                                N, K, bm, bn, s * GEMM_BK, tid);
+        cp_async_commit();
+    }
+
+    for (int kt = 0; kt < KT; ++kt) {
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();  // tile kt visible to all; everyone is done reading tile kt-1's stage
+
+        const int pf = kt + STAGES - 1;
+        if (pf < KT) {
+            const int ps = pf % STAGES;
+            load_tile<BM, BN, THREADS, ALIGNED>(smem + ps * A_STAGE, smem + STAGES * A_STAGE + ps * B_STAGE, A, B,
+                                                M, N, K, bm, bn, pf * GEMM_BK, tid);
+        }
+        cp_async_commit();
+
+        const int cs = kt % STAGES;
+        const unsigned sA = smem_addr(smem + cs * A_STAGE);
+        const unsigned sB = smem_addr(smem + STAGES * A_STAGE + cs * B_STAGE);
+#pragma unroll
+        for (int ks = 0; ks < GEMM_BK / 16; ++ks) {
+            unsigned af[MI][4];
+            unsigned bf[NI][2];
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi) {
+                const int row = wm * WM + mi * 16 + (lane & 15);
+                ldmatrix_x4(af[mi], sA + a_off(row, ks * 2 + (lane >> 4)));
+            }
+#pragma unroll
+            for (int nj = 0; nj < NI / 2; ++nj) {
+                const int k = ks * 16 + (lane & 15);
+                const int chunk = (wn * WN + nj * 16) / 8 + (lane >> 4);
+                ldmatrix_x4_trans(bf[2 * nj][0], bf[2 * nj][1], bf[2 * nj + 1][0], bf[2 * nj + 1][1],
+                                  sB + b_off<BN>(k, chunk));
+            }
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+                for (int ni = 0; ni < NI; ++ni) mma_bf16(acc[mi][ni], af[mi], bf[ni]);
+        }
+    }
+    cp_async_wait<0>();  // drain the (empty) trailing groups before exit
+
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi) {
+        const int r = bm + wm * WM + mi * 16 + (lane >> 2);
+#pragma unroll
+        for (int ni = 0; ni < NI; ++ni) {
+            const int c = bn + wn * WN + ni * 8 + (lane & 3) * 2;
+            store2(C, M, N, r, c, acc[mi][ni][0], acc[mi][ni][1]);
+            store2(C, M, N, r + 8, c, acc[mi][ni][2], acc[mi][ni][3]);
+        }
+    }
+}
+
+template __global__ void gemm_bf16<128, 128, 64, 32, 4, true>(const __nv_bfloat16*, const __nv_bfloat16*,
+                                                              __nv_bfloat16*, int, int, int);
+template __global__ void gemm_bf16<128, 128, 64, 32, 4, false>(const __nv_bfloat16*, const __nv_bfloat16*,
+                                                               __nv_bfloat16*, int, int, int);
+template __global__ void gemm_bf16<32, 128, 32, 32, 6, true>(const __nv_bfloat16*, const __nv_bfloat16*,
+                                                             __nv_bfloat16*, int, int, int);
+template __global__ void gemm_bf16<32, 128, 32, 32, 6, false>(const __nv_bfloat16*, const __nv_bfloat16*,
+                                                              __nv_bfloat16*, int, int, int);
