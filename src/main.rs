@@ -1,3 +1,19 @@
-fn main() {
-    println!("ksmith");
+//! `ksmith`: verified, fast CUDA kernels from PyTorch specs, benchmarked honestly.
+
+mod cli;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    cli::init_logging(args.global.verbose);
+    match cli::run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // anyhow's alternate format prints the whole cause chain on one line, no backtrace.
+            eprintln!("error: {e:#}");
+            ExitCode::from(cli::EXIT_HARNESS)
+        }
+    }
 }

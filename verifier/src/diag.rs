@@ -47,7 +47,12 @@ impl<'a> Reporter<'a> {
         }
     }
 
-    pub fn error(&mut self, span: Option<Range<usize>>, key: impl Into<String>, message: impl Into<String>) {
+    pub fn error(
+        &mut self,
+        span: Option<Range<usize>>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let (line, column) = match span {
             Some(s) => line_col(self.text, s.start),
             None => (0, 0),
@@ -78,41 +83,72 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, before[line_start..].chars().count() + 1)
 }
 
-/// Turns a TOML syntax or shape error into a diagnostic, naming the key where the message does.
-pub fn from_toml_error(file: &Path, text: &str, err: &toml::de::Error) -> Diagnostic {
-    let (line, column) = err.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-    let message = err.message().trim().to_string();
-    let key = key_in_message(&message)
-        .or_else(|| {
-            err.span().and_then(|s| {
-                let line_text = text[..s.start.min(text.len())]
-                    .rsplit('\n')
-                    .next()
-                    .unwrap_or("");
-                line_text
-                    .split('=')
-                    .next()
-                    .filter(|_| line_text.contains('='))
-                    .map(|k| k.trim().to_string())
-            })
-        })
-        .unwrap_or_default();
-    Diagnostic {
-        file: file.to_path_buf(),
-        line,
-        column,
-        key,
-        message,
+/// Why a file the harness reads could not be loaded: it could not be read, or it was read and
+/// has problems (all of them, each located).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", render(diagnostics))]
+    Invalid { diagnostics: Vec<Diagnostic> },
+}
+
+impl LoadError {
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        match self {
+            LoadError::Read { path, source } => vec![Diagnostic {
+                file: path.clone(),
+                line: 0,
+                column: 0,
+                key: String::new(),
+                message: format!("cannot read: {source}"),
+            }],
+            LoadError::Invalid { diagnostics } => diagnostics.clone(),
+        }
     }
 }
 
-fn key_in_message(message: &str) -> Option<String> {
-    for prefix in ["unknown field `", "missing field `", "duplicate key `", "duplicate field `"] {
-        if let Some(rest) = message.split(prefix).nth(1) {
-            return rest.split('`').next().map(str::to_string);
+fn render(diagnostics: &[Diagnostic]) -> String {
+    diagnostics
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads a file, mapping the I/O error to a [`LoadError`] that names it.
+pub fn read_file(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Parses TOML keeping spans; a syntax error becomes a located diagnostic.
+pub fn parse_toml(path: &Path, text: &str) -> Result<toml_edit::ImDocument<String>, LoadError> {
+    toml_edit::ImDocument::parse(text.to_string()).map_err(|e| {
+        let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+        let message = e.message().trim().to_string();
+        let key = text
+            .lines()
+            .nth(line.saturating_sub(1))
+            .and_then(|l| l.split_once('='))
+            .map(|(k, _)| k.trim().to_string())
+            .unwrap_or_default();
+        LoadError::Invalid {
+            diagnostics: vec![Diagnostic {
+                file: path.to_path_buf(),
+                line,
+                column,
+                key,
+                message: format!("TOML syntax error: {message}"),
+            }],
         }
-    }
-    None
+    })
 }
 
 #[cfg(test)]
@@ -137,6 +173,9 @@ mod tests {
             key: "inputs[0].dtype".into(),
             message: "unknown dtype".into(),
         };
-        assert_eq!(d.to_string(), "tasks/x/task.toml:3:5: `inputs[0].dtype`: unknown dtype");
+        assert_eq!(
+            d.to_string(),
+            "tasks/x/task.toml:3:5: `inputs[0].dtype`: unknown dtype"
+        );
     }
 }

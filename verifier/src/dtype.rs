@@ -135,7 +135,11 @@ impl fmt::Display for DType {
 
 /// The accepted spellings, for error messages.
 pub fn known_dtypes() -> String {
-    DType::ALL.iter().map(|d| d.name()).collect::<Vec<_>>().join(", ")
+    DType::ALL
+        .iter()
+        .map(|d| d.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

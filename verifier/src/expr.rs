@@ -158,7 +158,10 @@ impl Expr {
         if text.len() > MAX_LEN {
             return Err(ExprError {
                 kind: ExprErrorKind::Syntax,
-                message: format!("expression is {} bytes long; the limit is {MAX_LEN}", text.len()),
+                message: format!(
+                    "expression is {} bytes long; the limit is {MAX_LEN}",
+                    text.len()
+                ),
                 start: 0,
                 end: 0,
                 source_text: text.chars().take(60).collect::<String>() + "...",
@@ -173,7 +176,11 @@ impl Expr {
         };
         let root = p.expr()?;
         if let Some(t) = p.tokens.get(p.pos) {
-            return Err(p.err_at(t.start, t.end, format!("unexpected `{}`", &text[t.start..t.end])));
+            return Err(p.err_at(
+                t.start,
+                t.end,
+                format!("unexpected `{}`", &text[t.start..t.end]),
+            ));
         }
         Ok(Expr {
             text: text.to_string(),
@@ -251,7 +258,11 @@ fn collect_names(n: &Spanned, out: &mut BTreeSet<String>) {
     }
 }
 
-fn find_unknown(n: &Spanned, known: &dyn Fn(&str) -> bool, bad: &mut Option<(String, usize, usize)>) {
+fn find_unknown(
+    n: &Spanned,
+    known: &dyn Fn(&str) -> bool,
+    bad: &mut Option<(String, usize, usize)>,
+) {
     if bad.is_some() {
         return;
     }
@@ -291,9 +302,7 @@ fn eval(n: &Spanned, env: &dyn Env) -> Result<i64, EvalErr> {
                 .ok_or_else(|| overflow(format!("integer overflow in -({v})")))
         }
         Node::Not(a) => Ok((eval(a, env)? == 0) as i64),
-        Node::Bin(BinOp::And, a, b) => {
-            Ok((eval(a, env)? != 0 && eval(b, env)? != 0) as i64)
-        }
+        Node::Bin(BinOp::And, a, b) => Ok((eval(a, env)? != 0 && eval(b, env)? != 0) as i64),
         Node::Bin(BinOp::Or, a, b) => Ok((eval(a, env)? != 0 || eval(b, env)? != 0) as i64),
         Node::Bin(op, a, b) => {
             let (x, y) = (eval(a, env)?, eval(b, env)?);
@@ -352,8 +361,9 @@ fn eval(n: &Spanned, env: &dyn Env) -> Result<i64, EvalErr> {
                     if *f == Func::CeilDiv {
                         Ok(q)
                     } else {
-                        q.checked_mul(b)
-                            .ok_or_else(|| overflow(format!("integer overflow in round_up({a}, {b})")))
+                        q.checked_mul(b).ok_or_else(|| {
+                            overflow(format!("integer overflow in round_up({a}, {b})"))
+                        })
                     }
                 }
                 Func::If => unreachable!("handled above"),
@@ -425,7 +435,9 @@ fn lex(text: &str) -> Result<Vec<Token>, ExprError> {
         }
         let start = i;
         if c.is_ascii_digit() {
-            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'.') {
+            while i < bytes.len()
+                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'.')
+            {
                 i += 1;
             }
             let lit = &text[start..i];
@@ -521,7 +533,11 @@ impl Parser<'_> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             let at = self.tokens.get(self.pos).map(|t| t.start).unwrap_or(0);
-            return Err(self.err_at(at, at, format!("expression nested deeper than {MAX_DEPTH} levels")));
+            return Err(self.err_at(
+                at,
+                at,
+                format!("expression nested deeper than {MAX_DEPTH} levels"),
+            ));
         }
         let r = self.or();
         self.depth -= 1;
@@ -585,7 +601,11 @@ impl Parser<'_> {
         if let Some(op) = self.eat_op(&["-", "!"]) {
             self.depth += 1;
             if self.depth > MAX_DEPTH {
-                return Err(self.err_at(start, start, format!("expression nested deeper than {MAX_DEPTH} levels")));
+                return Err(self.err_at(
+                    start,
+                    start,
+                    format!("expression nested deeper than {MAX_DEPTH} levels"),
+                ));
             }
             let inner = self.unary()?;
             self.depth -= 1;
@@ -613,7 +633,11 @@ impl Parser<'_> {
     fn primary(&mut self) -> Result<Spanned, ExprError> {
         let Some(t) = self.tokens.get(self.pos).cloned() else {
             let at = self.end_pos();
-            return Err(self.err_at(at, at, "expression ends where a value was expected".to_string()));
+            return Err(self.err_at(
+                at,
+                at,
+                "expression ends where a value was expected".to_string(),
+            ));
         };
         self.pos += 1;
         match t.tok {
@@ -690,7 +714,10 @@ impl Parser<'_> {
             Tok::RParen | Tok::Comma | Tok::Op(_) => Err(self.err_at(
                 t.start,
                 t.end,
-                format!("unexpected `{}` where a value was expected", &self.text[t.start..t.end]),
+                format!(
+                    "unexpected `{}` where a value was expected",
+                    &self.text[t.start..t.end]
+                ),
             )),
         }
     }
@@ -709,7 +736,11 @@ impl Parser<'_> {
             Some(t) => Err(self.err_at(
                 t.start,
                 t.end,
-                format!("expected `)` (to close the `(` at column {}), found `{}`", open + 1, &self.text[t.start..t.end]),
+                format!(
+                    "expected `)` (to close the `(` at column {}), found `{}`",
+                    open + 1,
+                    &self.text[t.start..t.end]
+                ),
             )),
             None => Err(self.err_at(
                 open,
@@ -754,7 +785,10 @@ mod tests {
     #[test]
     fn arithmetic_and_precedence() {
         let e = env(&[("N", 4096), ("K", 8192), ("B", 3)]);
-        assert_eq!(ev("N*K/2 + N*K/64 + 2*B*(K+N)", &e).unwrap(), 4096 * 8192 / 2 + 4096 * 8192 / 64 + 2 * 3 * (8192 + 4096));
+        assert_eq!(
+            ev("N*K/2 + N*K/64 + 2*B*(K+N)", &e).unwrap(),
+            4096 * 8192 / 2 + 4096 * 8192 / 64 + 2 * 3 * (8192 + 4096)
+        );
         assert_eq!(ev("1 + 2 * 3", &e).unwrap(), 7);
         assert_eq!(ev("(1 + 2) * 3", &e).unwrap(), 9);
         assert_eq!(ev("10 - 3 - 2", &e).unwrap(), 5);
@@ -803,8 +837,14 @@ mod tests {
         assert!(err.message.contains("overflow"), "{err}");
         assert_eq!(ev("N * 2", &e).unwrap_err().kind, ExprErrorKind::Overflow);
         assert_eq!(ev("-N - 2", &e).unwrap_err().kind, ExprErrorKind::Overflow);
-        assert_eq!(ev("(-N - 1) / -1", &e).unwrap_err().kind, ExprErrorKind::Overflow);
-        assert_eq!(ev("round_up(N, 2)", &e).unwrap_err().kind, ExprErrorKind::Overflow);
+        assert_eq!(
+            ev("(-N - 1) / -1", &e).unwrap_err().kind,
+            ExprErrorKind::Overflow
+        );
+        assert_eq!(
+            ev("round_up(N, 2)", &e).unwrap_err().kind,
+            ExprErrorKind::Overflow
+        );
     }
 
     #[test]
@@ -824,7 +864,10 @@ mod tests {
         assert_eq!((err.start, err.end), (4, 5));
         assert!(err.to_string().contains("`Q`"), "{err}");
         let ex = Expr::parse("ceil_div(M, T) + N").unwrap();
-        assert_eq!(ex.names().into_iter().collect::<Vec<_>>(), vec!["M", "N", "T"]);
+        assert_eq!(
+            ex.names().into_iter().collect::<Vec<_>>(),
+            vec!["M", "N", "T"]
+        );
         let err = ex.check_names(|n| n == "M" || n == "N").unwrap_err();
         assert!(err.message.contains("`T`"));
     }

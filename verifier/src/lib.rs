@@ -10,3 +10,8 @@
 pub mod diag;
 pub mod dtype;
 pub mod expr;
+pub mod nvrtc;
+pub mod plan;
+pub mod source;
+pub mod task;
+mod toml_reader;

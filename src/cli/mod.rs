@@ -1,0 +1,85 @@
+//! Command-line interface: argument parsing and dispatch. Each subcommand lives in its own
+//! module and returns an exit code.
+
+mod tasks;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Everything passed; every task / kernel checked is fine.
+pub const EXIT_OK: u8 = 0;
+/// The harness ran, and a task or kernel failed (invalid, does not compile, wrong output).
+pub const EXIT_FAILED: u8 = 1;
+/// Bad command line (clap exits with this code itself; listed for the documentation).
+#[allow(dead_code)]
+pub const EXIT_USAGE: u8 = 2;
+/// The harness could not run: no NVRTC, no task suite, no GPU or driver where one is needed.
+pub const EXIT_HARNESS: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ksmith",
+    version,
+    about = "kernelsmith: verified, fast CUDA kernels from PyTorch specs, benchmarked honestly",
+    after_help = "Exit codes: 0 all good; 1 a task or kernel failed; 2 bad usage; 3 the harness could not run (e.g. NVRTC or the task suite not found)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The task suite directory [default: tasks/ in the current directory or an ancestor]
+    #[arg(long, global = true, env = "KSMITH_TASKS_DIR", value_name = "DIR")]
+    pub tasks_dir: Option<PathBuf>,
+    /// libnvrtc.so to use, or a directory holding it [default: tools/cuda, then system locations]
+    #[arg(long, global = true, env = "KSMITH_NVRTC", value_name = "PATH")]
+    pub nvrtc: Option<PathBuf>,
+    /// Directory holding the CUDA headers (cuda_fp16.h) [default: next to NVRTC]
+    #[arg(long, global = true, env = "KSMITH_CUDA_INCLUDE", value_name = "DIR")]
+    pub cuda_include: Option<PathBuf>,
+    /// Compile target, e.g. sm_90 or sm_90a [default: the GPU's own, else sm_90]
+    #[arg(long, global = true, env = "KSMITH_ARCH", value_name = "ARCH")]
+    pub arch: Option<String>,
+    /// Compile cache directory [default: $KSMITH_CACHE_DIR, else ~/.cache/kernelsmith]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not read or write the compile cache
+    #[arg(long, global = true)]
+    pub no_cache: bool,
+    /// More log output (-v: debug, -vv: trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List, show and check the task suite
+    #[command(subcommand)]
+    Tasks(tasks::TasksCommand),
+}
+
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Tasks(cmd) => tasks::run(&cli.global, cmd),
+    }
+}

@@ -1,0 +1,513 @@
+//! `ksmith tasks list|show|check`.
+
+use super::{Global, EXIT_FAILED, EXIT_OK};
+use anyhow::{bail, Context};
+use bench_suite::check::{self, CheckOptions, CheckRow, Status};
+use bench_suite::suite::{self, Entry, Suite, TaskDir};
+use clap::{Args, Subcommand};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, ContentArrangement, Table};
+use indicatif::{ProgressBar, ProgressStyle};
+use verifier::nvrtc::{Arch, CompileCache, Compiler, Locator};
+use verifier::source::{INCLUDE_ALLOWED_PREFIXES, INCLUDE_ALLOWLIST};
+
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// One line per task
+    List(ListArgs),
+    /// A task's parameters, shapes, tensors, tolerance, roofline and reference launch plan
+    Show(ShowArgs),
+    /// Validate tasks and compile every reference kernel with NVRTC
+    #[command(after_help = include_allowlist_help())]
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Task id
+    id: String,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Task ids to check [default: all]
+    ids: Vec<String>,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+    /// Parallel compilations [default: number of CPUs]
+    #[arg(short, long)]
+    jobs: Option<usize>,
+    /// Treat register spills as failures
+    #[arg(long)]
+    deny_spills: bool,
+    /// Print the full compile log of every task
+    #[arg(long)]
+    log: bool,
+}
+
+fn include_allowlist_help() -> String {
+    format!(
+        "Headers a kernel may #include: {}, and anything under {}.",
+        INCLUDE_ALLOWLIST.join(", "),
+        INCLUDE_ALLOWED_PREFIXES.join(", ")
+    )
+}
+
+pub fn run(g: &Global, cmd: TasksCommand) -> anyhow::Result<u8> {
+    let root = suite::locate(g.tasks_dir.as_deref())?;
+    let suite = Suite::discover(&root)?;
+    match cmd {
+        TasksCommand::List(a) => list(&suite, &a),
+        TasksCommand::Show(a) => show(&suite, &a),
+        TasksCommand::Check(a) => check_cmd(g, &suite, &a),
+    }
+}
+
+fn table() -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    t
+}
+
+fn list(suite: &Suite, a: &ListArgs) -> anyhow::Result<u8> {
+    if a.json {
+        let rows: Vec<serde_json::Value> = suite
+            .entries
+            .iter()
+            .map(|e| match e {
+                Entry::Ok(t) => serde_json::json!({
+                    "id": t.task.id, "category": t.task.category, "title": t.task.title,
+                    "shapes": t.task.shapes.iter().map(|s| &s.name).collect::<Vec<_>>(),
+                    "valid": true, "content_hash": t.content_hash,
+                }),
+                Entry::Broken {
+                    id,
+                    category,
+                    diagnostics,
+                    ..
+                } => serde_json::json!({
+                    "id": id, "category": category, "valid": false,
+                    "problems": diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+                }),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(EXIT_OK);
+    }
+    let mut t = table();
+    t.set_header(vec![
+        "task",
+        "category",
+        "title",
+        "shapes",
+        "inputs → outputs",
+    ]);
+    let mut broken = 0;
+    for e in &suite.entries {
+        match e {
+            Entry::Ok(td) => {
+                let io = format!(
+                    "{} → {}",
+                    td.task
+                        .inputs
+                        .iter()
+                        .map(|i| i.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    td.task
+                        .outputs
+                        .iter()
+                        .map(|i| i.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                t.add_row(vec![
+                    Cell::new(&td.task.id),
+                    Cell::new(&td.task.category),
+                    Cell::new(&td.task.title),
+                    Cell::new(
+                        td.task
+                            .shapes
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ),
+                    Cell::new(io),
+                ]);
+            }
+            Entry::Broken { id, category, .. } => {
+                broken += 1;
+                t.add_row(vec![
+                    Cell::new(id),
+                    Cell::new(category),
+                    Cell::new("INVALID (see `ksmith tasks check`)").fg(Color::Red),
+                    Cell::new(""),
+                    Cell::new(""),
+                ]);
+            }
+        }
+    }
+    println!("{t}");
+    println!(
+        "{} tasks in {}{}",
+        suite.entries.len(),
+        suite.root.display(),
+        if broken > 0 {
+            format!(", {broken} invalid")
+        } else {
+            String::new()
+        }
+    );
+    Ok(EXIT_OK)
+}
+
+fn find<'a>(suite: &'a Suite, id: &str) -> anyhow::Result<&'a Entry> {
+    suite.get(id).with_context(|| {
+        format!(
+            "no task `{id}` in {} (known: {})",
+            suite.root.display(),
+            suite.ids().join(", ")
+        )
+    })
+}
+
+fn show(suite: &Suite, a: &ShowArgs) -> anyhow::Result<u8> {
+    let td = match find(suite, &a.id)? {
+        Entry::Ok(td) => td,
+        Entry::Broken { diagnostics, .. } => {
+            for d in diagnostics {
+                eprintln!("{d}");
+            }
+            return Ok(EXIT_FAILED);
+        }
+    };
+    if a.json {
+        let v = serde_json::json!({
+            "task": td.task, "plan": td.plan, "content_hash": td.content_hash,
+            "dir": td.dir, "kernels": td.kernels,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(EXIT_OK);
+    }
+    print_task(td)?;
+    Ok(EXIT_OK)
+}
+
+fn print_task(td: &TaskDir) -> anyhow::Result<()> {
+    let t = &td.task;
+    println!("{} — {}", t.id, t.title);
+    println!("category: {}", t.category);
+    if let Some(s) = &t.source {
+        println!("source:   {s}");
+    }
+    println!("dir:      {}", td.dir.display());
+    if let Some(d) = &t.description {
+        println!("\n{}", d.trim());
+    }
+    println!("\nparameters:");
+    for p in &t.params {
+        let mut r = Vec::new();
+        if let Some(v) = p.min {
+            r.push(format!("min {v}"));
+        }
+        if let Some(v) = p.max {
+            r.push(format!("max {v}"));
+        }
+        if let Some(v) = p.multiple_of {
+            r.push(format!("multiple of {v}"));
+        }
+        if let Some(v) = &p.values {
+            r.push(format!("one of {v:?}"));
+        }
+        let desc = p
+            .description
+            .as_deref()
+            .map(|d| format!("  ({d})"))
+            .unwrap_or_default();
+        println!("  {:<8} {}{desc}", p.name, r.join(", "));
+    }
+    for c in &t.constraints {
+        println!("  constraint: {c}");
+    }
+
+    let mut io = table();
+    io.set_header(vec!["", "name", "tensor", "role / check", "init"]);
+    for i in &t.inputs {
+        let init = i
+            .init
+            .as_ref()
+            .map(|x| serde_json::to_string(&x.kind))
+            .transpose()?
+            .unwrap_or_default();
+        io.add_row(vec![
+            "in".to_string(),
+            i.name.clone(),
+            i.signature(),
+            format!("{:?}", i.role).to_lowercase(),
+            init,
+        ]);
+    }
+    for o in &t.outputs {
+        let check = o.check.unwrap_or(t.check);
+        io.add_row(vec![
+            "out".to_string(),
+            o.name.clone(),
+            o.signature(),
+            format!("{check:?}"),
+            String::new(),
+        ]);
+    }
+    println!("\n{io}");
+    println!("check: {:?}", t.check);
+
+    let mut sh = table();
+    sh.set_header(vec![
+        "shape",
+        "params",
+        "bytes",
+        "flops",
+        "launches (grid × block, smem)",
+    ]);
+    for s in &t.shapes {
+        let bytes = t
+            .roofline
+            .bytes
+            .eval(s)
+            .map(|v| human(v as f64, "B"))
+            .unwrap_or_else(|e| e.to_string());
+        let flops = t
+            .roofline
+            .flops
+            .eval(s)
+            .map(|v| human(v as f64, "FLOP"))
+            .unwrap_or_else(|e| e.to_string());
+        let launches = match td.plan.resolve(s) {
+            Ok(ls) => ls
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{} {:?}×{:?}{}",
+                        l.kernel,
+                        trim_dims(l.grid),
+                        trim_dims(l.block),
+                        if l.shared_bytes > 0 {
+                            format!(", {} B", l.shared_bytes)
+                        } else {
+                            String::new()
+                        }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(e) => e,
+        };
+        sh.add_row(vec![s.name.clone(), s.describe(), bytes, flops, launches]);
+    }
+    println!("\n{sh}");
+    println!(
+        "roofline peak: {:?}; bytes = {}; flops = {}",
+        t.roofline.peak, t.roofline.bytes, t.roofline.flops
+    );
+    if !td.plan.scratch.is_empty() {
+        println!("\nscratch:");
+        for s in &td.plan.scratch {
+            println!(
+                "  {} {}[{}]{}",
+                s.name,
+                s.dtype,
+                s.len,
+                if s.persistent { " (persistent)" } else { "" }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn trim_dims(d: [u32; 3]) -> Vec<u32> {
+    let n = if d[2] > 1 {
+        3
+    } else if d[1] > 1 {
+        2
+    } else {
+        1
+    };
+    d[..n].to_vec()
+}
+
+fn human(v: f64, unit: &str) -> String {
+    let (d, p) = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
+        .into_iter()
+        .find(|(d, _)| v >= *d)
+        .unwrap_or((1.0, ""));
+    format!("{:.3} {p}{unit}", v / d)
+}
+
+pub(crate) fn compiler(g: &Global) -> anyhow::Result<(Compiler, Arch)> {
+    let nvrtc = Locator {
+        library: g.nvrtc.clone(),
+        include: g.cuda_include.clone(),
+    }
+    .load()?;
+    let arch = match &g.arch {
+        Some(a) => a.parse::<Arch>().map_err(anyhow::Error::msg)?,
+        None => Arch::detect().unwrap_or(Arch::DEFAULT),
+    };
+    let cache = if g.no_cache {
+        None
+    } else {
+        match &g.cache_dir {
+            Some(d) => Some(CompileCache::new(d.join("nvrtc"))),
+            None => CompileCache::default_location(),
+        }
+    };
+    tracing::debug!(
+        "NVRTC {}.{} from {}, headers {:?}, target {arch}",
+        nvrtc.version.0,
+        nvrtc.version.1,
+        nvrtc.library_path.display(),
+        nvrtc.include_dirs
+    );
+    Ok((Compiler::new(nvrtc, cache), arch))
+}
+
+fn check_cmd(g: &Global, suite: &Suite, a: &CheckArgs) -> anyhow::Result<u8> {
+    let selected: Vec<&Entry> = if a.ids.is_empty() {
+        suite.entries.iter().collect()
+    } else {
+        a.ids
+            .iter()
+            .map(|id| find(suite, id))
+            .collect::<anyhow::Result<_>>()?
+    };
+    if selected.is_empty() {
+        bail!("no tasks found in {}", suite.root.display());
+    }
+    let (compiler, arch) = compiler(g)?;
+    let jobs = a.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let bar = ProgressBar::new(selected.len() as u64);
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}") {
+        bar.set_style(style);
+    }
+    let opts = CheckOptions {
+        arch,
+        jobs,
+        deny_spills: a.deny_spills,
+    };
+    let rows = check::check(suite, &selected, &compiler, &opts, &|r: &CheckRow| {
+        bar.set_message(r.id.clone());
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+
+    let failed = rows.iter().filter(|r| r.failed()).count();
+    if a.json {
+        let v = serde_json::json!({
+            "arch": arch.to_string(),
+            "nvrtc": format!("{}.{}", compiler.nvrtc.version.0, compiler.nvrtc.version.1),
+            "tasks": rows,
+            "failed": failed,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print_check_table(&rows, a.log);
+        println!(
+            "{} tasks checked for {arch} with NVRTC {}.{}: {} ok, {} failed{}",
+            rows.len(),
+            compiler.nvrtc.version.0,
+            compiler.nvrtc.version.1,
+            rows.len() - failed,
+            failed,
+            match rows.iter().filter(|r| r.status == Status::Spills).count() {
+                0 => String::new(),
+                n => format!(", {n} with spills"),
+            }
+        );
+    }
+    Ok(if failed > 0 { EXIT_FAILED } else { EXIT_OK })
+}
+
+fn print_check_table(rows: &[CheckRow], full_log: bool) {
+    let mut t = table();
+    t.set_header(vec![
+        "task",
+        "status",
+        "compile ms",
+        "kernel",
+        "regs",
+        "spills (st/ld B)",
+        "smem B",
+    ]);
+    for r in rows {
+        let (status, color) = match r.status {
+            Status::Ok => ("ok", Color::Green),
+            Status::Spills => ("spills", Color::Yellow),
+            Status::Invalid => ("invalid", Color::Red),
+            Status::CompileError => ("compile error", Color::Red),
+        };
+        let ms = r
+            .compile_ms
+            .map(|m| format!("{m:.0}{}", if r.cache_hit { " (cached)" } else { "" }))
+            .unwrap_or_default();
+        let col = |f: &dyn Fn(&verifier::nvrtc::KernelResources) -> String| {
+            r.kernels
+                .iter()
+                .map(|k| k.resources.as_ref().map(f).unwrap_or_else(|| "?".into()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        t.add_row(vec![
+            Cell::new(&r.id),
+            Cell::new(status).fg(color),
+            Cell::new(ms),
+            Cell::new(
+                r.kernels
+                    .iter()
+                    .map(|k| k.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            Cell::new(col(&|x| x.registers.to_string())),
+            Cell::new(col(&|x| format!("{}/{}", x.spill_stores, x.spill_loads))),
+            Cell::new(col(&|x| x.smem.to_string())),
+        ]);
+    }
+    println!("{t}");
+    for r in rows.iter().filter(|r| !r.problems.is_empty()) {
+        println!("\n{} ({}):", r.id, r.category);
+        for p in &r.problems {
+            let p = if full_log { p.clone() } else { shorten(p, 40) };
+            for line in p.lines() {
+                println!("  {line}");
+            }
+        }
+    }
+}
+
+/// The first `n` lines of a long compile log; `--log` prints it all.
+fn shorten(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    if lines.len() <= n {
+        return s.to_string();
+    }
+    format!(
+        "{}\n... ({} more lines; --log prints all)",
+        lines[..n].join("\n"),
+        lines.len() - n
+    )
+}

@@ -1,0 +1,1040 @@
+//! The task format (`task.toml`), validated. The schema is documented in `tasks/README.md`;
+//! keep the two in step.
+
+use crate::diag::{self, LoadError, Reporter};
+use crate::dtype::DType;
+use crate::expr::{Env, Expr};
+use crate::toml_reader::{is_identifier, suggestion, Span, Table};
+use indexmap::IndexMap;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Task {
+    pub id: String,
+    pub title: String,
+    pub category: String,
+    pub source: Option<String>,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub params: Vec<Param>,
+    pub constraints: Vec<Expr>,
+    pub shapes: Vec<Shape>,
+    pub inputs: Vec<TensorDecl>,
+    pub outputs: Vec<TensorDecl>,
+    pub check: Check,
+    pub roofline: Roofline,
+    pub compile: CompilePolicy,
+    /// The `task.toml` this was read from.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Param {
+    pub name: String,
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+    pub multiple_of: Option<i64>,
+    pub values: Option<Vec<i64>>,
+    pub description: Option<String>,
+}
+
+impl Param {
+    /// Why `v` is not a legal value of this parameter, if it is not.
+    pub fn violation(&self, v: i64) -> Option<String> {
+        if let Some(min) = self.min.filter(|m| v < *m) {
+            return Some(format!("{} = {v} is below its minimum {min}", self.name));
+        }
+        if let Some(max) = self.max.filter(|m| v > *m) {
+            return Some(format!("{} = {v} is above its maximum {max}", self.name));
+        }
+        if let Some(m) = self.multiple_of.filter(|m| v % *m != 0) {
+            return Some(format!("{} = {v} is not a multiple of {m}", self.name));
+        }
+        if let Some(vals) = self.values.as_ref().filter(|vals| !vals.contains(&v)) {
+            return Some(format!("{} = {v} is not one of {vals:?}", self.name));
+        }
+        None
+    }
+}
+
+/// A named assignment of every parameter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Shape {
+    pub name: String,
+    pub values: IndexMap<String, i64>,
+}
+
+impl Env for Shape {
+    fn lookup(&self, name: &str) -> Option<i64> {
+        self.values.get(name).copied()
+    }
+}
+
+impl Shape {
+    /// `B=4 K=8192 N=22016`, for tables and logs.
+    pub fn describe(&self) -> String {
+        self.values
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Activation,
+    Weight,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorDecl {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<Expr>,
+    pub description: Option<String>,
+    /// Inputs only.
+    pub init: Option<Init>,
+    pub role: Role,
+    /// Outputs only: overrides the task's `[check]`.
+    pub check: Option<Check>,
+}
+
+impl TensorDecl {
+    /// Element count for a shape (checked: the product may not overflow).
+    pub fn numel(&self, env: &dyn Env) -> Result<u64, String> {
+        let mut n: u64 = 1;
+        for (i, d) in self.shape.iter().enumerate() {
+            let v = d.eval(env).map_err(|e| format!("dimension {i}: {e}"))?;
+            let v =
+                u64::try_from(v).map_err(|_| format!("dimension {i} (`{d}`) is negative: {v}"))?;
+            n = n
+                .checked_mul(v)
+                .ok_or_else(|| format!("element count of `{}` overflows", self.name))?;
+        }
+        Ok(n)
+    }
+
+    /// `bf16[B, K]`, for tables and prompts.
+    pub fn signature(&self) -> String {
+        let dims: Vec<&str> = self.shape.iter().map(|e| e.text()).collect();
+        format!("{}[{}]", self.dtype, dims.join(", "))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Init {
+    pub kind: InitKind,
+    /// Whether the verifier also checks this input under a heavy-tailed / rescaled variant.
+    pub stress: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "dist", rename_all = "snake_case")]
+pub enum InitKind {
+    Normal { mean: f64, std: f64 },
+    Uniform { low: f64, high: f64 },
+    Randint { low: i64, high: i64 },
+    Constant { value: f64 },
+    StudentT { df: f64, scale: f64 },
+    Generator(Generator),
+}
+
+/// Structured inputs that distributions cannot express. The verifier implements each.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "generator", rename_all = "snake_case")]
+pub enum Generator {
+    Nf4Table,
+    DynamicMap8bit { signed: bool },
+    SortedOffsets { total: Expr, min_each: i64 },
+    Permutation,
+    SparseBitmap { density: f64 },
+    PackedCodes { bits: u32 },
+    Codebook { std: f64 },
+    TopkDistinct { std: f64 },
+}
+
+pub const GENERATORS: &[&str] = &[
+    "nf4_table",
+    "dynamic_map_8bit",
+    "sorted_offsets",
+    "permutation",
+    "sparse_bitmap",
+    "packed_codes",
+    "codebook",
+    "topk_distinct",
+];
+
+pub const DISTS: &[&str] = &["normal", "uniform", "randint", "constant", "student_t"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "metric", rename_all = "snake_case")]
+pub enum Check {
+    /// `max|y - ref| / max|ref| <= tol`: immune to KernelBench's all-zeros hole.
+    NormalizedMax {
+        tol: f64,
+    },
+    AllClose {
+        atol: f64,
+        rtol: f64,
+    },
+    Exact,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Peak {
+    Fp64,
+    Fp32,
+    Tf32Tensor,
+    Fp16Tensor,
+    Bf16Tensor,
+    Fp8Tensor,
+    Int8Tensor,
+    Int32,
+}
+
+pub const PEAKS: &[&str] = &[
+    "fp64",
+    "fp32",
+    "tf32_tensor",
+    "fp16_tensor",
+    "bf16_tensor",
+    "fp8_tensor",
+    "int8_tensor",
+    "int32",
+];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Roofline {
+    pub bytes: Expr,
+    pub flops: Expr,
+    pub peak: Peak,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CompilePolicy {
+    pub fast_math: bool,
+}
+
+impl Task {
+    pub fn load(path: &Path) -> Result<Task, LoadError> {
+        let text = diag::read_file(path)?;
+        Task::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Task, LoadError> {
+        let doc = diag::parse_toml(path, text)?;
+        let mut rep = Reporter::new(path, text);
+        let task = read_task(&mut rep, &Table::root(doc.as_table()), path);
+        match task {
+            Some(t) if rep.is_empty() => Ok(t),
+            _ => Err(LoadError::Invalid {
+                diagnostics: rep.diagnostics,
+            }),
+        }
+    }
+
+    pub fn param_names(&self) -> Vec<&str> {
+        self.params.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    pub fn tensors(&self) -> impl Iterator<Item = &TensorDecl> {
+        self.inputs.iter().chain(self.outputs.iter())
+    }
+
+    pub fn input(&self, name: &str) -> Option<&TensorDecl> {
+        self.inputs.iter().find(|t| t.name == name)
+    }
+
+    pub fn shape(&self, name: &str) -> Option<&Shape> {
+        self.shapes.iter().find(|s| s.name == name)
+    }
+
+    /// Checks a parameter assignment against ranges, constraints and every expression that must
+    /// evaluate on it. Used for public shapes here and for held-out shapes by the verifier.
+    pub fn check_shape(&self, shape: &Shape) -> Result<(), String> {
+        for p in &self.params {
+            let v = shape
+                .values
+                .get(&p.name)
+                .ok_or_else(|| format!("no value for parameter `{}`", p.name))?;
+            if let Some(why) = p.violation(*v) {
+                return Err(why);
+            }
+        }
+        for c in &self.constraints {
+            match c.eval_bool(shape) {
+                Ok(true) => {}
+                Ok(false) => return Err(format!("constraint `{c}` does not hold")),
+                Err(e) => return Err(format!("constraint: {e}")),
+            }
+        }
+        for t in self.tensors() {
+            t.numel(shape).map_err(|e| format!("`{}`: {e}", t.name))?;
+            if let Some(Init {
+                kind: InitKind::Generator(Generator::SortedOffsets { total, .. }),
+                ..
+            }) = &t.init
+            {
+                total
+                    .eval(shape)
+                    .map_err(|e| format!("`{}` generator total: {e}", t.name))?;
+            }
+        }
+        for (what, e) in [
+            ("bytes", &self.roofline.bytes),
+            ("flops", &self.roofline.flops),
+        ] {
+            let v = e
+                .eval(shape)
+                .map_err(|err| format!("roofline {what}: {err}"))?;
+            if v < 0 {
+                return Err(format!("roofline {what} is negative ({v})"));
+            }
+        }
+        Ok(())
+    }
+}
+
+const TOP_KEYS: &[&str] = &[
+    "id",
+    "title",
+    "category",
+    "source",
+    "description",
+    "tags",
+    "params",
+    "constraints",
+    "shapes",
+    "inputs",
+    "outputs",
+    "check",
+    "roofline",
+    "compile",
+];
+
+fn read_task(rep: &mut Reporter, root: &Table, path: &Path) -> Option<Task> {
+    root.deny_unknown(rep, TOP_KEYS);
+    let id = root.str(rep, "id", true, "the task id, equal to its directory name");
+    let title = root.str(rep, "title", true, "a one-line title");
+    let category = root.str(
+        rep,
+        "category",
+        true,
+        "the category, equal to the parent directory",
+    );
+    let source = root.str(rep, "source", false, "").map(|s| s.0);
+    let description = root.str(rep, "description", false, "").map(|s| s.0);
+    let tags = root
+        .str_list(rep, "tags")
+        .into_iter()
+        .map(|t| t.0)
+        .collect();
+    if let Some((id, span)) = &id {
+        if !is_identifier(id) {
+            rep.error(
+                span.clone(),
+                "id",
+                format!("`{id}` is not a valid id (letters, digits, _)"),
+            );
+        }
+    }
+
+    let params = read_params(rep, root);
+    let pnames: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
+    let known = |n: &str| pnames.iter().any(|p| p == n);
+    let known_list = if pnames.is_empty() {
+        "(no params declared)".to_string()
+    } else {
+        pnames.join(", ")
+    };
+
+    let mut constraints = Vec::new();
+    if root.has("constraints") {
+        for (text, span, kpath) in root.str_list(rep, "constraints") {
+            match Expr::parse(&text).and_then(|e| e.check_names(known).map(|_| e)) {
+                Ok(e) => constraints.push(e),
+                Err(e) => rep.error(span, kpath, format!("{e}; known names: {known_list}")),
+            }
+        }
+    }
+
+    let mut names_seen: Vec<String> = Vec::new();
+    let inputs = read_tensors(
+        rep,
+        root,
+        "inputs",
+        true,
+        &known,
+        &known_list,
+        &mut names_seen,
+    );
+    let outputs = read_tensors(
+        rep,
+        root,
+        "outputs",
+        false,
+        &known,
+        &known_list,
+        &mut names_seen,
+    );
+    if !root.has("outputs") {
+        root.missing(rep, "outputs", "at least one [[outputs]] table");
+    }
+
+    let check = root
+        .table(
+            rep,
+            "check",
+            true,
+            "the [check] table: metric and tolerance",
+        )
+        .and_then(|t| read_check(rep, &t));
+
+    let roofline = root
+        .table(
+            rep,
+            "roofline",
+            true,
+            "the [roofline] table: bytes, flops, peak",
+        )
+        .and_then(|t| {
+            t.deny_unknown(rep, &["bytes", "flops", "peak"]);
+            let bytes = t.expr(rep, "bytes", true, &known, &known_list);
+            let flops = t.expr(rep, "flops", true, &known, &known_list);
+            let peak = t
+                .str(rep, "peak", true, "which peak applies")
+                .and_then(|(p, span)| {
+                    let peak = match p.as_str() {
+                        "fp64" => Peak::Fp64,
+                        "fp32" => Peak::Fp32,
+                        "tf32_tensor" => Peak::Tf32Tensor,
+                        "fp16_tensor" => Peak::Fp16Tensor,
+                        "bf16_tensor" => Peak::Bf16Tensor,
+                        "fp8_tensor" => Peak::Fp8Tensor,
+                        "int8_tensor" => Peak::Int8Tensor,
+                        "int32" => Peak::Int32,
+                        _ => {
+                            rep.error(
+                                span,
+                                t.key_path("peak"),
+                                format!(
+                                    "unknown peak `{p}` (known: {}){}",
+                                    PEAKS.join(", "),
+                                    suggestion(&p, PEAKS)
+                                ),
+                            );
+                            return None;
+                        }
+                    };
+                    Some(peak)
+                });
+            Some(Roofline {
+                bytes: bytes?,
+                flops: flops?,
+                peak: peak?,
+            })
+        });
+
+    let compile = match root.table(rep, "compile", false, "") {
+        Some(t) => {
+            t.deny_unknown(rep, &["fast_math"]);
+            CompilePolicy {
+                fast_math: t.bool(rep, "fast_math").unwrap_or(false),
+            }
+        }
+        None => CompilePolicy::default(),
+    };
+
+    let shapes = read_shapes(rep, root, &params);
+
+    let task = Task {
+        id: id?.0,
+        title: title?.0,
+        category: category?.0,
+        source,
+        description,
+        tags,
+        params,
+        constraints,
+        shapes: shapes.iter().map(|(s, _, _)| s.clone()).collect(),
+        inputs,
+        outputs,
+        check: check?,
+        roofline: roofline?,
+        compile,
+        path: path.to_path_buf(),
+    };
+    // Shapes are checked against the whole task only once everything else read cleanly, so a
+    // typo elsewhere does not cascade into a page of shape errors.
+    if rep.is_empty() {
+        for (shape, span, kpath) in &shapes {
+            if let Err(why) = task.check_shape(shape) {
+                rep.error(
+                    span.clone(),
+                    kpath.clone(),
+                    format!("shape `{}`: {why}", shape.name),
+                );
+            }
+        }
+    }
+    Some(task)
+}
+
+fn read_params(rep: &mut Reporter, root: &Table) -> Vec<Param> {
+    let Some(t) = root.table(rep, "params", false, "") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, item, kspan, _) in t.entries() {
+        let path = t.key_path(&name);
+        if !is_identifier(&name) {
+            rep.error(
+                kspan.clone(),
+                &path,
+                format!("parameter name `{name}` is not an identifier"),
+            );
+            continue;
+        }
+        if crate::expr::FUNCTIONS.contains(&name.as_str()) {
+            rep.error(
+                kspan.clone(),
+                &path,
+                format!("`{name}` is a function name and cannot be a parameter"),
+            );
+            continue;
+        }
+        let Some(pt) = item.as_table_like() else {
+            if name == "constraints" || name == "shapes" {
+                rep.error(
+                    item.span().or(kspan),
+                    &path,
+                    format!("`{name}` landed inside [params]: TOML puts every key after a [table] header into that table; move `{name}` above [params]"),
+                );
+                continue;
+            }
+            rep.error(
+                item.span().or(kspan),
+                &path,
+                format!("expected a table such as `{name} = {{ min = 1 }}`"),
+            );
+            continue;
+        };
+        let pt = Table {
+            t: pt,
+            path: path.clone(),
+            span: item.span(),
+        };
+        pt.deny_unknown(rep, &["min", "max", "multiple_of", "values", "description"]);
+        let min = pt.int(rep, "min").map(|v| v.0);
+        let max = pt.int(rep, "max").map(|v| v.0);
+        let multiple_of = pt.int(rep, "multiple_of");
+        let values = pt.int_list(rep, "values");
+        let description = pt.str(rep, "description", false, "").map(|s| s.0);
+        if let (Some(lo), Some(hi)) = (min, max) {
+            if lo > hi {
+                rep.error(
+                    item.span(),
+                    &path,
+                    format!("min {lo} is greater than max {hi}"),
+                );
+            }
+        }
+        if let Some((m, span)) = &multiple_of {
+            if *m <= 0 {
+                rep.error(span.clone(), pt.key_path("multiple_of"), "must be positive");
+            }
+        }
+        if let Some(v) = &values {
+            if v.is_empty() {
+                rep.error(
+                    pt.value_span("values"),
+                    pt.key_path("values"),
+                    "must list at least one value",
+                );
+            }
+        }
+        out.push(Param {
+            name,
+            min,
+            max,
+            multiple_of: multiple_of.map(|m| m.0),
+            values,
+            description,
+        });
+    }
+    out
+}
+
+fn read_shapes(rep: &mut Reporter, root: &Table, params: &[Param]) -> Vec<(Shape, Span, String)> {
+    let tables = root.tables(rep, "shapes");
+    if tables.is_empty() && !root.has("shapes") {
+        root.missing(rep, "shapes", "at least one [[shapes]] table");
+    }
+    let mut out: Vec<(Shape, Span, String)> = Vec::new();
+    for t in tables {
+        let mut allowed: Vec<&str> = vec!["name"];
+        allowed.extend(params.iter().map(|p| p.name.as_str()));
+        t.deny_unknown(rep, &allowed);
+        let Some((name, nspan)) = t.str(rep, "name", true, "the shape's name") else {
+            continue;
+        };
+        if out.iter().any(|(s, _, _)| s.name == name) {
+            rep.error(
+                nspan.clone(),
+                t.key_path("name"),
+                format!("duplicate shape name `{name}`"),
+            );
+        }
+        let mut values = IndexMap::new();
+        let mut complete = true;
+        for p in params {
+            match t.int(rep, &p.name) {
+                Some((v, _)) => {
+                    values.insert(p.name.clone(), v);
+                }
+                None => {
+                    if !t.has(&p.name) {
+                        t.missing(rep, &p.name, "every parameter needs a value in every shape");
+                    }
+                    complete = false;
+                }
+            }
+        }
+        if complete {
+            out.push((
+                Shape { name, values },
+                t.span.clone().or(nspan),
+                t.path.clone(),
+            ));
+        }
+    }
+    out
+}
+
+const TENSOR_KEYS_IN: &[&str] = &["name", "dtype", "shape", "init", "role", "description"];
+const TENSOR_KEYS_OUT: &[&str] = &["name", "dtype", "shape", "check", "description"];
+
+fn read_tensors(
+    rep: &mut Reporter,
+    root: &Table,
+    key: &str,
+    inputs: bool,
+    known: &dyn Fn(&str) -> bool,
+    known_list: &str,
+    names_seen: &mut Vec<String>,
+) -> Vec<TensorDecl> {
+    let mut out = Vec::new();
+    for t in root.tables(rep, key) {
+        t.deny_unknown(
+            rep,
+            if inputs {
+                TENSOR_KEYS_IN
+            } else {
+                TENSOR_KEYS_OUT
+            },
+        );
+        let name = t.str(rep, "name", true, "the tensor's name");
+        if let Some((n, span)) = &name {
+            if !is_identifier(n) {
+                rep.error(
+                    span.clone(),
+                    t.key_path("name"),
+                    format!("`{n}` is not an identifier"),
+                );
+            } else if names_seen.contains(n) {
+                rep.error(
+                    span.clone(),
+                    t.key_path("name"),
+                    format!("duplicate tensor name `{n}`"),
+                );
+            } else if known(n) {
+                rep.error(
+                    span.clone(),
+                    t.key_path("name"),
+                    format!("`{n}` is already a parameter name"),
+                );
+            }
+            names_seen.push(n.clone());
+        }
+        let dtype = t
+            .str(rep, "dtype", true, "the element type")
+            .and_then(|(d, span)| {
+                d.parse::<DType>()
+                    .map_err(|e| rep.error(span, t.key_path("dtype"), e.to_string()))
+                    .ok()
+            });
+        let shape = match t.has("shape") {
+            true => t.expr_list(rep, "shape", (0, 8), known, known_list),
+            false => {
+                t.missing(
+                    rep,
+                    "shape",
+                    "a list of dimension expressions; [] for a scalar",
+                );
+                None
+            }
+        };
+        let description = t.str(rep, "description", false, "").map(|s| s.0);
+        let role = if inputs {
+            match t.str(rep, "role", false, "") {
+                None => Some(Role::Activation),
+                Some((r, span)) => match r.as_str() {
+                    "activation" => Some(Role::Activation),
+                    "weight" => Some(Role::Weight),
+                    _ => {
+                        rep.error(
+                            span,
+                            t.key_path("role"),
+                            format!("unknown role `{r}` (known: activation, weight)"),
+                        );
+                        None
+                    }
+                },
+            }
+        } else {
+            Some(Role::Activation)
+        };
+        let init = if inputs {
+            match t.table(rep, "init", true, "how the harness generates this input") {
+                Some(it) => read_init(rep, &it, dtype, known, known_list),
+                None => None,
+            }
+        } else {
+            None
+        };
+        let check = if inputs {
+            None
+        } else {
+            t.table(rep, "check", false, "")
+                .and_then(|c| read_check(rep, &c))
+        };
+        if let (Some((name, _)), Some(dtype), Some(shape), Some(role)) = (name, dtype, shape, role)
+        {
+            if inputs && init.is_none() {
+                continue;
+            }
+            out.push(TensorDecl {
+                name,
+                dtype,
+                shape,
+                description,
+                init,
+                role,
+                check,
+            });
+        }
+    }
+    out
+}
+
+fn read_check(rep: &mut Reporter, t: &Table) -> Option<Check> {
+    let (metric, span) = t.str(rep, "metric", true, "normalized_max, allclose or exact")?;
+    let mut positive = |key: &str| -> Option<f64> {
+        let Some((v, span)) = t.float(rep, key) else {
+            if !t.has(key) {
+                t.missing(rep, key, &format!("a tolerance for metric `{metric}`"));
+            }
+            return None;
+        };
+        if v < 0.0 {
+            rep.error(
+                span,
+                t.key_path(key),
+                format!("tolerance must be >= 0, found {v}"),
+            );
+            return None;
+        }
+        Some(v)
+    };
+    let check = match metric.as_str() {
+        "normalized_max" => {
+            let tol = positive("tol");
+            t.deny_unknown(rep, &["metric", "tol"]);
+            Check::NormalizedMax { tol: tol? }
+        }
+        "allclose" => {
+            let (atol, rtol) = (positive("atol"), positive("rtol"));
+            t.deny_unknown(rep, &["metric", "atol", "rtol"]);
+            Check::AllClose {
+                atol: atol?,
+                rtol: rtol?,
+            }
+        }
+        "exact" => {
+            t.deny_unknown(rep, &["metric"]);
+            Check::Exact
+        }
+        _ => {
+            let known = ["normalized_max", "allclose", "exact"];
+            rep.error(
+                span,
+                t.key_path("metric"),
+                format!(
+                    "unknown metric `{metric}` (known: {}){}",
+                    known.join(", "),
+                    suggestion(&metric, &known)
+                ),
+            );
+            return None;
+        }
+    };
+    Some(check)
+}
+
+fn read_init(
+    rep: &mut Reporter,
+    t: &Table,
+    dtype: Option<DType>,
+    known: &dyn Fn(&str) -> bool,
+    known_list: &str,
+) -> Option<Init> {
+    let stress = t.bool(rep, "stress").unwrap_or(true);
+    let dist = t.str(rep, "dist", false, "");
+    let generator = t.str(rep, "generator", false, "");
+    let (kind, allowed): (InitKind, &[&str]) = match (dist, generator) {
+        (Some(_), Some((_, span))) => {
+            rep.error(
+                span,
+                t.key_path("generator"),
+                "give either `dist` or `generator`, not both",
+            );
+            return None;
+        }
+        (None, None) => {
+            rep.error(
+                t.span.clone(),
+                &t.path,
+                format!(
+                    "needs `dist` ({}) or `generator` ({})",
+                    DISTS.join(", "),
+                    GENERATORS.join(", ")
+                ),
+            );
+            return None;
+        }
+        (Some((d, span)), None) => {
+            let float = |rep: &mut Reporter, key: &str, default: Option<f64>| -> Option<f64> {
+                match t.float(rep, key) {
+                    Some((v, _)) => Some(v),
+                    None if t.has(key) => None,
+                    None => default.or_else(|| {
+                        t.missing(rep, key, &format!("a parameter of dist `{d}`"));
+                        None
+                    }),
+                }
+            };
+            let (kind, allowed): (Option<InitKind>, &[&str]) = match d.as_str() {
+                "normal" => {
+                    let (mean, std) = (float(rep, "mean", Some(0.0)), float(rep, "std", Some(1.0)));
+                    (
+                        mean.zip(std)
+                            .map(|(mean, std)| InitKind::Normal { mean, std }),
+                        &["dist", "mean", "std", "stress"],
+                    )
+                }
+                "uniform" => {
+                    let (low, high) = (float(rep, "low", None), float(rep, "high", None));
+                    if let (Some(l), Some(h)) = (low, high) {
+                        if l >= h {
+                            rep.error(
+                                t.value_span("high"),
+                                t.key_path("high"),
+                                format!("high ({h}) must be greater than low ({l})"),
+                            );
+                        }
+                    }
+                    (
+                        low.zip(high)
+                            .map(|(low, high)| InitKind::Uniform { low, high }),
+                        &["dist", "low", "high", "stress"],
+                    )
+                }
+                "randint" => {
+                    let low = t.int(rep, "low");
+                    let high = t.int(rep, "high");
+                    for k in ["low", "high"] {
+                        if !t.has(k) {
+                            t.missing(rep, k, "an integer bound of dist `randint`");
+                        }
+                    }
+                    let kind = match (low, high) {
+                        (Some((l, _)), Some((h, hspan))) => {
+                            if l >= h {
+                                rep.error(hspan, t.key_path("high"), format!("high ({h}) must be greater than low ({l}); the range is [low, high)"));
+                                None
+                            } else {
+                                if let Some((lo, hi)) = dtype.and_then(|d| d.int_range()) {
+                                    if (l as i128) < lo || (h as i128 - 1) > hi {
+                                        rep.error(
+                                            hspan,
+                                            t.key_path("high"),
+                                            format!("range [{l}, {h}) does not fit dtype {} ([{lo}, {hi}])", dtype.map(|d| d.name()).unwrap_or("?")),
+                                        );
+                                    }
+                                }
+                                Some(InitKind::Randint { low: l, high: h })
+                            }
+                        }
+                        _ => None,
+                    };
+                    (kind, &["dist", "low", "high", "stress"])
+                }
+                "constant" => (
+                    float(rep, "value", None).map(|value| InitKind::Constant { value }),
+                    &["dist", "value", "stress"],
+                ),
+                "student_t" => {
+                    let (df, scale) = (float(rep, "df", None), float(rep, "scale", Some(1.0)));
+                    if let Some(df) = df.filter(|df| *df <= 0.0) {
+                        rep.error(
+                            t.value_span("df"),
+                            t.key_path("df"),
+                            format!("degrees of freedom must be > 0, found {df}"),
+                        );
+                    }
+                    (
+                        df.zip(scale)
+                            .map(|(df, scale)| InitKind::StudentT { df, scale }),
+                        &["dist", "df", "scale", "stress"],
+                    )
+                }
+                _ => {
+                    rep.error(
+                        span,
+                        t.key_path("dist"),
+                        format!(
+                            "unknown dist `{d}` (known: {}){}",
+                            DISTS.join(", "),
+                            suggestion(&d, DISTS)
+                        ),
+                    );
+                    return None;
+                }
+            };
+            if let (Some(dt), Some(k)) = (dtype, &kind) {
+                let float_only = matches!(
+                    k,
+                    InitKind::Normal { .. } | InitKind::Uniform { .. } | InitKind::StudentT { .. }
+                );
+                if float_only && !dt.is_float() {
+                    rep.error(
+                        span.clone(),
+                        t.key_path("dist"),
+                        format!("dist `{d}` makes floats but the dtype is {dt}; use randint"),
+                    );
+                }
+            }
+            (kind?, allowed)
+        }
+        (None, Some((g, span))) => {
+            let (gen, allowed): (Option<Generator>, &[&str]) = match g.as_str() {
+                "nf4_table" => (Some(Generator::Nf4Table), &["generator", "stress"]),
+                "dynamic_map_8bit" => (
+                    Some(Generator::DynamicMap8bit {
+                        signed: t.bool(rep, "signed").unwrap_or(true),
+                    }),
+                    &["generator", "signed", "stress"],
+                ),
+                "sorted_offsets" => {
+                    let total = t.expr(rep, "total", true, known, known_list);
+                    let min_each = t.int(rep, "min_each").map(|v| v.0).unwrap_or(0);
+                    (
+                        total.map(|total| Generator::SortedOffsets { total, min_each }),
+                        &["generator", "total", "min_each", "stress"],
+                    )
+                }
+                "permutation" => (Some(Generator::Permutation), &["generator", "stress"]),
+                "sparse_bitmap" => {
+                    let density = t.float(rep, "density").map(|v| v.0);
+                    if !t.has("density") {
+                        t.missing(rep, "density", "the probability that a bit is set");
+                    }
+                    if let Some(d) = density.filter(|d| !(0.0..=1.0).contains(d)) {
+                        rep.error(
+                            t.value_span("density"),
+                            t.key_path("density"),
+                            format!("density must be in [0, 1], found {d}"),
+                        );
+                    }
+                    (
+                        density.map(|density| Generator::SparseBitmap { density }),
+                        &["generator", "density", "stress"],
+                    )
+                }
+                "packed_codes" => {
+                    let bits = t.int(rep, "bits");
+                    if !t.has("bits") {
+                        t.missing(rep, "bits", "the code width in bits (1 to 8)");
+                    }
+                    let bits = match bits {
+                        Some((b, _)) if (1..=8).contains(&b) => Some(b as u32),
+                        Some((b, span)) => {
+                            rep.error(
+                                span,
+                                t.key_path("bits"),
+                                format!("bits must be 1 to 8, found {b}"),
+                            );
+                            None
+                        }
+                        None => None,
+                    };
+                    (
+                        bits.map(|bits| Generator::PackedCodes { bits }),
+                        &["generator", "bits", "stress"],
+                    )
+                }
+                "codebook" | "topk_distinct" => {
+                    let std = t.float(rep, "std").map(|v| v.0).unwrap_or(1.0);
+                    let gen = if g == "codebook" {
+                        Generator::Codebook { std }
+                    } else {
+                        Generator::TopkDistinct { std }
+                    };
+                    (Some(gen), &["generator", "std", "stress"])
+                }
+                _ => {
+                    rep.error(
+                        span,
+                        t.key_path("generator"),
+                        format!(
+                            "unknown generator `{g}` (known: {}){}",
+                            GENERATORS.join(", "),
+                            suggestion(&g, GENERATORS)
+                        ),
+                    );
+                    return None;
+                }
+            };
+            if let (Some(dt), Some(gen)) = (dtype, &gen) {
+                let ok = match gen {
+                    Generator::Nf4Table | Generator::DynamicMap8bit { .. } => dt == DType::F32,
+                    Generator::Codebook { .. } | Generator::TopkDistinct { .. } => dt.is_float(),
+                    Generator::SortedOffsets { .. } | Generator::Permutation => dt.is_integer(),
+                    Generator::SparseBitmap { .. } | Generator::PackedCodes { .. } => {
+                        dt.is_integer()
+                    }
+                };
+                if !ok {
+                    rep.error(
+                        span,
+                        t.key_path("generator"),
+                        format!("generator `{g}` cannot make dtype {dt}"),
+                    );
+                }
+            }
+            (InitKind::Generator(gen?), allowed)
+        }
+    };
+    t.deny_unknown(rep, allowed);
+    Some(Init { kind, stress })
+}
+
+impl Serialize for Expr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.text())
+    }
+}
