@@ -404,3 +404,27 @@ fn api_key_type_hides_itself() {
     let k = ApiKey::new("sk-never-print-me");
     assert!(!format!("{k:?}").contains("never-print"));
 }
+
+#[tokio::test]
+async fn truncated_code_reply_becomes_feedback() {
+    let content = "Plan first:\n```toml\n[[launch]]\nkernel = \"k\"\ngrid = [\"N\"]\nblock = [128]\nargs = [\"x\", \"N\"]\n```\nNow the kernel:\n```cuda\nextern \"C\" __global__ void k(float* x, int n) {\n    int i = blockIdx.x;\n    if (i < n) {\n        x[i] = ";
+    let body = serde_json::json!({
+        "choices": [{"message": {"content": content}, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 4096}
+    });
+    let server = ScriptedServer::start(vec![Step::new(200, body.to_string())]);
+    let client = LlmClient::new("t", fast_profile(&server.base_url), None).expect("client");
+    let c = call(&client).await;
+    let done = c.outcome.expect("a cut-off reply is still a reply");
+    assert_eq!(done.finish_reason, FinishReason::Length);
+    assert_eq!(c.record.finish_reason.as_deref(), Some("length"));
+    let err = agent::extract::extract_kernel(&done.content).unwrap_err();
+    assert_eq!(err, agent::extract::ExtractError::TruncatedKernel);
+    assert!(err.feedback().contains("cut off"));
+    // The raw reply is kept in the record for the store.
+    assert!(c
+        .record
+        .response
+        .as_deref()
+        .is_some_and(|r| r.contains("x[i] = ")));
+}
