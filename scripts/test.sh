@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls exactly this). Needs no GPU: GPU tests skip
+# with a visible message. Installs what the tests need (NVRTC wheels; PostgreSQL and Chromium
+# through scripts/test-services.sh where present).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh --tools-only
+if [[ -f scripts/test-services.sh ]]; then
+  # shellcheck source=/dev/null
+  source scripts/test-services.sh
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
+echo "== ksmith tasks check (every reference compiled with NVRTC)"
+cargo run --quiet --locked --bin ksmith -- tasks check
