@@ -51,9 +51,10 @@ struct Logical {
     line_of: Vec<usize>,
 }
 
-/// Joins backslash-newline splices (translation phase 2) and blanks out comments (phase 3),
-/// leaving string and character literals intact.
-fn preprocess(src: &str) -> Logical {
+/// Joins backslash-newline splices (translation phase 2) and blanks out comments (phase 3).
+/// String and character literals are kept for the include check (`#include "x.h"` is one) and
+/// blanked for the kernel scan (a `__global__` inside a string defines nothing).
+fn preprocess(src: &str, keep_strings: bool) -> Logical {
     let mut spliced = String::with_capacity(src.len());
     let mut line_of = vec![1];
     let mut physical = 1;
@@ -117,12 +118,13 @@ fn preprocess(src: &str) -> Logical {
         if c == '"' || (c == '\'' && !prev_alnum) {
             out.push(c);
             i += 1;
+            let push = |out: &mut String, ch: char| out.push(if keep_strings { ch } else { ' ' });
             while i < b.len() && b[i] != c && b[i] != '\n' {
                 if b[i] == '\\' && i + 1 < b.len() {
-                    out.push(b[i]);
+                    push(&mut out, b[i]);
                     i += 1;
                 }
-                out.push(b[i]);
+                push(&mut out, b[i]);
                 i += 1;
             }
             if i < b.len() && b[i] == c {
@@ -141,18 +143,15 @@ fn preprocess(src: &str) -> Logical {
 
 /// Checks every include-like directive; returns all violations.
 pub fn check_includes(src: &str) -> Vec<IncludeViolation> {
-    let logical = preprocess(src);
+    let logical = preprocess(src, true);
     let mut bad = Vec::new();
     for (idx, line) in logical.text.lines().enumerate() {
         let physical = logical.line_of.get(idx).copied().unwrap_or(idx + 1);
         let t = line.trim_start();
-        let rest = if let Some(r) = t.strip_prefix('#') {
-            r
-        } else if let Some(r) = t.strip_prefix("%:") {
-            r
-        } else {
-            ""
-        };
+        let rest = t
+            .strip_prefix('#')
+            .or_else(|| t.strip_prefix("%:"))
+            .unwrap_or_default();
         if !t.starts_with('#') && !t.starts_with("%:") {
             check_has_include(line, physical, &mut bad);
             continue;
@@ -282,7 +281,7 @@ const SKIPPED_CALLS: &[&str] = &[
 
 /// Names of the `__global__` functions the source defines (template names without arguments).
 pub fn kernel_names(src: &str) -> BTreeSet<String> {
-    let text = preprocess(src).text;
+    let text = preprocess(src, false).text;
     let mut out = BTreeSet::new();
     let mut rest = text.as_str();
     while let Some(pos) = rest.find("__global__") {
