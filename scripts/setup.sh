@@ -64,7 +64,7 @@ build() {
     say "cargo (Rust) is required: install it with rustup (https://rustup.rs) and run again"; exit 1
   fi
   say "building ksmith (release)"
-  cargo build --release --locked --bin ksmith
+  cargo build --release --bin ksmith
   say "done: ./target/release/ksmith"
 }
 

@@ -14,8 +14,8 @@ fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked
+cargo test --workspace
 echo "== ksmith tasks check (every reference compiled with NVRTC)"
-cargo run --quiet --locked --bin ksmith -- tasks check
+cargo run --quiet --bin ksmith -- tasks check
