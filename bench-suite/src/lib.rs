@@ -1,4 +1,5 @@
 //! The host side of kernelsmith: the task suite on disk, suite-wide checks and runs.
 
 pub mod check;
+pub mod store;
 pub mod suite;
