@@ -3,4 +3,11 @@
 
 pub mod extract;
 pub mod llm;
+pub mod r#loop;
 pub mod prompt;
+
+pub use r#loop::{
+    Budget, CandidateOutcome, CandidateRecord, CoderJudgeLoop, Evaluation, Evaluator,
+    EvaluatorError, LoopObserver, LoopOutcome, LoopSettings, NoObserver, Spend, StopReason,
+    Verdict,
+};

@@ -219,6 +219,9 @@ pub struct PromptContext {
     /// The best kernel so far (correct and fastest), if there is one.
     pub best: Option<KernelSnapshot>,
     pub history: Vec<HistoryEntry>,
+    /// Why the model's previous reply could not be used (no code block, cut off, ...), shown to
+    /// the Coder so it fixes the form of its answer.
+    pub notice: Option<String>,
 }
 
 /// What the Coder is asked to do.
@@ -486,6 +489,7 @@ impl PromptRenderer {
             })
             .collect();
         c.insert("history", &history);
+        c.insert("notice", &ctx.notice);
         c
     }
 

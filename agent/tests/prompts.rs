@@ -102,6 +102,7 @@ fn context(device: DeviceFacts) -> PromptContext {
                 summary: "added cuda_bf16.h".into(),
             },
         ],
+        notice: None,
     }
 }
 
@@ -288,6 +289,16 @@ fn modes_carry_their_own_material() {
     assert!(prompts["mutate"].contains("one substantial idea"));
     assert!(prompts["mutate/directed"].contains("use 128-bit loads"));
     assert!(prompts["crossover"].contains("## Parent B"));
+    assert!(!initial.contains("could not be used"));
+
+    let with_notice = PromptContext {
+        notice: Some("Your reply contained no CUDA code block.".into()),
+        ..ctx.clone()
+    };
+    let p = r.coder(&with_notice, &CoderMode::Initial).expect("notice");
+    assert!(p.contains(
+        "## Your previous reply could not be used\n\nYour reply contained no CUDA code block."
+    ));
 }
 
 #[test]
