@@ -6,7 +6,7 @@ use crate::diag::{self, LoadError, Reporter};
 use crate::dtype::DType;
 use crate::expr::Expr;
 use crate::task::{Role, Shape, Task};
-use crate::toml_reader::{is_identifier, suggestion, Table};
+use crate::toml_reader::{is_identifier, suggestion, Span, Table};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -130,6 +130,9 @@ impl Plan {
         };
 
         let mut scratch: Vec<Scratch> = Vec::new();
+        // Where each accepted scratch buffer and launch was written, so a problem found only
+        // when a shape is resolved still points at its line and key.
+        let mut scratch_at: Vec<[(Span, String); 2]> = Vec::new();
         for t in root.tables(&mut rep, "scratch") {
             t.deny_unknown(&mut rep, &["name", "dtype", "len", "persistent"]);
             let name = t.str(&mut rep, "name", true, "the buffer's name");
@@ -167,6 +170,10 @@ impl Plan {
                     len,
                     persistent,
                 });
+                scratch_at.push([
+                    (t.value_span("len"), t.key_path("len")),
+                    (t.value_span("persistent"), t.key_path("persistent")),
+                ]);
             }
         }
 
@@ -175,6 +182,7 @@ impl Plan {
             scratch: &scratch,
         };
         let mut prepare = Vec::new();
+        let mut prepare_at: Vec<(Span, String)> = Vec::new();
         for t in root.tables(&mut rep, "prepare") {
             if let Some(l) = read_launch(&mut rep, &t, &buffers, kernels, &known, &known_list) {
                 for a in &l.args {
@@ -191,9 +199,11 @@ impl Plan {
                     }
                 }
                 prepare.push(l);
+                prepare_at.push((t.span.clone(), t.path.clone()));
             }
         }
         let mut launch = Vec::new();
+        let mut launch_at: Vec<(Span, String)> = Vec::new();
         let launch_tables = root.tables(&mut rep, "launch");
         if launch_tables.is_empty() && !root.has("launch") {
             root.missing(&mut rep, "launch", "at least one [[launch]] table");
@@ -201,14 +211,18 @@ impl Plan {
         for t in launch_tables {
             if let Some(l) = read_launch(&mut rep, &t, &buffers, kernels, &known, &known_list) {
                 launch.push(l);
+                launch_at.push((t.span.clone(), t.path.clone()));
             }
         }
-        if scratch.iter().any(|s| s.persistent) && prepare.is_empty() {
-            rep.error(
-                None,
-                "scratch",
-                "persistent scratch is written only by [[prepare]] launches, and this plan has none",
-            );
+        if let Some(i) = scratch.iter().position(|s| s.persistent) {
+            if prepare.is_empty() {
+                let (span, key) = scratch_at[i][1].clone();
+                rep.error(
+                    span,
+                    key,
+                    "persistent scratch is written only by [[prepare]] launches, and this plan has none",
+                );
+            }
         }
 
         let plan = Plan {
@@ -219,15 +233,33 @@ impl Plan {
         };
         if rep.is_empty() {
             for shape in &task.shapes {
-                if let Err(why) = plan
-                    .resolve(shape)
-                    .and_then(|_| plan.resolve_prepare(shape))
-                {
-                    rep.error(
-                        None,
-                        "",
-                        format!("shape `{}` ({}): {why}", shape.name, shape.describe()),
-                    );
+                let at = format!("shape `{}` ({})", shape.name, shape.describe());
+                for (launches, locs, what) in [
+                    (&plan.launch, &launch_at, "launch"),
+                    (&plan.prepare, &prepare_at, "prepare"),
+                ] {
+                    match resolve_indexed(launches, shape, what) {
+                        Err((i, why)) => {
+                            let (span, key) = locs[i].clone();
+                            rep.error(span, key, format!("{at}: {why}"));
+                        }
+                        Ok(v) if v.is_empty() && what == "launch" => rep.error(
+                            launch_at.first().and_then(|l| l.0.clone()),
+                            "launch",
+                            format!("{at}: no [[launch]] applies (every `when` is false)"),
+                        ),
+                        Ok(_) => {}
+                    }
+                }
+                for (s, loc) in plan.scratch.iter().zip(&scratch_at) {
+                    let (span, key) = loc[0].clone();
+                    match s.len.eval(shape) {
+                        Err(e) => rep.error(span, key, format!("{at}: {e}")),
+                        Ok(v) if v < 0 => {
+                            rep.error(span, key, format!("{at}: len is negative ({v})"))
+                        }
+                        Ok(_) => {}
+                    }
                 }
             }
         }
@@ -285,9 +317,18 @@ fn resolve_all(
     shape: &Shape,
     what: &str,
 ) -> Result<Vec<ResolvedLaunch>, String> {
+    resolve_indexed(launches, shape, what).map_err(|(_, m)| m)
+}
+
+/// Like [`resolve_all`], also saying which launch failed.
+fn resolve_indexed(
+    launches: &[Launch],
+    shape: &Shape,
+    what: &str,
+) -> Result<Vec<ResolvedLaunch>, (usize, String)> {
     let mut out = Vec::new();
     for (i, l) in launches.iter().enumerate() {
-        let ctx = |m: String| format!("{what}[{i}] (`{}`): {m}", l.kernel);
+        let ctx = |m: String| (i, format!("{what}[{i}] (`{}`): {m}", l.kernel));
         if let Some(w) = &l.when {
             if !w.eval_bool(shape).map_err(|e| ctx(format!("when: {e}")))? {
                 continue;
