@@ -713,4 +713,55 @@ mod tests {
             Err(ExtractError::UnfinishedReasoning)
         );
     }
+
+    /// Random splices of reply fragments, cut at random characters: extraction never panics,
+    /// and whatever it accepts has a kernel and a launch table.
+    #[test]
+    fn random_replies_never_panic() {
+        let pieces = [
+            "```cuda\n",
+            "```toml\n",
+            "```\n",
+            "~~~\n",
+            "~~~~c++\n",
+            "````\n",
+            "<think>",
+            "</think>",
+            "<THINKING>",
+            "{",
+            "}",
+            "\"}\"",
+            "'{'",
+            "/* { */",
+            "// }\n",
+            "[[launch]]\n",
+            "kernel = \"k\"\n",
+            "__global__ void k() ",
+            "é✓ ",
+            "\n",
+            "  ",
+            "```json\n{\"a\": 1}\n```\n",
+            KERNEL,
+            PLAN,
+            "text ",
+            "\r\n",
+            "`",
+            "~",
+        ];
+        let mut rng = fastrand::Rng::with_seed(0x6b65726e);
+        for _ in 0..5000 {
+            let n = rng.usize(0..14);
+            let mut text: String = (0..n).map(|_| pieces[rng.usize(0..pieces.len())]).collect();
+            if !text.is_empty() && rng.bool() {
+                let cut = rng.usize(0..text.chars().count());
+                text = text.chars().take(cut).collect();
+            }
+            if let Ok(x) = extract_kernel(&text) {
+                assert!(x.source.contains("__global__"), "{text:?}");
+                assert!(x.plan.contains("[[launch]]"), "{text:?}");
+            }
+            let _ = extract_judge_advice(&text);
+            let _ = strip_reasoning(&text);
+        }
+    }
 }

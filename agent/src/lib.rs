@@ -8,6 +8,6 @@ pub mod prompt;
 
 pub use r#loop::{
     Budget, CandidateOutcome, CandidateRecord, CoderJudgeLoop, Evaluation, Evaluator,
-    EvaluatorError, LoopObserver, LoopOutcome, LoopSettings, NoObserver, Spend, StopReason,
+    EvaluatorError, LoopObserver, LoopOutcome, LoopSettings, NoObserver, Seed, Spend, StopReason,
     Verdict,
 };

@@ -305,6 +305,15 @@ pub struct CoderJudgeLoop {
     pub settings: LoopSettings,
 }
 
+/// A kernel to start from instead of an empty slate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seed {
+    pub source: String,
+    pub plan: String,
+    /// Recorded as the round-0 candidate's action: "reference", "human", ...
+    pub origin: String,
+}
+
 /// What the next Coder round is asked to do.
 enum Next {
     Initial,
@@ -352,9 +361,21 @@ impl State {
 }
 
 impl CoderJudgeLoop {
-    /// Runs the loop for one task. `ctx` carries the task, device and rules; its `best`,
-    /// `history` and `notice` are managed by the loop.
+    /// Runs the loop for one task from scratch. `ctx` carries the task, device and rules; its
+    /// `best`, `history` and `notice` are managed by the loop.
     pub async fn run(&self, task_id: &str, ctx: PromptContext) -> LoopOutcome {
+        self.run_from(task_id, ctx, None).await
+    }
+
+    /// Runs the loop starting from an existing kernel (the task's reference, or a human one):
+    /// it is evaluated first as round 0, and when it passes the first Coder round optimizes it
+    /// instead of writing a kernel from nothing.
+    pub async fn run_from(
+        &self,
+        task_id: &str,
+        ctx: PromptContext,
+        seed: Option<Seed>,
+    ) -> LoopOutcome {
         let mut st = State {
             task_id: task_id.to_string(),
             ctx,
@@ -368,6 +389,50 @@ impl CoderJudgeLoop {
         let mut repairs_in_a_row = 0u32;
         let mut llm_failures_in_a_row = 0u32;
         let mut stop = StopReason::RoundsDone;
+
+        if let Some(seed) = seed {
+            match self.evaluate(task_id, &seed.source, &seed.plan).await {
+                Ok(evaluation) => {
+                    let passed = evaluation.verdict.passed();
+                    let timed = !evaluation.timings.is_empty();
+                    self.push_candidate(
+                        &mut st,
+                        CandidateRecord {
+                            round: 0,
+                            action: seed.origin,
+                            parent_round: None,
+                            source: Some(seed.source),
+                            plan: Some(seed.plan),
+                            raw_reply: None,
+                            extract_notes: Vec::new(),
+                            advice: None,
+                            outcome: CandidateOutcome::Evaluated(evaluation),
+                        },
+                    );
+                    st.consider_best(0);
+                    // A failing seed is recorded but not built on: the Coder starts fresh.
+                    if passed && self.budget.max_rounds > 0 {
+                        let advice = if timed && self.check_budget(&mut st).is_none() {
+                            self.refresh_context(&mut st);
+                            self.judge_optimization(&mut st, 0).await
+                        } else {
+                            None
+                        };
+                        next = Next::Optimize { from: 0, advice };
+                    }
+                }
+                Err(e) => {
+                    st.spend.wall = st.started.elapsed();
+                    return LoopOutcome {
+                        candidates: st.candidates,
+                        best: None,
+                        llm_calls: st.calls,
+                        spend: st.spend,
+                        stop: StopReason::Evaluator(e.0),
+                    };
+                }
+            }
+        }
 
         for round in 1..=self.budget.max_rounds {
             if let Some(r) = self.check_budget(&mut st) {

@@ -9,7 +9,7 @@ use agent::llm::{LlmCallRecord, LlmClient, Profile};
 use agent::prompt::{PromptContext, PromptRenderer, Rules, ShapeTiming, TaskContext};
 use agent::{
     Budget, CandidateOutcome, CandidateRecord, CoderJudgeLoop, Evaluation, Evaluator,
-    EvaluatorError, LoopObserver, LoopOutcome, LoopSettings, StopReason, Verdict,
+    EvaluatorError, LoopObserver, LoopOutcome, LoopSettings, Seed, StopReason, Verdict,
 };
 use support::{Captured, ScriptedServer, Step};
 
@@ -126,6 +126,10 @@ struct Harness {
 }
 
 async fn run(script: Vec<Step>, budget: Budget) -> Harness {
+    run_seeded(script, budget, None).await
+}
+
+async fn run_seeded(script: Vec<Step>, budget: Budget, seed: Option<Seed>) -> Harness {
     let server = ScriptedServer::start(script);
     let mut p = Profile::new(&server.base_url, "m");
     p.backoff_base_ms = 10;
@@ -145,7 +149,7 @@ async fn run(script: Vec<Step>, budget: Budget) -> Harness {
         budget,
         settings: LoopSettings::default(),
     };
-    let outcome = tokio::time::timeout(TEST_LIMIT, lp.run("demo", context()))
+    let outcome = tokio::time::timeout(TEST_LIMIT, lp.run_from("demo", context(), seed))
         .await
         .expect("loop finished within the test limit");
     Harness {
@@ -393,4 +397,57 @@ async fn dry_run_skips_the_optimization_judge() {
     assert!(p.contains("Verdict: compiled"));
     // Both compiled; the first stays best (untimed candidates do not displace each other).
     assert_eq!(h.outcome.best().expect("best").round, 1);
+}
+
+fn seed(tag: &str) -> Seed {
+    Seed {
+        source: format!("// {tag}\nextern \"C\" __global__ void k(float* y, int n) {{}}\n"),
+        plan: "[[launch]]\nkernel = \"k\"\ngrid = [1]\nblock = [32]\nargs = [\"y\", \"N\"]\n"
+            .into(),
+        origin: "reference".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_passing_seed_is_optimized_first() {
+    let h = run_seeded(
+        vec![
+            judge_reply(r#"{"bottleneck": "reference is scalar"}"#),
+            kernel_reply("fast median_us=100"),
+        ],
+        rounds(1),
+        Some(seed("reference median_us=500")),
+    )
+    .await;
+    let o = &h.outcome;
+    assert_eq!(o.candidates.len(), 2);
+    assert_eq!(
+        (o.candidates[0].round, o.candidates[0].action.as_str()),
+        (0, "reference")
+    );
+    assert_eq!(o.candidates[1].parent_round, Some(0));
+    assert_eq!(o.best().expect("best").round, 1);
+    let reqs = h.server.requests();
+    assert_eq!(reqs.len(), 2);
+    assert!(prompt_of(&reqs[0]).contains("| main | 500 | 500 | 1.00x |"));
+    let coder = prompt_of(&reqs[1]);
+    assert!(coder.contains("make this correct kernel faster"));
+    assert!(coder.contains("// reference median_us=500"));
+    assert!(coder.contains("bottleneck: reference is scalar"));
+}
+
+#[tokio::test]
+async fn a_failing_seed_is_recorded_but_not_built_on() {
+    let h = run_seeded(
+        vec![kernel_reply("new median_us=300")],
+        rounds(1),
+        Some(seed("BUG")),
+    )
+    .await;
+    let o = &h.outcome;
+    assert_eq!(o.candidates.len(), 2);
+    assert_eq!(o.best().expect("best").round, 1);
+    let reqs = h.server.requests();
+    assert_eq!(reqs.len(), 1, "no Judge for a failing seed");
+    assert!(prompt_of(&reqs[0]).contains("Write a first kernel"));
 }

@@ -428,3 +428,23 @@ async fn truncated_code_reply_becomes_feedback() {
         .as_deref()
         .is_some_and(|r| r.contains("x[i] = ")));
 }
+
+#[tokio::test]
+async fn pooled_clients_of_one_profile_share_the_concurrency_limit() {
+    let delay = Duration::from_millis(300);
+    let server = ScriptedServer::start(vec![Step::ok("x").delay(delay); 2]);
+    let toml = format!(
+        "[profiles.shared]\nbase_url = \"{}\"\nmodel = \"m\"\nmax_concurrency = 1\n",
+        server.base_url
+    );
+    let config = LlmConfig::parse(&toml, std::path::Path::new("t.toml")).expect("config");
+    let pool = agent::llm::ClientPool::new(config);
+    let coder = pool.get("shared").expect("coder client");
+    let judge = pool.get("shared").expect("judge client");
+    assert!(pool.get("missing").is_err());
+    let (a, b) = tokio::join!(call(&coder), call(&judge));
+    assert!(a.outcome.is_ok() && b.outcome.is_ok());
+    let reqs = server.requests();
+    let (t0, t1) = (reqs[0].at.min(reqs[1].at), reqs[0].at.max(reqs[1].at));
+    assert!(t1.duration_since(t0) >= Duration::from_millis(280));
+}

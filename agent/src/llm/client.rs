@@ -368,6 +368,38 @@ impl LlmClient {
     }
 }
 
+/// Clients by profile name, created on first use. Roles that name the same profile (Coder and
+/// Judge on one endpoint) share one client and so one concurrency limit.
+pub struct ClientPool {
+    config: LlmConfig,
+    clients: std::sync::Mutex<std::collections::BTreeMap<String, LlmClient>>,
+}
+
+impl ClientPool {
+    pub fn new(config: LlmConfig) -> Self {
+        ClientPool {
+            config,
+            clients: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &LlmConfig {
+        &self.config
+    }
+
+    /// The shared client for profile `name` (its key is read from the environment once).
+    pub fn get(&self, name: &str) -> Result<LlmClient, ClientError> {
+        // A panic elsewhere while holding the lock leaves the map itself intact.
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(name) {
+            return Ok(c.clone());
+        }
+        let c = LlmClient::from_config(&self.config, name)?;
+        clients.insert(name.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
 fn is_retryable_status(status: u16) -> bool {
     status == 408 || status == 429 || (500..600).contains(&status)
 }

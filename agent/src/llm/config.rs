@@ -343,6 +343,19 @@ model = "qwen"
     }
 
     #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../../llm.example.toml");
+        let c = LlmConfig::parse(text, Path::new("llm.example.toml")).expect("example parses");
+        assert!(c.profiles.len() >= 4);
+        for p in c.profiles.values() {
+            assert!(p
+                .api_key_env
+                .as_deref()
+                .is_none_or(|v| v.ends_with("_API_KEY")));
+        }
+    }
+
+    #[test]
     fn unknown_key_is_located() {
         let text = "[profiles.a]\nbase_url = \"http://x/v1\"\nmodel = \"m\"\nmax_tokenz = 5\n";
         let err = LlmConfig::parse(text, Path::new("llm.toml")).unwrap_err();

@@ -6,7 +6,7 @@ mod config;
 mod response;
 
 pub use client::{
-    backoff_delay, parse_retry_after, retry_after, ChatMessage, ClientError, LlmCall,
+    backoff_delay, parse_retry_after, retry_after, ChatMessage, ClientError, ClientPool, LlmCall,
     LlmCallRecord, LlmClient, LlmError,
 };
 pub use config::{ApiKey, ConfigError, LlmConfig, Profile};
