@@ -5,6 +5,7 @@ pub mod extract;
 pub mod llm;
 pub mod r#loop;
 pub mod prompt;
+pub mod task_context;
 
 pub use r#loop::{
     Budget, CandidateOutcome, CandidateRecord, CoderJudgeLoop, Evaluation, Evaluator,

@@ -120,6 +120,8 @@ pub struct IoRow {
     pub name: String,
     pub kind: IoKind,
     pub dtype: String,
+    /// The element type in CUDA C++ (`__nv_bfloat16`), if known.
+    pub cuda_type: Option<String>,
     /// Shape expressions, e.g. `["M", "N"]`.
     pub shape: Vec<String>,
     /// "activation", "weight" or "output".

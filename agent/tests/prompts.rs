@@ -27,6 +27,7 @@ fn task() -> TaskContext {
                 name: "x".into(),
                 kind: IoKind::Input,
                 dtype: "bf16".into(),
+                cuda_type: Some("__nv_bfloat16".into()),
                 shape: vec!["M".into(), "N".into()],
                 role: "activation".into(),
                 description: None,
@@ -35,6 +36,7 @@ fn task() -> TaskContext {
                 name: "g".into(),
                 kind: IoKind::Input,
                 dtype: "bf16".into(),
+                cuda_type: Some("__nv_bfloat16".into()),
                 shape: vec!["N".into()],
                 role: "weight".into(),
                 description: Some("gain".into()),
@@ -43,6 +45,7 @@ fn task() -> TaskContext {
                 name: "y".into(),
                 kind: IoKind::Output,
                 dtype: "bf16".into(),
+                cuda_type: Some("__nv_bfloat16".into()),
                 shape: vec!["M".into(), "N".into()],
                 role: "output".into(),
                 description: None,
@@ -199,11 +202,11 @@ fn every_prompt_renders_without_a_gpu() {
         assert!(p.contains("Fused residual add + RMSNorm"), "{name}");
         assert!(p.contains("def forward(self, x, r, g):"), "{name}");
         assert!(
-            p.contains("| `x` | input | bf16 | [M, N] | activation |"),
+            p.contains("| `x` | input | bf16 | `__nv_bfloat16` | [M, N] | activation |"),
             "{name}:\n{p}"
         );
         assert!(
-            p.contains("| `g` | input | bf16 | [N] | weight: gain |"),
+            p.contains("| `g` | input | bf16 | `__nv_bfloat16` | [N] | weight: gain |"),
             "{name}"
         );
         assert!(p.contains("- serving: M=16384, N=8192"), "{name}:\n{p}");
