@@ -627,11 +627,14 @@ impl CoderJudgeLoop {
     /// Puts the current best and the recent history into the prompt context.
     fn refresh_context(&self, st: &mut State) {
         st.ctx.best = st.best.and_then(|i| st.candidates[i].snapshot());
-        let skip = st
+        // Failed provider calls produced no kernel; they would only be noise to the models.
+        let tried: Vec<&CandidateRecord> = st
             .candidates
-            .len()
-            .saturating_sub(self.settings.history_len);
-        st.ctx.history = st.candidates[skip..].iter().map(history_entry).collect();
+            .iter()
+            .filter(|c| !matches!(c.outcome, CandidateOutcome::LlmFailed(_)))
+            .collect();
+        let skip = tried.len().saturating_sub(self.settings.history_len);
+        st.ctx.history = tried[skip..].iter().map(|c| history_entry(c)).collect();
     }
 
     async fn call(

@@ -451,3 +451,28 @@ async fn a_failing_seed_is_recorded_but_not_built_on() {
     assert_eq!(reqs.len(), 1, "no Judge for a failing seed");
     assert!(prompt_of(&reqs[0]).contains("Write a first kernel"));
 }
+
+#[tokio::test]
+async fn a_failed_provider_call_is_retried_next_round_and_kept_out_of_history() {
+    let h = run(
+        vec![
+            Step::new(400, "bad request"),
+            kernel_reply("ok median_us=100"),
+        ],
+        rounds(2),
+    )
+    .await;
+    let o = &h.outcome;
+    assert!(matches!(
+        o.candidates[0].outcome,
+        CandidateOutcome::LlmFailed(_)
+    ));
+    assert_eq!(o.best().expect("best").round, 2);
+    let reqs = h.server.requests();
+    let p = prompt_of(&reqs[1]);
+    assert!(p.contains("Write a first kernel"));
+    assert!(
+        !p.contains("llm_error") && !p.contains("## Earlier attempts"),
+        "{p}"
+    );
+}

@@ -448,3 +448,28 @@ async fn pooled_clients_of_one_profile_share_the_concurrency_limit() {
     let (t0, t1) = (reqs[0].at.min(reqs[1].at), reqs[0].at.max(reqs[1].at));
     assert!(t1.duration_since(t0) >= Duration::from_millis(280));
 }
+
+#[tokio::test]
+async fn a_body_that_stalls_after_the_headers_times_out() {
+    let server = ScriptedServer::start(vec![
+        Step::ok("stalled").stall_mid_body(20, Duration::from_secs(3)),
+        Step::ok("whole"),
+    ]);
+    let mut p = fast_profile(&server.base_url);
+    p.request_timeout_s = 0.4;
+    let client = LlmClient::new("t", p, None).expect("client");
+    let started = Instant::now();
+    let c = call(&client).await;
+    assert_eq!(c.outcome.expect("ok").content, "whole");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(c.record.attempts, 2);
+    assert!(
+        c.record.attempt_errors[0].contains("0.4 s"),
+        "{:?}",
+        c.record.attempt_errors
+    );
+}

@@ -19,6 +19,8 @@ pub struct Step {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// Send the headers and this many body bytes, then stall this long before the rest.
+    pub stall_mid_body: Option<(usize, Duration)>,
 }
 
 impl Step {
@@ -28,10 +30,15 @@ impl Step {
             status,
             headers: Vec::new(),
             body: body.into(),
+            stall_mid_body: None,
         }
     }
     pub fn header(mut self, k: &str, v: &str) -> Self {
         self.headers.push((k.to_string(), v.to_string()));
+        self
+    }
+    pub fn stall_mid_body(mut self, after_bytes: usize, d: Duration) -> Self {
+        self.stall_mid_body = Some((after_bytes, d));
         self
     }
     pub fn delay(mut self, d: Duration) -> Self {
@@ -160,9 +167,22 @@ fn serve(mut stream: TcpStream, step: Step, cap: Arc<Mutex<Vec<Captured>>>) {
         resp.push_str(&format!("{k}: {v}\r\n"));
     }
     resp.push_str("\r\n");
-    resp.push_str(&step.body);
-    // The client may have given up (timeout tests); a failed write is expected then.
-    let _ = stream.write_all(resp.as_bytes());
+    // The client may have given up (timeout tests); failed writes are expected then.
+    let body = step.body.as_bytes();
+    match step.stall_mid_body {
+        Some((n, stall)) => {
+            let n = n.min(body.len());
+            let _ = stream.write_all(resp.as_bytes());
+            let _ = stream.write_all(&body[..n]);
+            let _ = stream.flush();
+            thread::sleep(stall);
+            let _ = stream.write_all(&body[n..]);
+        }
+        None => {
+            resp.push_str(&step.body);
+            let _ = stream.write_all(resp.as_bytes());
+        }
+    }
     let _ = stream.flush();
 }
 
