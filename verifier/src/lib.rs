@@ -10,6 +10,7 @@
 pub mod diag;
 pub mod dtype;
 pub mod expr;
+pub mod inputs;
 pub mod nvrtc;
 pub mod plan;
 pub mod source;

@@ -1,0 +1,344 @@
+//! The structured generators of `tasks/README.md`. Each is deterministic from the tensor key;
+//! per-word and per-row generators run in parallel with one stream per word or row.
+
+use super::codec::{self, Overflow};
+use super::par_fill;
+use super::rng::Stream;
+use crate::dtype::DType;
+use crate::task::{Generator, Shape};
+use std::sync::Mutex;
+
+/// The 16 NF4 levels of QLoRA (Dettmers et al. 2023, appendix E; as shipped by bitsandbytes).
+pub const NF4_LEVELS: [f64; 16] = [
+    -1.0,
+    -0.6961928009986877,
+    -0.5250730514526367,
+    -0.39491748809814453,
+    -0.28444138169288635,
+    -0.18477343022823334,
+    -0.09105003625154495,
+    0.0,
+    0.07958029955625534,
+    0.16093020141124725,
+    0.24611230194568634,
+    0.33791524171829224,
+    0.44070982933044434,
+    0.5626170039176941,
+    0.7229568362236023,
+    1.0,
+];
+
+pub(super) fn fill(
+    g: &Generator,
+    dtype: DType,
+    dims: &[u64],
+    shape: &Shape,
+    key: u64,
+    out: &mut [u8],
+) -> Result<(), String> {
+    let size = dtype.size_bytes();
+    let numel = out.len() / size;
+    match g {
+        Generator::Nf4Table => write_table(out, dtype, &NF4_LEVELS, "nf4_table"),
+        Generator::DynamicMap8bit { signed } => {
+            write_table(out, dtype, &dynamic_map_8bit(*signed), "dynamic_map_8bit")
+        }
+        Generator::SortedOffsets { total, min_each } => {
+            let total = total
+                .eval(shape)
+                .map_err(|e| format!("sorted_offsets total: {e}"))?;
+            let offsets = sorted_offsets(numel, total, *min_each, key)?;
+            write_ints(out, dtype, &offsets, "sorted_offsets")
+        }
+        Generator::Permutation => {
+            if numel == 0 {
+                return Ok(());
+            }
+            let mut p: Vec<i128> = (0..numel as i128).collect();
+            let mut s = Stream::at(key, 0);
+            for i in (1..numel).rev() {
+                let j = s.below(i as u64 + 1) as usize;
+                p.swap(i, j);
+            }
+            write_ints(out, dtype, &p, "permutation")
+        }
+        Generator::SparseBitmap { density } => {
+            int_only(dtype, "sparse_bitmap")?;
+            let bits = size * 8;
+            let density = *density;
+            par_fill(out, size, 1, |first, part| {
+                for (j, e) in part.chunks_exact_mut(size).enumerate() {
+                    let mut s = Stream::at(key, first + j as u64);
+                    let mut w: u64 = 0;
+                    for b in 0..bits {
+                        if s.uniform() < density {
+                            w |= 1 << b;
+                        }
+                    }
+                    e.copy_from_slice(&w.to_le_bytes()[..size]);
+                }
+            });
+            Ok(())
+        }
+        Generator::PackedCodes { bits } => {
+            int_only(dtype, "packed_codes")?;
+            let bits = *bits as usize;
+            if !(1..=8).contains(&bits) {
+                return Err(format!("packed_codes bits must be 1 to 8, found {bits}"));
+            }
+            // Codes never straddle words; with widths that do not divide the word, the top
+            // bits stay zero.
+            let per_word = size * 8 / bits;
+            let mask = (1u64 << bits) - 1;
+            par_fill(out, size, 1, |first, part| {
+                for (j, e) in part.chunks_exact_mut(size).enumerate() {
+                    let mut s = Stream::at(key, first + j as u64);
+                    let mut w: u64 = 0;
+                    for c in 0..per_word {
+                        w |= (s.next_u64() & mask) << (c * bits);
+                    }
+                    e.copy_from_slice(&w.to_le_bytes()[..size]);
+                }
+            });
+            Ok(())
+        }
+        Generator::Codebook { std } => rows(out, dtype, dims, key, *std, false),
+        Generator::TopkDistinct { std } => rows(out, dtype, dims, key, *std, true),
+    }
+}
+
+fn int_only(dtype: DType, what: &str) -> Result<(), String> {
+    if dtype.is_integer() {
+        Ok(())
+    } else {
+        Err(format!(
+            "generator `{what}` fills integer words, not {dtype}"
+        ))
+    }
+}
+
+fn write_table(out: &mut [u8], dtype: DType, table: &[f64], what: &str) -> Result<(), String> {
+    let size = dtype.size_bytes();
+    if !dtype.is_float() {
+        return Err(format!("generator `{what}` makes floats, not {dtype}"));
+    }
+    if out.len() / size != table.len() {
+        return Err(format!(
+            "generator `{what}` makes exactly {} values but the tensor has {}",
+            table.len(),
+            out.len() / size
+        ));
+    }
+    for (e, v) in out.chunks_exact_mut(size).zip(table) {
+        codec::write_float(dtype, *v, Overflow::Saturate, e);
+    }
+    Ok(())
+}
+
+fn write_ints(out: &mut [u8], dtype: DType, vals: &[i128], what: &str) -> Result<(), String> {
+    let (lo, hi) = dtype
+        .int_range()
+        .filter(|_| dtype.is_integer())
+        .ok_or_else(|| format!("generator `{what}` makes integers, not {dtype}"))?;
+    if let Some(v) = vals.iter().find(|v| **v < lo || **v > hi) {
+        return Err(format!(
+            "generator `{what}`: value {v} does not fit dtype {dtype}"
+        ));
+    }
+    for (e, v) in out.chunks_exact_mut(dtype.size_bytes()).zip(vals) {
+        codec::write_int(dtype, *v, e);
+    }
+    Ok(())
+}
+
+/// bitsandbytes' `create_dynamic_map(signed, max_exponent_bits=7, total_bits=8)`: for each
+/// exponent 10^(i-6), i = 0..7, the midpoints of `linspace(0.1, 1, k+1)` (k = 2^i signed,
+/// 2^(i+1) unsigned) scaled by it (and negated when signed), plus 0 and 1, sorted.
+/// bitsandbytes computes in float32 (torch.linspace's default dtype): we do the same, using
+/// PyTorch's two-sided linspace formula (start + i*step in the first half, end - (n-1-i)*step
+/// in the second), so the table matches the library's to the bit.
+pub fn dynamic_map_8bit(signed: bool) -> Vec<f64> {
+    let max_exponent_bits = 7;
+    let mut data: Vec<f32> = Vec::with_capacity(256);
+    for i in 0..max_exponent_bits {
+        let items = if signed {
+            (1 << i) + 1
+        } else {
+            (1 << (i + 1)) + 1
+        };
+        let b = linspace_f32(0.1, 1.0, items);
+        let scale = 10f64.powi(i - (max_exponent_bits - 1)) as f32;
+        for w in b.windows(2) {
+            let mean = (w[0] + w[1]) / 2.0;
+            data.push(scale * mean);
+            if signed {
+                data.push(-scale * mean);
+            }
+        }
+    }
+    data.push(0.0);
+    data.push(1.0);
+    data.resize(256, 0.0);
+    data.sort_by(|a, b| a.total_cmp(b));
+    data.into_iter().map(f64::from).collect()
+}
+
+fn linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
+    let step = (end - start) / (steps - 1) as f32;
+    let half = steps / 2;
+    (0..steps)
+        .map(|i| {
+            if i < half {
+                start + step * i as f32
+            } else {
+                end - step * (steps - 1 - i) as f32
+            }
+        })
+        .collect()
+}
+
+/// `n` non-decreasing offsets from 0 to `total`, each gap at least `min_each`. Gap sizes follow
+/// random exponential weights with about one gap in eight empty (when `min_each` is 0), so
+/// segment kernels meet empty, tiny and large segments.
+fn sorted_offsets(n: usize, total: i64, min_each: i64, key: u64) -> Result<Vec<i128>, String> {
+    if n == 0 {
+        return Err("sorted_offsets needs at least one element".to_string());
+    }
+    if total < 0 || min_each < 0 {
+        return Err(format!(
+            "sorted_offsets needs total >= 0 and min_each >= 0 (total {total}, min_each {min_each})"
+        ));
+    }
+    let gaps = (n - 1) as i128;
+    let rest = total as i128 - gaps * min_each as i128;
+    if rest < 0 || (n == 1 && total != 0) {
+        return Err(format!(
+            "sorted_offsets cannot reach total {total} with {n} offsets and min_each {min_each}"
+        ));
+    }
+    let mut s = Stream::at(key, 0);
+    let weights: Vec<f64> = (0..gaps)
+        .map(|_| {
+            if s.below(8) == 0 {
+                0.0
+            } else {
+                -s.uniform_open0().ln()
+            }
+        })
+        .collect();
+    let sum: f64 = weights.iter().sum();
+    let mut out = Vec::with_capacity(n);
+    out.push(0i128);
+    let mut acc = 0.0;
+    let mut prev = 0i128;
+    for (k, w) in weights.iter().enumerate() {
+        acc += w;
+        let share = if k + 1 == weights.len() {
+            rest
+        } else if sum > 0.0 {
+            ((rest as f64 * acc / sum).floor() as i128).clamp(prev, rest)
+        } else {
+            0
+        };
+        prev = share;
+        out.push((k as i128 + 1) * min_each as i128 + share);
+    }
+    Ok(out)
+}
+
+/// Normal values per row (last dimension); sorted rows (codebook) or rows without two equal
+/// values after rounding to the dtype (topk_distinct).
+fn rows(
+    out: &mut [u8],
+    dtype: DType,
+    dims: &[u64],
+    key: u64,
+    std: f64,
+    distinct: bool,
+) -> Result<(), String> {
+    let what = if distinct {
+        "topk_distinct"
+    } else {
+        "codebook"
+    };
+    if !dtype.is_float() {
+        return Err(format!("generator `{what}` makes floats, not {dtype}"));
+    }
+    let size = dtype.size_bytes();
+    let row = dims.last().copied().unwrap_or(1).max(1) as usize;
+    if distinct {
+        if let Some(f) = codec::NarrowFloat::for_dtype(dtype) {
+            // Finite values, with +0 and -0 counted once.
+            let count = 2 * f.max_finite_code() as usize + 1;
+            if row > count {
+                return Err(format!(
+                    "topk_distinct: rows of {row} cannot be distinct in {dtype} ({count} finite values)"
+                ));
+            }
+        }
+    }
+    let failure: Mutex<Option<String>> = Mutex::new(None);
+    par_fill(out, size, row, |first, part| {
+        let first_row = first / row as u64;
+        for (r, chunk) in part.chunks_mut(row * size).enumerate() {
+            let mut s = Stream::at(key, first_row + r as u64);
+            let n = chunk.len() / size;
+            let mut vals: Vec<(f64, usize)> = (0..n)
+                .map(|i| {
+                    let (z, _) = s.normal_pair();
+                    let v = codec::round_to(dtype, std * z, Overflow::Saturate);
+                    (if v == 0.0 { 0.0 } else { v }, i)
+                })
+                .collect();
+            vals.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if distinct {
+                // Push duplicates up one representable step at a time, stacking at the largest
+                // finite value; then push what stacked back down. With at most as many values
+                // as the dtype has, both passes fit.
+                let max = codec::max_finite(dtype).unwrap_or(f64::MAX);
+                for k in 1..vals.len() {
+                    if vals[k].0 <= vals[k - 1].0 {
+                        vals[k].0 = codec::next_up(dtype, vals[k - 1].0).unwrap_or(max);
+                    }
+                }
+                for k in (0..vals.len().saturating_sub(1)).rev() {
+                    if vals[k].0 >= vals[k + 1].0 {
+                        match codec::next_down(dtype, vals[k + 1].0) {
+                            Some(v) => vals[k].0 = v,
+                            None => {
+                                if let Ok(mut f) = failure.lock() {
+                                    *f = Some(format!(
+                                        "topk_distinct: ran out of distinct {dtype} values"
+                                    ));
+                                }
+                                return;
+                            }
+                        }
+                    }
+                }
+                for (v, i) in vals {
+                    codec::write_float(
+                        dtype,
+                        v,
+                        Overflow::Saturate,
+                        &mut chunk[i * size..(i + 1) * size],
+                    );
+                }
+            } else {
+                for (k, (v, _)) in vals.into_iter().enumerate() {
+                    codec::write_float(
+                        dtype,
+                        v,
+                        Overflow::Saturate,
+                        &mut chunk[k * size..(k + 1) * size],
+                    );
+                }
+            }
+        }
+    });
+    match failure.into_inner() {
+        Ok(None) => Ok(()),
+        Ok(Some(e)) => Err(e),
+        Err(_) => Err(format!("generator `{what}`: a worker thread panicked")),
+    }
+}

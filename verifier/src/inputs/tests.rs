@@ -1,0 +1,433 @@
+use super::*;
+use crate::task::Task;
+use std::path::Path;
+use std::time::Instant;
+
+thread_local! {
+    /// Forces [`par_fill`] onto one thread (and otherwise onto at least 3 parts), so tests can
+    /// prove that splitting does not change values.
+    pub(super) static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A task with one shape parameter `N` (and `R` rows) whose inputs are the given TOML lines.
+fn task_with(inputs: &[&str]) -> Task {
+    let mut text = String::from(
+        "id = \"gen_test\"\ntitle = \"t\"\ncategory = \"test\"\n\
+         [params]\nN = { min = 1 }\nR = { min = 1 }\n\
+         [[shapes]]\nname = \"s\"\nN = 4096\nR = 8\n",
+    );
+    for i in inputs {
+        text.push_str("[[inputs]]\n");
+        text.push_str(i);
+        text.push('\n');
+    }
+    text.push_str(
+        "[[outputs]]\nname = \"y\"\ndtype = \"f32\"\nshape = [\"N\"]\n\
+         [check]\nmetric = \"exact\"\n\
+         [roofline]\nbytes = \"N\"\nflops = \"0\"\npeak = \"fp32\"\n",
+    );
+    match Task::parse(Path::new("test/task.toml"), &text) {
+        Ok(t) => t,
+        Err(e) => panic!("test task does not parse: {:?}\n{text}", e.diagnostics()),
+    }
+}
+
+fn shape(n: i64, r: i64) -> Shape {
+    Shape {
+        name: "s".into(),
+        values: [("N".to_string(), n), ("R".to_string(), r)]
+            .into_iter()
+            .collect(),
+    }
+}
+
+fn gen(task: &Task, name: &str, sh: &Shape, seed: u64, v: Variant) -> HostTensor {
+    let decl = task.input(name).expect("declared input");
+    generate(task, decl, sh, seed, v).expect("generates")
+}
+
+fn values(t: &HostTensor) -> Vec<f64> {
+    (0..t.numel() as usize).map(|i| t.get_f64(i)).collect()
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    (
+        m,
+        (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n).sqrt(),
+    )
+}
+
+#[test]
+fn deterministic_and_keyed_by_everything() {
+    let t = task_with(&[
+        r#"name = "x"
+dtype = "bf16"
+shape = ["N"]
+init = { dist = "normal", std = 1.0 }"#,
+        r#"name = "w"
+dtype = "bf16"
+shape = ["N"]
+init = { dist = "normal", std = 1.0 }"#,
+    ]);
+    let s = shape(1000, 2);
+    let a = gen(&t, "x", &s, 1, Variant::Base);
+    assert_eq!(a, gen(&t, "x", &s, 1, Variant::Base));
+    assert_eq!(a.dims, vec![1000]);
+    assert_eq!(a.bytes.len(), 2000);
+    assert_ne!(a.bytes, gen(&t, "x", &s, 2, Variant::Base).bytes);
+    assert_ne!(a.bytes, gen(&t, "w", &s, 1, Variant::Base).bytes);
+    assert_ne!(
+        a.bytes[..1000],
+        gen(&t, "x", &shape(1000, 3), 1, Variant::Base).bytes[..1000]
+    );
+    // The shape's name does not matter, only its values.
+    let mut renamed = s.clone();
+    renamed.name = "heldout-3".into();
+    assert_eq!(a, gen(&t, "x", &renamed, 1, Variant::Base));
+    assert_eq!(a.checksum().len(), 64);
+}
+
+/// Values depend on element indices only: the same data whether or not it was split into
+/// parallel parts, and a prefix of a longer tensor's data... is not promised (keys include
+/// the shape), but splitting is.
+#[test]
+fn chunking_does_not_change_values() {
+    let t = task_with(&[
+        r#"name = "x"
+dtype = "f32"
+shape = ["N"]
+init = { dist = "normal", std = 1.0 }"#,
+        r#"name = "k"
+dtype = "bf16"
+shape = ["R", "N"]
+init = { generator = "topk_distinct" }"#,
+    ]);
+    for (name, s) in [("x", shape(300_001, 3)), ("k", shape(20_001, 16))] {
+        let decl = t.input(name).unwrap();
+        let whole = gen(&t, name, &s, 9, Variant::Base);
+        let key = tensor_key(&t, name, &s, 9, Variant::Base);
+        let dims = whole.dims.clone();
+        let init = decl.init.as_ref().unwrap();
+        let mut serial = vec![0u8; whole.bytes.len()];
+        SERIAL.with(|c| c.set(true));
+        fill(init, decl.dtype, &dims, &s, key, Variant::Base, &mut serial).unwrap();
+        SERIAL.with(|c| c.set(false));
+        assert_eq!(serial, whole.bytes, "{name}");
+    }
+}
+
+#[test]
+fn float_distributions_have_declared_moments_and_ranges() {
+    let t = task_with(&[
+        r#"name = "n"
+dtype = "bf16"
+shape = ["N"]
+init = { dist = "normal", mean = 3.0, std = 2.0 }"#,
+        r#"name = "u"
+dtype = "bf16"
+shape = ["N"]
+init = { dist = "uniform", low = 0.5, high = 1.5 }"#,
+        r#"name = "t"
+dtype = "f32"
+shape = ["N"]
+init = { dist = "student_t", df = 3.0, scale = 1.0 }"#,
+        r#"name = "c"
+dtype = "f16"
+shape = ["N"]
+init = { dist = "constant", value = 0.1 }"#,
+        r#"name = "e"
+dtype = "e4m3"
+shape = ["N"]
+init = { dist = "normal", std = 100.0 }"#,
+    ]);
+    let s = shape(100_000, 1);
+    let (m, sd) = mean_std(&values(&gen(&t, "n", &s, 1, Variant::Base)));
+    assert!(
+        (m - 3.0).abs() < 0.03 && (sd - 2.0).abs() < 0.03,
+        "{m} {sd}"
+    );
+    let u = values(&gen(&t, "u", &s, 1, Variant::Base));
+    assert!(u.iter().all(|v| (0.5..1.5).contains(v)));
+    let (m, _) = mean_std(&u);
+    assert!((m - 1.0).abs() < 0.01);
+    let tv = values(&gen(&t, "t", &s, 1, Variant::Base));
+    let big = tv.iter().filter(|v| v.abs() > 10.0).count();
+    assert!(
+        big > 20,
+        "student_t(3) has heavy tails: {big} values beyond 10"
+    );
+    let c = values(&gen(&t, "c", &s, 1, Variant::Base));
+    assert!(c.iter().all(|v| *v == half::f16::from_f32(0.1).to_f64()));
+    // e4m3 saturates instead of producing NaN for values beyond 448.
+    let e = values(&gen(&t, "e", &s, 1, Variant::Base));
+    assert!(e.iter().all(|v| v.is_finite() && v.abs() <= 448.0));
+    assert!(e.iter().any(|v| v.abs() == 448.0));
+}
+
+#[test]
+fn randint_fits_integer_and_float_dtypes() {
+    let t = task_with(&[
+        r#"name = "q"
+dtype = "u8"
+shape = ["N"]
+init = { dist = "randint", low = 0, high = 256 }"#,
+        r#"name = "i"
+dtype = "i64"
+shape = ["N"]
+init = { dist = "randint", low = -5, high = 5 }"#,
+        r#"name = "f"
+dtype = "bf16"
+shape = ["N"]
+init = { dist = "randint", low = -8, high = 9 }"#,
+        r#"name = "bad"
+dtype = "f16"
+shape = ["N"]
+init = { dist = "randint", low = 0, high = 5000 }"#,
+        r#"name = "b"
+dtype = "bool"
+shape = ["N"]
+init = { dist = "randint", low = 0, high = 2 }"#,
+    ]);
+    let s = shape(50_000, 1);
+    let q = gen(&t, "q", &s, 4, Variant::Base);
+    let mut seen = [false; 256];
+    for b in &q.bytes {
+        seen[*b as usize] = true;
+    }
+    assert!(seen.iter().all(|x| *x), "every byte value appears");
+    let i = values(&gen(&t, "i", &s, 4, Variant::Base));
+    assert!(i.iter().all(|v| (-5.0..5.0).contains(v)) && i.contains(&-5.0) && i.contains(&4.0));
+    let f = values(&gen(&t, "f", &s, 4, Variant::Base));
+    assert!(f
+        .iter()
+        .all(|v| v.fract() == 0.0 && (-8.0..9.0).contains(v)));
+    let err = generate(&t, t.input("bad").unwrap(), &s, 4, Variant::Base).unwrap_err();
+    assert!(
+        err.to_string().contains("bad") && err.to_string().contains("not exact"),
+        "{err}"
+    );
+    let b = gen(&t, "b", &s, 4, Variant::Base);
+    assert!(b.bytes.iter().all(|x| *x <= 1) && b.bytes.contains(&1) && b.bytes.contains(&0));
+}
+
+#[test]
+fn stress_is_heavy_tailed_rescaled_and_respects_opt_out() {
+    let t = task_with(&[
+        r#"name = "x"
+dtype = "f32"
+shape = ["N"]
+init = { dist = "normal", std = 1.0 }"#,
+        r#"name = "p"
+dtype = "f32"
+shape = ["N"]
+init = { dist = "uniform", low = 0.0, high = 1.0, stress = false }"#,
+        r#"name = "q"
+dtype = "i32"
+shape = ["N"]
+init = { dist = "randint", low = 0, high = 10 }"#,
+        r#"name = "h"
+dtype = "f16"
+shape = ["N"]
+init = { dist = "normal", std = 1.0 }"#,
+    ]);
+    let s = shape(100_000, 1);
+    let base = values(&gen(&t, "x", &s, 1, Variant::Base));
+    let up = values(&gen(&t, "x", &s, 1, Variant::Stress(StressScale::Up)));
+    let down = values(&gen(&t, "x", &s, 1, Variant::Stress(StressScale::Down)));
+    let max_abs = |v: &[f64]| v.iter().fold(0f64, |a, x| a.max(x.abs()));
+    let med_abs = |v: &[f64]| {
+        let mut a: Vec<f64> = v.iter().map(|x| x.abs()).collect();
+        a.sort_by(|x, y| x.total_cmp(y));
+        a[a.len() / 2]
+    };
+    assert!(med_abs(&up) > 300.0 && med_abs(&down) < 3e-3, "rescaled");
+    // Heavy tails: the max/median ratio is far beyond a normal's (~6.5 for 1e5 samples).
+    assert!(max_abs(&up) / med_abs(&up) > 30.0);
+    assert!(max_abs(&base) / med_abs(&base) < 10.0);
+    // Opted-out and integer inputs do not change under stress.
+    for name in ["p", "q"] {
+        assert_eq!(
+            gen(&t, name, &s, 1, Variant::Base).bytes.len(),
+            gen(&t, name, &s, 1, Variant::Stress(StressScale::Up))
+                .bytes
+                .len()
+        );
+        let a = values(&gen(&t, name, &s, 1, Variant::Base));
+        let b = values(&gen(&t, name, &s, 1, Variant::Stress(StressScale::Up)));
+        let (ma, _) = mean_std(&a);
+        let (mb, _) = mean_std(&b);
+        assert!((ma - mb).abs() < 0.1, "{name} keeps its distribution");
+        assert!(
+            b.iter().all(|v| (0.0..10.0).contains(v)),
+            "{name} keeps its range"
+        );
+    }
+    let h = values(&gen(&t, "h", &s, 1, Variant::Stress(StressScale::Up)));
+    assert!(
+        h.iter().all(|v| v.is_finite()),
+        "stress stays finite in f16"
+    );
+}
+
+#[test]
+fn structured_generators() {
+    let t = task_with(&[
+        r#"name = "nf4"
+dtype = "f32"
+shape = ["16"]
+init = { generator = "nf4_table" }"#,
+        r#"name = "dmap"
+dtype = "f32"
+shape = ["256"]
+init = { generator = "dynamic_map_8bit" }"#,
+        r#"name = "umap"
+dtype = "f32"
+shape = ["256"]
+init = { generator = "dynamic_map_8bit", signed = false }"#,
+        r#"name = "off"
+dtype = "i32"
+shape = ["R + 1"]
+init = { generator = "sorted_offsets", total = "N", min_each = 3 }"#,
+        r#"name = "perm"
+dtype = "i32"
+shape = ["N"]
+init = { generator = "permutation" }"#,
+        r#"name = "bits"
+dtype = "u32"
+shape = ["N"]
+init = { generator = "sparse_bitmap", density = 0.25 }"#,
+        r#"name = "codes"
+dtype = "u32"
+shape = ["N"]
+init = { generator = "packed_codes", bits = 3 }"#,
+        r#"name = "cb"
+dtype = "f16"
+shape = ["R", "N"]
+init = { generator = "codebook" }"#,
+        r#"name = "tk"
+dtype = "bf16"
+shape = ["R", "N"]
+init = { generator = "topk_distinct" }"#,
+        r#"name = "tk8"
+dtype = "e4m3"
+shape = ["R", "N"]
+init = { generator = "topk_distinct" }"#,
+        r#"name = "nf4bad"
+dtype = "f32"
+shape = ["N"]
+init = { generator = "nf4_table" }"#,
+    ]);
+    let s = shape(4096, 8);
+    let nf4 = values(&gen(&t, "nf4", &s, 0, Variant::Base));
+    assert_eq!(nf4[1], generators::NF4_LEVELS[1] as f32 as f64);
+    assert!((nf4[1] + 0.6961928).abs() < 1e-7);
+    assert_eq!(nf4[0], -1.0);
+    assert_eq!(nf4[15], 1.0);
+    assert_eq!(nf4[7], 0.0);
+
+    let dm = values(&gen(&t, "dmap", &s, 0, Variant::Base));
+    assert!(dm.windows(2).all(|w| w[0] <= w[1]));
+    assert_eq!(dm[255], 1.0);
+    assert_eq!(dm.iter().filter(|v| **v == 0.0).count(), 1);
+    assert_eq!(dm.iter().filter(|v| **v > 0.0).count(), 128);
+    // Largest below 1: the last midpoint of linspace(0.1, 1, 65) in float32.
+    assert!((dm[254] - 0.99296875).abs() < 1e-7, "{}", dm[254]);
+    // Smallest positive: 1e-6 * (0.1 + 1) / 2.
+    let min_pos = dm
+        .iter()
+        .copied()
+        .filter(|v| *v > 0.0)
+        .fold(f64::MAX, f64::min);
+    assert!((min_pos - 5.5e-7).abs() < 1e-12, "{min_pos}");
+    // Symmetric except for 1.0, which has no negative twin (bitsandbytes appends 0 and 1).
+    assert!(dm.iter().all(|v| *v == 1.0 || dm.contains(&-v)));
+    assert_eq!(dm.iter().filter(|v| **v < 0.0).count(), 127);
+    let um = values(&gen(&t, "umap", &s, 0, Variant::Base));
+    assert!(um.iter().all(|v| *v >= 0.0) && um[255] == 1.0);
+    assert_eq!(um.iter().filter(|v| **v == 0.0).count(), 1);
+
+    let off = values(&gen(&t, "off", &s, 5, Variant::Base));
+    assert_eq!(off.len(), 9);
+    assert_eq!(off[0], 0.0);
+    assert_eq!(off[8], 4096.0);
+    assert!(off.windows(2).all(|w| w[1] - w[0] >= 3.0));
+
+    let mut p: Vec<i64> = values(&gen(&t, "perm", &s, 5, Variant::Base))
+        .into_iter()
+        .map(|v| v as i64)
+        .collect();
+    assert_ne!(p, (0..4096).collect::<Vec<i64>>());
+    p.sort();
+    assert_eq!(p, (0..4096).collect::<Vec<i64>>());
+
+    let bits = gen(&t, "bits", &s, 5, Variant::Base);
+    let ones: u32 = bits.bytes.iter().map(|b| b.count_ones()).sum();
+    let frac = ones as f64 / (bits.bytes.len() * 8) as f64;
+    assert!((frac - 0.25).abs() < 0.01, "{frac}");
+
+    let codes = gen(&t, "codes", &s, 5, Variant::Base);
+    let words: Vec<u64> = (0..4096).map(|i| codes.get_bits(i)).collect();
+    assert!(
+        words.iter().all(|w| w >> 30 == 0),
+        "10 codes of 3 bits, top 2 bits clear"
+    );
+    let sevens = words.iter().filter(|w| **w & 7 == 7).count();
+    assert!(sevens > 350 && sevens < 700, "{sevens}");
+
+    let cb = values(&gen(&t, "cb", &s, 5, Variant::Base));
+    for r in cb.chunks(4096) {
+        assert!(r.windows(2).all(|w| w[0] <= w[1]));
+    }
+    let tk = values(&gen(&t, "tk", &s, 5, Variant::Base));
+    for r in tk.chunks(4096) {
+        let mut sorted = r.to_vec();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        assert!(sorted.windows(2).all(|w| w[0] < w[1]), "distinct in bf16");
+        assert!(
+            r.windows(2).any(|w| w[0] > w[1]),
+            "not sorted: positions are random"
+        );
+    }
+    let err = generate(&t, t.input("tk8").unwrap(), &s, 5, Variant::Base).unwrap_err();
+    assert!(err.message.contains("cannot be distinct"), "{err}");
+    let small = shape(200, 2);
+    let tk8 = values(&gen(&t, "tk8", &small, 5, Variant::Base));
+    for r in tk8.chunks(200) {
+        let mut sorted = r.to_vec();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        assert!(sorted.windows(2).all(|w| w[0] < w[1]), "distinct in e4m3");
+    }
+    let err = generate(&t, t.input("nf4bad").unwrap(), &s, 0, Variant::Base).unwrap_err();
+    assert!(err.message.contains("exactly 16"), "{err}");
+    let err = generate(&t, t.input("off").unwrap(), &shape(10, 8), 0, Variant::Base).unwrap_err();
+    assert!(err.message.contains("cannot reach total"), "{err}");
+}
+
+/// 256 MB of f32 normal. Debug builds are ~10x slower than release; the bound is generous.
+#[test]
+fn throughput_256mb_f32_normal() {
+    let t = task_with(&[r#"name = "x"
+dtype = "f32"
+shape = ["N"]
+init = { dist = "normal", std = 1.0 }"#]);
+    let s = shape(64 << 20, 1);
+    let start = Instant::now();
+    let x = gen(&t, "x", &s, 1, Variant::Base);
+    let secs = start.elapsed().as_secs_f64();
+    let mb = x.bytes.len() as f64 / 1e6;
+    eprintln!(
+        "generated {mb:.0} MB f32 normal in {secs:.2} s: {:.0} MB/s ({} threads, {})",
+        mb / secs,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    assert!(mb / secs > 10.0, "{:.1} MB/s", mb / secs);
+}
