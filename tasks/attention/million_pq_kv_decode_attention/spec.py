@@ -14,8 +14,9 @@ class Model(torch.nn.Module):
         # Ck[m, code[..., m]] for every subspace, concatenated along the head dim.
         k_hat = Ck.float()[m, kcode.long()].reshape(B, Hkv, S, D)
         v_hat = Cv.float()[m, vcode.long()].reshape(B, Hkv, S, D)
-        K = torch.cat([k_hat, k_res.float()], dim=2).repeat_interleave(Hq // Hkv, dim=1)
-        V = torch.cat([v_hat, v_res.float()], dim=2).repeat_interleave(Hq // Hkv, dim=1)
-        s = torch.einsum("bhd,bhsd->bhs", q.float(), K) / math.sqrt(D)
+        K = torch.cat([ks, k_res.float()], dim=2)                # [B, Hkv, S, D]
+        V = torch.cat([vs, v_res.float()], dim=2)
+        qg = q.float().reshape(B, Hkv, Hq // Hkv, D)              # GQA: head h uses KV head h // G
+        s = torch.einsum("bhgd,bhsd->bhgs", qg, K) / math.sqrt(D)
         p = torch.softmax(s, dim=-1)
-        return torch.einsum("bhs,bhsd->bhd", p, V).half()
+        return torch.einsum("bhgs,bhsd->bhgd", p, V).reshape(B, Hq, D).half()

@@ -28,8 +28,9 @@ class Model(torch.nn.Module):
         ks = ks.permute(0, 1, 2, 4, 3).reshape(B, Hkv, NC * 64, D)
         # V tiles run along channels of one token: tile s*(D/64) + j = V[s, 64j:64j+64].
         vs = decompress(v_bitmap, v_values).reshape(B, Hkv, NC * 64, D)
-        K = torch.cat([ks, k_res.float()], dim=2).repeat_interleave(Hq // Hkv, dim=1)
-        V = torch.cat([vs, v_res.float()], dim=2).repeat_interleave(Hq // Hkv, dim=1)
-        s = torch.einsum("bhd,bhsd->bhs", q.float(), K) / math.sqrt(D)
+        K = torch.cat([ks, k_res.float()], dim=2)                # [B, Hkv, S, D]
+        V = torch.cat([vs, v_res.float()], dim=2)
+        qg = q.float().reshape(B, Hkv, Hq // Hkv, D)              # GQA: head h uses KV head h // G
+        s = torch.einsum("bhgd,bhsd->bhgs", qg, K) / math.sqrt(D)
         p = torch.softmax(s, dim=-1)
-        return torch.einsum("bhs,bhsd->bhd", p, V).half()
+        return torch.einsum("bhgs,bhsd->bhgd", p, V).reshape(B, Hq, D).half()
