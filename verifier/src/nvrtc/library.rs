@@ -26,7 +26,11 @@ pub enum NvrtcError {
         looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     )]
     NotFound { looked: Vec<PathBuf> },
-    #[error("{} was given as NVRTC ({origin}) but {reason}", path.display())]
+    #[error(
+        "{} was given as NVRTC ({origin}) but {reason}\n  fix: run `scripts/setup.sh` (installs NVRTC into tools/cuda) and drop the override, \
+         or point --nvrtc / {ENV_LIBRARY} at an existing libnvrtc.so or the directory holding it",
+        path.display()
+    )]
     BadExplicit {
         path: PathBuf,
         origin: &'static str,
