@@ -7,9 +7,10 @@
 //    and D V-tiles (the only pass over the bitmaps besides the main kernel; offsets are not given).
 //  * mustafar_split<D, G>: one 128-thread block per (KV head, run of 8 token blocks) serving all G
 //    query heads of the group (the KV stream is read once per group). Per 64-token block:
-//    block-wide exclusive scan of the padded popcounts gives every tile's offset; the block's value
-//    segments (contiguous and 16-byte aligned by construction) are streamed into shared memory
-//    with coalesced 16-byte loads (load as sparse); warps expand tiles to dense K^T / V tiles in
+//    block-wide exclusive scan of the padded popcounts (bitmaps prefetched one block ahead) gives
+//    every tile's offset; the block's value segments (contiguous and 16-byte aligned by
+//    construction) are streamed into shared memory with coalesced 16-byte loads (load as
+//    sparse); warps expand tiles to dense K^T / V tiles in
 //    shared memory with popcount ranks (compute as dense); scores, an online softmax in the exp2
 //    domain (q pre-scaled by log2(e)/sqrt(D)) and P.V follow from shared memory. The last split of
 //    every head handles the dense recent window. Partial (o, m, l) per split go to scratch.
@@ -253,13 +254,18 @@ __global__ void mustafar_split(
         const uint4* kv4 = reinterpret_cast<const uint4*>(k_values + region);
         const uint4* vv4 = reinterpret_cast<const uint4*>(v_values + region);
 
+        // Bitmap words of the next 64-token block are fetched one iteration ahead (software
+        // pipelining), so each iteration waits on one global round trip (the value segments).
+        unsigned long long kw_next = 0, vw_next = 0;
+        if (tid < D) {
+            kw_next = __ldg(k_bitmap + ((size_t)bh * NC + c0) * D + tid);
+            vw_next = __ldg(v_bitmap + ((size_t)bh * NC + c0) * D + tid);
+        }
         for (int c = c0; c < c1; ++c) {
             // 1. tile offsets inside this block's segments
-            unsigned long long kw = 0, vw = 0;
+            const unsigned long long kw = kw_next, vw = vw_next;
             unsigned ko = 0, vo = 0;
             if (tid < D) {
-                kw = __ldg(k_bitmap + ((size_t)bh * NC + c) * D + tid);
-                vw = __ldg(v_bitmap + ((size_t)bh * NC + c) * D + tid);
                 ko = pad8(__popcll(kw));
                 vo = pad8(__popcll(vw));
             }
@@ -282,6 +288,10 @@ __global__ void mustafar_split(
                 for (int i = tid; i < nk; i += kThreads) kdst[i] = __ldg(ksrc + i);
 #pragma unroll 4
                 for (int i = tid; i < nv; i += kThreads) vdst[i] = __ldg(vsrc + i);
+            }
+            if (tid < D && c + 1 < c1) {
+                kw_next = __ldg(k_bitmap + ((size_t)bh * NC + c + 1) * D + tid);
+                vw_next = __ldg(v_bitmap + ((size_t)bh * NC + c + 1) * D + tid);
             }
             kbase += ktotal;
             vbase += vtotal;
