@@ -8,7 +8,8 @@
 //    (16 x 256 steps each) are staged once in shared memory and shared by the 8 channels, so the
 //    B/C traffic from L2 is 1/8 of mamba's one-channel-per-block layout;
 //  * a chunk is 256 time steps: each lane owns 8 consecutive steps, loaded with one 16-byte load
-//    per tensor (scalar fallback when L % 8 != 0 leaves rows unaligned);
+//    per tensor (scalar fallback when L % 8 != 0 leaves rows unaligned); u and delta are
+//    prefetched one chunk ahead so their latency hides behind the previous chunk's scan;
 //  * per state n: the lane composes its 8 (a, b) pairs, a 5-step shuffle scan across the warp gives
 //    every lane its segment's incoming state, the lane replays its steps accumulating C*h into y;
 //    the chunk-final state of each n stays in registers as the carry into the next chunk.
@@ -21,27 +22,26 @@ constexpr int kChannels = 8;            // warps (channels) per block
 constexpr int kItems = 8;               // time steps per lane
 constexpr int kChunk = 32 * kItems;     // time steps per chunk
 
-template <bool vec>
-__device__ __forceinline__ void load8(const __nv_bfloat16* __restrict__ row, int t, int L,
-                                      float (&v)[kItems]) {
-    if constexpr (vec) {  // t is a multiple of 8 and rows are 16-byte aligned; t + 8 <= L since L % 8 == 0
-        if (t < L) {
-            const uint4 w = __ldg(reinterpret_cast<const uint4*>(row + t));
-            const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&w);
+// 8 consecutive steps as raw bf16 (16-byte aligned: L % 8 == 0 and t % 8 == 0); zeros past L.
+__device__ __forceinline__ uint4 ld8_raw(const __nv_bfloat16* __restrict__ row, int t, int L) {
+    return t < L ? __ldg(reinterpret_cast<const uint4*>(row + t)) : make_uint4(0u, 0u, 0u, 0u);
+}
+
+__device__ __forceinline__ void unpack8(const uint4 w, float (&v)[kItems]) {
+    const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&w);
 #pragma unroll
-            for (int k = 0; k < 4; ++k) {
-                const float2 f = __bfloat1622float2(h2[k]);
-                v[2 * k] = f.x;
-                v[2 * k + 1] = f.y;
-            }
-        } else {
-#pragma unroll
-            for (int k = 0; k < kItems; ++k) v[k] = 0.f;
-        }
-    } else {
-#pragma unroll
-        for (int k = 0; k < kItems; ++k) v[k] = t + k < L ? __bfloat162float(row[t + k]) : 0.f;
+    for (int k = 0; k < 4; ++k) {
+        const float2 f = __bfloat1622float2(h2[k]);
+        v[2 * k] = f.x;
+        v[2 * k + 1] = f.y;
     }
+}
+
+// Unaligned rows (L % 8 != 0): scalar loads, zeros past L.
+__device__ __forceinline__ void ld8_scalar(const __nv_bfloat16* __restrict__ row, int t, int L,
+                                           float (&v)[kItems]) {
+#pragma unroll
+    for (int k = 0; k < kItems; ++k) v[k] = t + k < L ? __bfloat162float(row[t + k]) : 0.f;
 }
 
 }  // namespace
@@ -81,6 +81,16 @@ __global__ void __launch_bounds__(256) mamba_scan_fwd(
     const float bias = __ldg(delta_bias + dd);
     float carry_mine = 0.f;  // lane n: state of n at the start of the current chunk
 
+    // Aligned path: u and delta of the next chunk are loaded one chunk ahead (in flight during the
+    // current chunk's scan), z of the current chunk at its start.
+    uint4 next_u = make_uint4(0u, 0u, 0u, 0u), next_dl = make_uint4(0u, 0u, 0u, 0u);
+    if constexpr (vec) {
+        if (active) {
+            next_u = ld8_raw(u_row, lane * kItems, L);
+            next_dl = ld8_raw(dl_row, lane * kItems, L);
+        }
+    }
+
     for (int t0 = 0; t0 < L; t0 += kChunk) {
         // Stage Bm / Cm for this chunk: 16 rows x 256 steps each.
         if constexpr (vec) {
@@ -104,11 +114,22 @@ __global__ void __launch_bounds__(256) mamba_scan_fwd(
             }
         }
         const int t = t0 + lane * kItems;  // this lane's first step
-        float dt[kItems], du[kItems], y[kItems];
+        float dt[kItems], du[kItems], y[kItems], zz[kItems];
         if (active) {
             float uu[kItems], dl[kItems];
-            load8<vec>(u_row, t, L, uu);
-            load8<vec>(dl_row, t, L, dl);
+            if constexpr (vec) {
+                const uint4 cur_u = next_u, cur_dl = next_dl;
+                const uint4 cur_z = ld8_raw(z_row, t, L);
+                next_u = ld8_raw(u_row, t + kChunk, L);
+                next_dl = ld8_raw(dl_row, t + kChunk, L);
+                unpack8(cur_u, uu);
+                unpack8(cur_dl, dl);
+                unpack8(cur_z, zz);
+            } else {
+                ld8_scalar(u_row, t, L, uu);
+                ld8_scalar(dl_row, t, L, dl);
+                ld8_scalar(z_row, t, L, zz);
+            }
 #pragma unroll
             for (int k = 0; k < kItems; ++k) {
                 const float x = dl[k] + bias;
@@ -178,8 +199,6 @@ __global__ void __launch_bounds__(256) mamba_scan_fwd(
                 if (lane == n) carry_mine = fmaf(ta, carry, tb);  // state after the whole chunk
             }
             // out = y * SiLU(z)
-            float zz[kItems];
-            load8<vec>(z_row, t, L, zz);
             float o[kItems];
 #pragma unroll
             for (int k = 0; k < kItems; ++k) o[k] = y[k] * __fdividef(zz[k], 1.f + __expf(-zz[k]));  // x / inf = 0
