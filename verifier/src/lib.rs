@@ -7,6 +7,7 @@
 //! - [`plan`]: launch plans (`reference.toml`, a candidate's `launch.toml`);
 //! - [`nvrtc`]: NVRTC discovery, compilation to CUBIN, include allowlist, ptxas reports, cache.
 
+pub mod compare;
 pub mod diag;
 pub mod dtype;
 pub mod expr;
