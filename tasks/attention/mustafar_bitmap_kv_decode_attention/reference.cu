@@ -10,10 +10,13 @@
 //    block-wide exclusive scan of the padded popcounts (bitmaps prefetched one block ahead) gives
 //    every tile's offset; the block's value segments (contiguous and 16-byte aligned by
 //    construction) are streamed into shared memory with coalesced 16-byte loads (load as
-//    sparse); warps expand tiles to dense K^T / V tiles in
-//    shared memory with popcount ranks (compute as dense); scores, an online softmax in the exp2
-//    domain (q pre-scaled by log2(e)/sqrt(D)) and P.V follow from shared memory. The last split of
-//    every head handles the dense recent window. Partial (o, m, l) per split go to scratch.
+//    sparse); warps expand tiles to dense K^T / V tiles in shared memory with popcount ranks
+//    (compute as dense). Q.K^T and P.V then run on tensor cores (mma.sync m16n8k16, fp16 in,
+//    fp32 accumulate): tokens (scores) or channels (P.V) are the M side, the G <= 8 query heads
+//    of the group the N side (padded to 8), A fragments come from the dense tiles with
+//    ldmatrix.x4.trans, q's B fragments stay in registers for the whole split. The online
+//    softmax runs in the exp2 domain. The last split of every head handles the dense recent
+//    window. Partial (o, m, l) per split go to scratch.
 //  * mustafar_combine<D>: log-sum-exp merge of the splits, in a fixed order (deterministic).
 #include <cuda_fp16.h>
 
@@ -21,28 +24,49 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kBlocksPerSplit = 8;  // 64-token blocks per split (plan: grid.x = ceil_div(NC, 8) + 1)
-constexpr int kKsStride = 66;       // halves per row of the K^T tile (conflict-free both ways)
+constexpr int kKsStride = 72;       // halves per K^T row: 144 B, an odd number of 16 B units
+constexpr int kPhStride = 72;       // halves per row of the fp16 probabilities (B fragments)
 
 __device__ __forceinline__ unsigned pad8(unsigned n) { return (n + 7u) & ~7u; }
 
-// Shared-memory carve-up; the plan's shared_bytes is 540*D + 4*G*D + 256*G + 256.
+// Shared-memory carve-up; the plan's shared_bytes is 568*D + 256*G + 2560.
 template <int D, int G>
 struct Smem {
+    static constexpr int VS = D + 8;                        // halves per V row (odd 16 B units)
+    static constexpr int QS = D + 8;                        // halves per q row
     static constexpr int stage_k = 0;                       // 64*D halves
     static constexpr int stage_v = stage_k + 64 * D * 2;    // 64*D halves
-    static constexpr int vs = stage_v + 64 * D * 2;         // [64][D] halves
-    static constexpr int ks = vs + 64 * D * 2;              // [D][66] halves
+    static constexpr int vs = stage_v + 64 * D * 2;         // [64][VS] halves
+    static constexpr int ks = vs + 64 * VS * 2;             // [D][kKsStride] halves
     static constexpr int kbm = ks + D * kKsStride * 2;      // D u64
     static constexpr int vbm = kbm + D * 8;                 // D u64
     static constexpr int koff = vbm + D * 8;                // D u32
     static constexpr int voff = koff + D * 4;               // D u32
-    static constexpr int q = voff + D * 4;                  // [G][D] f32
-    static constexpr int p = q + G * D * 4;                 // [G][64] f32
-    static constexpr int misc = p + G * 64 * 4;             // alpha, m, l [8] each + scan words
+    static constexpr int qh = voff + D * 4;                 // [8][QS] halves (rows >= G zero)
+    static constexpr int p = qh + 8 * QS * 2;               // [G][64] f32 scores / probabilities
+    static constexpr int ph = p + G * 64 * 4;               // [8][kPhStride] halves (rows >= G zero)
+    static constexpr int misc = ph + 8 * kPhStride * 2;     // alpha, m, l [8] each + scan words
     static constexpr int total = misc + 256;
-    static_assert(total == 540 * D + 4 * G * D + 256 * G + 256, "plan shared_bytes formula");
-    static_assert(kbm % 8 == 0, "u64 alignment");
+    static_assert(total == 568 * D + 256 * G + 2560, "plan shared_bytes formula");
+    static_assert(kbm % 8 == 0 && ks % 16 == 0 && vs % 16 == 0 && qh % 16 == 0 && ph % 16 == 0,
+                  "alignment");
 };
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint4& r, const __half* smem_ptr) {
+    const unsigned addr = (unsigned)__cvta_generic_to_shared(smem_ptr);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "r"(addr)
+                 : "memory");
+}
+
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint4& a, unsigned b0, unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
+}
 
 // Sum of two values over the block (all threads get the totals).
 __device__ __forceinline__ void block_sum2(unsigned& a, unsigned& b, unsigned* scratch8) {
@@ -99,66 +123,86 @@ __device__ __forceinline__ void block_exscan2(unsigned& a, unsigned& b, unsigned
     b = pb + ib - b;
 }
 
-// Scores, online-softmax update and P.V for one 64-token tile held densely in shared memory.
+// Scores, online-softmax update and P.V for one 64-token tile held densely in shared memory
+// (Ks = K^T [D][kKsStride], Vs = V [64][D + 8]), on tensor cores. Fragment layouts of
+// mma.m16n8k16 (g = lane / 4, q = lane % 4): A a0 (row g, cols 2q, 2q+1), a1 (row g+8),
+// a2 (cols + 8), a3 (row g+8, cols + 8); B b0 (rows 2q, 2q+1, col g), b1 (rows + 8);
+// C c0, c1 (row g, cols 2q, 2q+1), c2, c3 (row g+8).
 template <int D, int G>
-__device__ __forceinline__ void attend_tile(const __half* Ks, const __half* Vs, const float* q_s,
-                                            float* p_s, float* alpha_s, float* m_s, float* l_s,
-                                            int n_valid, float (&acc)[G]) {
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    {   // scores (log2 domain): thread = (token p, head parity hh)
-        constexpr int GH = (G + 1) / 2;
-        const int p = tid & 63, hh = tid >> 6;
-        float s[GH];
+__device__ __forceinline__ void attend_tile(const __half* Ks, const __half* Vs,
+                                            const unsigned (&qb)[D / 16][2], float* p_s,
+                                            __half* p_h, float* alpha_s, float* m_s, float* l_s,
+                                            int n_valid, float (&acc)[D / 64][4]) {
+    constexpr int VS = D + 8;
+    constexpr int MTW = D / 64;  // 16-channel m-tiles per warp in P.V (D/16 tiles over 4 warps)
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, q = lane & 3;
+    // ldmatrix.x4.trans addressing: lane supplies row (lane & 7) of matrix (lane >> 3); matrix
+    // bit 0 selects the M half (a1, a3), bit 1 the K half (a2, a3); stored rows are the K index.
+    const int mat = lane >> 3, r8 = lane & 7;
+    {   // S[token][head] = K . q: warp = 16 tokens, K dimension = channels
+        float c[4] = {0.f, 0.f, 0.f, 0.f};
+        const __half* a_ptr = Ks + ((mat >> 1) * 8 + r8) * kKsStride + warp * 16 + (mat & 1) * 8;
 #pragma unroll
-        for (int j = 0; j < GH; ++j) s[j] = 0.f;
-#pragma unroll 8
-        for (int d = 0; d < D; ++d) {
-            const float k = __half2float(Ks[d * kKsStride + p]);
-#pragma unroll
-            for (int j = 0; j < GH; ++j) {
-                const int g = hh + 2 * j;
-                if (g < G) s[j] = fmaf(q_s[g * D + d], k, s[j]);
-            }
+        for (int kk = 0; kk < D / 16; ++kk) {
+            uint4 a;
+            ldmatrix_x4_trans(a, a_ptr + kk * 16 * kKsStride);
+            mma_16816(c, a, qb[kk][0], qb[kk][1]);
         }
+        const float scale = 1.4426950408889634f * rsqrtf((float)D);  // exp2 domain
 #pragma unroll
-        for (int j = 0; j < GH; ++j) {
-            const int g = hh + 2 * j;
-            if (g < G) p_s[g * 64 + p] = p < n_valid ? s[j] : -__int_as_float(0x7f800000);
+        for (int e = 0; e < 4; ++e) {
+            const int tok = warp * 16 + g + (e >> 1) * 8;
+            const int h = 2 * q + (e & 1);
+            if (h < G) p_s[h * 64 + tok] = tok < n_valid ? c[e] * scale : -__int_as_float(0x7f800000);
         }
     }
     __syncthreads();
-    for (int g = warp; g < G; g += 4) {  // one warp per head: max, exp2, sum, rescale factor
-        const float a = p_s[g * 64 + lane], b = p_s[g * 64 + 32 + lane];
+    for (int h = warp; h < G; h += 4) {  // one warp per head: max, exp2, sum, rescale factor
+        const float a = p_s[h * 64 + lane], b = p_s[h * 64 + 32 + lane];
         float mx = fmaxf(a, b);
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-        const float m_old = m_s[g];
+        const float m_old = m_s[h];
         const float m_new = fmaxf(m_old, mx);  // finite: every tile has a valid token
         const float ea = exp2f(a - m_new), eb = exp2f(b - m_new);
-        p_s[g * 64 + lane] = ea;
-        p_s[g * 64 + 32 + lane] = eb;
+        p_h[h * kPhStride + lane] = __float2half_rn(ea);
+        p_h[h * kPhStride + 32 + lane] = __float2half_rn(eb);
         float sum = ea + eb;
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
         if (lane == 0) {
             const float al = exp2f(m_old - m_new);  // 0 on the first tile (m_old = -inf)
-            alpha_s[g] = al;
-            m_s[g] = m_new;
-            l_s[g] = l_s[g] * al + sum;
+            alpha_s[h] = al;
+            m_s[h] = m_new;
+            l_s[h] = l_s[h] * al + sum;
         }
     }
     __syncthreads();
-    if (tid < D) {
+    {   // O^T[channel][head] += V^T . P^T: warp = MTW channel m-tiles, K dimension = tokens
+        const float al0 = alpha_s[2 * q], al1 = alpha_s[2 * q + 1];  // 1 for padded heads
 #pragma unroll
-        for (int g = 0; g < G; ++g) acc[g] *= alpha_s[g];
-#pragma unroll 4
-        for (int s = 0; s < 64; ++s) {
-            const float v = __half2float(Vs[s * D + tid]);
+        for (int mt = 0; mt < MTW; ++mt) {
+            acc[mt][0] *= al0;
+            acc[mt][1] *= al1;
+            acc[mt][2] *= al0;
+            acc[mt][3] *= al1;
+        }
 #pragma unroll
-            for (int g = 0; g < G; ++g) acc[g] = fmaf(p_s[g * 64 + s], v, acc[g]);
+        for (int kk = 0; kk < 4; ++kk) {
+            const unsigned b0 = *reinterpret_cast<const unsigned*>(p_h + g * kPhStride + kk * 16 + 2 * q);
+            const unsigned b1 =
+                *reinterpret_cast<const unsigned*>(p_h + g * kPhStride + kk * 16 + 8 + 2 * q);
+#pragma unroll
+            for (int mt = 0; mt < MTW; ++mt) {
+                uint4 a;
+                ldmatrix_x4_trans(a, Vs + (kk * 16 + (mat >> 1) * 8 + r8) * VS +
+                                         (warp * MTW + mt) * 16 + (mat & 1) * 8);
+                mma_16816(acc[mt], a, b0, b1);
+            }
         }
     }
-    __syncthreads();  // Ks, Vs and p_s are rewritten by the next tile
+    __syncthreads();  // Ks, Vs, p_s and p_h are rewritten by the next tile
 }
 
 }  // namespace
@@ -213,8 +257,9 @@ __global__ void mustafar_split(
     unsigned long long* vbm_s = reinterpret_cast<unsigned long long*>(smem + L::vbm);
     unsigned* koff_s = reinterpret_cast<unsigned*>(smem + L::koff);
     unsigned* voff_s = reinterpret_cast<unsigned*>(smem + L::voff);
-    float* q_s = reinterpret_cast<float*>(smem + L::q);
+    __half* q_h = reinterpret_cast<__half*>(smem + L::qh);
     float* p_s = reinterpret_cast<float*>(smem + L::p);
+    __half* p_h = reinterpret_cast<__half*>(smem + L::ph);
     float* alpha_s = reinterpret_cast<float*>(smem + L::misc);
     float* m_s = alpha_s + 8;
     float* l_s = alpha_s + 16;
@@ -228,17 +273,33 @@ __global__ void mustafar_split(
     const int Hq = Hkv * G;
     const size_t head0 = (size_t)b * Hq + (size_t)hk * G;  // first query head of the group
 
-    const float qscale = 1.4426950408889634f * rsqrtf((float)D);
-    for (int i = tid; i < G * D; i += kThreads)
-        q_s[i] = __half2float(q[head0 * D + i]) * qscale;
-    if (tid < G) {
+    // q of the group as fp16 rows (padded heads zero), zeroed probability rows, softmax state.
+    for (int i = tid; i < 8 * D; i += kThreads) {
+        const int h = i / D, d = i % D;
+        q_h[h * L::QS + d] = h < G ? q[(head0 + h) * D + d] : __float2half(0.f);
+    }
+    for (int i = tid; i < 8 * kPhStride; i += kThreads) p_h[i] = __float2half(0.f);
+    if (tid < 8) {
+        alpha_s[tid] = 1.f;
         m_s[tid] = -__int_as_float(0x7f800000);
         l_s[tid] = 0.f;
     }
-    float acc[G];
+    float acc[D / 64][4];
 #pragma unroll
-    for (int g = 0; g < G; ++g) acc[g] = 0.f;
+    for (int mt = 0; mt < D / 64; ++mt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[mt][e] = 0.f;
     __syncthreads();
+    // q's B fragments (K = channels, N = heads) stay in registers for the whole split.
+    unsigned qb[D / 16][2];
+    {
+        const int g = lane >> 2, q4 = lane & 3;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+            qb[kk][0] = *reinterpret_cast<const unsigned*>(q_h + g * L::QS + kk * 16 + 2 * q4);
+            qb[kk][1] = *reinterpret_cast<const unsigned*>(q_h + g * L::QS + kk * 16 + 8 + 2 * q4);
+        }
+    }
 
     if (split < n_csplit) {
         const int c0 = split * kBlocksPerSplit;
@@ -310,11 +371,11 @@ __global__ void mustafar_split(
                     const unsigned long long lo = h ? (below << 32) | 0xffffffffull : below;
                     const __half zero = __float2half(0.f);
                     Ks[t * kKsStride + p] = ((km >> p) & 1ull) ? ksrc[__popcll(km & lo)] : zero;
-                    Vs[s_tok * D + 64 * j + p] = ((vm >> p) & 1ull) ? vsrc[__popcll(vm & lo)] : zero;
+                    Vs[s_tok * L::VS + 64 * j + p] = ((vm >> p) & 1ull) ? vsrc[__popcll(vm & lo)] : zero;
                 }
             }
             __syncthreads();
-            attend_tile<D, G>(Ks, Vs, q_s, p_s, alpha_s, m_s, l_s, 64, acc);
+            attend_tile<D, G>(Ks, Vs, qb, p_s, p_h, alpha_s, m_s, l_s, 64, acc);
         }
     } else {
         for (int r0 = 0; r0 < R; r0 += 64) {
@@ -324,17 +385,25 @@ __global__ void mustafar_split(
                 const int p = i / D, d = i % D;
                 const size_t src = ((size_t)bh * R + r0 + p) * D + d;
                 Ks[d * kKsStride + p] = p < n ? k_res[src] : zero;
-                Vs[p * D + d] = p < n ? v_res[src] : zero;
+                Vs[p * L::VS + d] = p < n ? v_res[src] : zero;
             }
             __syncthreads();
-            attend_tile<D, G>(Ks, Vs, q_s, p_s, alpha_s, m_s, l_s, n, acc);
+            attend_tile<D, G>(Ks, Vs, qb, p_s, p_h, alpha_s, m_s, l_s, n, acc);
         }
     }
 
     const size_t BHq = (size_t)gridDim.y * G;
-    if (tid < D) {
+    {   // acc[mt] = {(ch, head 2q), (ch, 2q+1), (ch+8, 2q), (ch+8, 2q+1)}, ch = m-tile*16 + g
+        const int g = lane >> 2, q4 = lane & 3;
 #pragma unroll
-        for (int g = 0; g < G; ++g) o_part[((size_t)split * BHq + head0 + g) * D + tid] = acc[g];
+        for (int mt = 0; mt < D / 64; ++mt) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int h = 2 * q4 + (e & 1);
+                const int ch = (warp * (D / 64) + mt) * 16 + g + (e >> 1) * 8;
+                if (h < G) o_part[((size_t)split * BHq + head0 + h) * D + ch] = acc[mt][e];
+            }
+        }
     }
     if (tid < G) {
         ml_part[((size_t)split * BHq + head0 + tid) * 2] = m_s[tid];
