@@ -1,0 +1,295 @@
+//! The `ksmith` binary end to end: `tasks list|show|check` on the real suite and on broken
+//! temporary suites, and the exit codes (0 ok, 1 a task failed, 3 the harness could not run).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tasks_dir() -> PathBuf {
+    repo().join("tasks")
+}
+
+/// `ksmith` with the environment that could redirect it removed, so the flags decide.
+fn ksmith(args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ksmith"));
+    for v in [
+        "KSMITH_TASKS_DIR",
+        "KSMITH_NVRTC",
+        "KSMITH_CUDA_INCLUDE",
+        "KSMITH_ARCH",
+        "KSMITH_CACHE_DIR",
+        "RUST_LOG",
+    ] {
+        c.env_remove(v);
+    }
+    c.args(args)
+        .current_dir(repo())
+        .output()
+        .expect("ksmith runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited normally")
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    )
+}
+
+/// Whether `tasks check` can run here; without NVRTC it is skipped visibly (failed under CI).
+fn have_nvrtc(test: &str) -> bool {
+    match verifier::nvrtc::Locator::default().load() {
+        Ok(_) => true,
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!("{test}: NVRTC is required under CI: {e}");
+            }
+            eprintln!("{test}: skipped: NVRTC not installed; run scripts/setup.sh ({e})");
+            false
+        }
+    }
+}
+
+/// The cheapest real task to compile.
+const TASK: &str = "swiglu";
+
+fn fixture(name: &str) -> PathBuf {
+    repo().join("verifier/tests/fixtures/malformed").join(name)
+}
+
+/// A suite in a temporary directory holding copies of the named fixtures (each fixture's id
+/// is its directory name and its category `malformed`).
+fn suite_of(fixtures: &[&str]) -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("tempdir");
+    for f in fixtures {
+        let to = root.path().join("malformed").join(f);
+        std::fs::create_dir_all(&to).expect("mkdir");
+        for e in std::fs::read_dir(fixture(f)).expect("fixture") {
+            let p = e.expect("entry").path();
+            if let Some(n) = p.file_name() {
+                std::fs::copy(&p, to.join(n)).expect("copy");
+            }
+        }
+    }
+    root
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn tasks_list_prints_a_table_and_json() {
+    let dir = tasks_dir();
+    let o = ksmith(&["--tasks-dir", path_str(&dir), "tasks", "list"]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    assert!(stdout(&o).contains(TASK), "{}", show(&o));
+    assert!(stdout(&o).contains("tasks in"), "{}", show(&o));
+
+    let o = ksmith(&["--tasks-dir", path_str(&dir), "tasks", "list", "--json"]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("list --json is JSON");
+    let rows = v.as_array().expect("an array");
+    assert!(rows.len() >= 5, "{} tasks", rows.len());
+    for r in rows {
+        assert_eq!(r["valid"], true, "{r}");
+        assert!(r["id"].is_string() && r["category"].is_string(), "{r}");
+        assert_eq!(r["content_hash"].as_str().map(str::len), Some(64), "{r}");
+    }
+    assert!(rows.iter().any(|r| r["id"] == TASK));
+}
+
+#[test]
+fn tasks_show_prints_one_task_as_json_and_text() {
+    let dir = tasks_dir();
+    let o = ksmith(&[
+        "--tasks-dir",
+        path_str(&dir),
+        "tasks",
+        "show",
+        TASK,
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("show --json is JSON");
+    assert_eq!(v["task"]["id"], TASK);
+    assert!(v["task"]["shapes"]
+        .as_array()
+        .is_some_and(|s| !s.is_empty()));
+    assert!(v["task"]["inputs"]
+        .as_array()
+        .is_some_and(|s| !s.is_empty()));
+    assert!(v["plan"]["launch"]
+        .as_array()
+        .is_some_and(|s| !s.is_empty()));
+    assert!(v["kernels"].as_array().is_some_and(|s| !s.is_empty()));
+
+    let o = ksmith(&["--tasks-dir", path_str(&dir), "tasks", "show", TASK]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    assert!(stdout(&o).contains("parameters:"), "{}", show(&o));
+
+    let o = ksmith(&[
+        "--tasks-dir",
+        path_str(&dir),
+        "tasks",
+        "show",
+        "no_such_task",
+    ]);
+    assert_ne!(code(&o), 0, "{}", show(&o));
+    assert!(
+        stderr(&o).contains("no task `no_such_task`"),
+        "{}",
+        show(&o)
+    );
+}
+
+#[test]
+fn tasks_check_compiles_a_real_task_and_prints_registers() {
+    if !have_nvrtc("tasks_check_compiles_a_real_task_and_prints_registers") {
+        return;
+    }
+    let dir = tasks_dir();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let args = |json: bool| {
+        let mut a = vec![
+            "--tasks-dir",
+            path_str(&dir),
+            "--arch",
+            "sm_90",
+            "--cache-dir",
+            path_str(cache.path()),
+            "tasks",
+            "check",
+            TASK,
+            "-j",
+            "1",
+        ];
+        if json {
+            a.push("--json");
+        }
+        a
+    };
+    let o = ksmith(&args(false));
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let out = stdout(&o);
+    for want in [
+        "regs",
+        "spills",
+        TASK,
+        "1 tasks checked for sm_90",
+        "1 ok, 0 failed",
+    ] {
+        assert!(out.contains(want), "no `{want}` in:\n{}", show(&o));
+    }
+
+    // Second run: from the cache, with the same numbers, as JSON.
+    let o = ksmith(&args(true));
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("check --json is JSON");
+    assert_eq!(v["arch"], "sm_90");
+    assert_eq!(v["failed"], 0);
+    let row = &v["tasks"][0];
+    assert_eq!(row["id"], TASK);
+    assert_eq!(row["status"], "ok");
+    assert_eq!(row["cache_hit"], true, "{row}");
+    let kernels = row["kernels"].as_array().expect("kernels");
+    assert!(!kernels.is_empty());
+    for k in kernels {
+        let regs = k["resources"]["registers"].as_u64().unwrap_or(0);
+        assert!(regs > 0, "no registers reported: {k}");
+    }
+}
+
+#[test]
+fn tasks_check_on_a_broken_suite_exits_1_with_the_diagnostics() {
+    if !have_nvrtc("tasks_check_on_a_broken_suite_exits_1_with_the_diagnostics") {
+        return;
+    }
+    let suite = suite_of(&["plan_unknown_kernel", "shape_expr_unknown_param"]);
+    let cache = tempfile::tempdir().expect("tempdir");
+    let o = ksmith(&[
+        "--tasks-dir",
+        path_str(suite.path()),
+        "--cache-dir",
+        path_str(cache.path()),
+        "tasks",
+        "check",
+    ]);
+    assert_eq!(code(&o), 1, "{}", show(&o));
+    let out = stdout(&o);
+    for want in [
+        "plan_unknown_kernel/reference.toml:2:10: `launch[0].kernel`: kernel `copy_row` is not defined",
+        "did you mean `copy_rows`?",
+        "shape_expr_unknown_param/task.toml:17:15: `inputs[0].shape[1]`: unknown name `Q`",
+        "0 ok, 2 failed",
+    ] {
+        assert!(out.contains(want), "no `{want}` in:\n{}", show(&o));
+    }
+
+    // `list` still lists them, marked invalid, and succeeds.
+    let o = ksmith(&["--tasks-dir", path_str(suite.path()), "tasks", "list"]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    assert!(stdout(&o).contains("INVALID"), "{}", show(&o));
+    assert!(stdout(&o).contains("2 invalid"), "{}", show(&o));
+}
+
+#[test]
+fn a_missing_nvrtc_exits_3_naming_the_path() {
+    let dir = tasks_dir();
+    let o = ksmith(&[
+        "--tasks-dir",
+        path_str(&dir),
+        "--nvrtc",
+        "/nonexistent/libnvrtc.so",
+        "--no-cache",
+        "tasks",
+        "check",
+        TASK,
+    ]);
+    assert_eq!(code(&o), 3, "{}", show(&o));
+    assert!(
+        stderr(&o).contains("/nonexistent/libnvrtc.so"),
+        "{}",
+        show(&o)
+    );
+    assert!(stderr(&o).contains("scripts/setup.sh"), "{}", show(&o));
+}
+
+#[test]
+fn a_missing_tasks_dir_exits_3_naming_the_path() {
+    for cmd in [&["tasks", "list"][..], &["tasks", "check"][..]] {
+        let mut args = vec!["--tasks-dir", "/nonexistent/ksmith-suite"];
+        args.extend_from_slice(cmd);
+        let o = ksmith(&args);
+        assert_eq!(code(&o), 3, "{}", show(&o));
+        assert!(
+            stderr(&o).contains("/nonexistent/ksmith-suite"),
+            "{}",
+            show(&o)
+        );
+    }
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let o = ksmith(&["tasks", "frobnicate"]);
+    assert_eq!(code(&o), 2, "{}", show(&o));
+    let o = ksmith(&["--arch", "gfx90a", "tasks", "check", TASK]);
+    assert_ne!(code(&o), 0, "{}", show(&o));
+}
