@@ -1,5 +1,6 @@
 //! The host side of kernelsmith: the task suite on disk, suite-wide checks and runs.
 
 pub mod check;
+pub mod report;
 pub mod store;
 pub mod suite;

@@ -382,3 +382,47 @@ pub struct RunItem {
     pub outcome: Option<Value>,
     pub finished_at_ms: Option<i64>,
 }
+
+/// The columns of a candidate a report needs (no source, plan or notes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateFacts {
+    pub id: i64,
+    pub task_id: i64,
+    pub origin: Origin,
+    pub generation: i64,
+    pub llm_call_id: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+/// The columns of an evaluation a report needs (no details or per-shape timings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationFacts {
+    pub candidate_id: i64,
+    pub verdict: Verdict,
+    pub speedup_ref: Option<f64>,
+    pub speedup_eager: Option<f64>,
+    pub speedup_compile: Option<f64>,
+    pub sol_pct: Option<f64>,
+    pub quarantined: bool,
+}
+
+/// The columns of an LLM call a report needs (no request or response bodies).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallFacts {
+    pub id: i64,
+    pub task_id: Option<i64>,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_usd: f64,
+    pub created_at_ms: i64,
+}
+
+/// Everything a report reads about one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunFacts {
+    pub tasks: Vec<Task>,
+    pub gpus: Vec<String>,
+    pub candidates: Vec<CandidateFacts>,
+    pub evaluations: Vec<EvaluationFacts>,
+    pub calls: Vec<CallFacts>,
+}

@@ -220,4 +220,93 @@ impl Store {
         }
         Ok(out)
     }
+
+    /// What a report needs about a run, without the bulky text columns (sources, LLM bodies,
+    /// per-shape timings), so that reports over large runs stay fast.
+    pub fn run_facts(&self, run_id: i64) -> Result<RunFacts> {
+        const C: &str = "candidates";
+        const E: &str = "evaluations";
+        const L: &str = "llm_calls";
+        let candidates = self.fetch_all(
+            "SELECT id, task_id, origin, generation, llm_call_id, created_at_ms FROM candidates \
+             WHERE run_id = $1 ORDER BY id"
+                .to_string(),
+            &[run_id],
+            "reading the candidates of a run",
+            |row| {
+                let id: i64 = get(row, C, "id")?;
+                let origin: String = get(row, C, "origin")?;
+                Ok(CandidateFacts {
+                    id,
+                    task_id: get(row, C, "task_id")?,
+                    origin: origin.parse().map_err(|()| StoreError::BadEnum {
+                        table: C,
+                        column: "origin",
+                        id,
+                        value: origin.clone(),
+                        what: "candidate origin",
+                    })?,
+                    generation: get(row, C, "generation")?,
+                    llm_call_id: get(row, C, "llm_call_id")?,
+                    created_at_ms: get(row, C, "created_at_ms")?,
+                })
+            },
+        )?;
+        let evaluations = self.fetch_all(
+            "SELECT e.id, e.candidate_id, e.verdict, e.speedup_ref, e.speedup_eager, \
+             e.speedup_compile, e.sol_pct, e.quarantined FROM evaluations e \
+             JOIN candidates c ON c.id = e.candidate_id WHERE c.run_id = $1 ORDER BY e.id"
+                .to_string(),
+            &[run_id],
+            "reading the evaluations of a run",
+            |row| {
+                let id: i64 = get(row, E, "id")?;
+                let verdict: String = get(row, E, "verdict")?;
+                let quarantined: i64 = get(row, E, "quarantined")?;
+                Ok(EvaluationFacts {
+                    candidate_id: get(row, E, "candidate_id")?,
+                    verdict: verdict.parse().map_err(|()| StoreError::BadEnum {
+                        table: E,
+                        column: "verdict",
+                        id,
+                        value: verdict.clone(),
+                        what: "verdict",
+                    })?,
+                    speedup_ref: get(row, E, "speedup_ref")?,
+                    speedup_eager: get(row, E, "speedup_eager")?,
+                    speedup_compile: get(row, E, "speedup_compile")?,
+                    sol_pct: get(row, E, "sol_pct")?,
+                    quarantined: quarantined != 0,
+                })
+            },
+        )?;
+        let calls = self.fetch_all(
+            "SELECT id, task_id, tokens_in, tokens_out, cost_usd, created_at_ms FROM llm_calls \
+             WHERE run_id = $1 ORDER BY id"
+                .to_string(),
+            &[run_id],
+            "reading the LLM calls of a run",
+            |row| {
+                Ok(CallFacts {
+                    id: get(row, L, "id")?,
+                    task_id: get(row, L, "task_id")?,
+                    tokens_in: get(row, L, "tokens_in")?,
+                    tokens_out: get(row, L, "tokens_out")?,
+                    cost_usd: get(row, L, "cost_usd")?,
+                    created_at_ms: get(row, L, "created_at_ms")?,
+                })
+            },
+        )?;
+        Ok(RunFacts {
+            tasks: self.tasks_of_run(run_id)?,
+            gpus: self
+                .gpus_of_run(run_id)?
+                .into_iter()
+                .map(|g| g.gpu.name)
+                .collect(),
+            candidates,
+            evaluations,
+            calls,
+        })
+    }
 }

@@ -3,6 +3,8 @@
 //! scripts/test-services.sh) and drop it afterwards.
 #![allow(dead_code)]
 
+pub mod fixture;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub struct TestDb {
