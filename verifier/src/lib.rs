@@ -18,6 +18,5 @@ pub mod plan;
 pub mod protocol;
 pub mod source;
 pub mod task;
-pub mod timing;
 mod toml_reader;
 pub mod verdict;
