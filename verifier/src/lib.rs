@@ -18,5 +18,6 @@ pub mod plan;
 pub mod protocol;
 pub mod source;
 pub mod task;
+pub mod timing;
 mod toml_reader;
 pub mod verdict;
