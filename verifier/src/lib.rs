@@ -16,6 +16,7 @@ pub mod inputs;
 pub mod nvrtc;
 pub mod plan;
 pub mod protocol;
+pub mod runtime;
 pub mod source;
 pub mod task;
 pub mod timing;

@@ -1,0 +1,175 @@
+//! What the device offers: the limits launches are checked against, and the facts prompts and
+//! reports show (name, compute capability, SMs, shared memory, registers, L2, clocks, memory).
+
+use super::error::{Call, RuntimeError};
+use cudarc::driver::{result, sys};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub ordinal: u32,
+    pub name: String,
+    /// `(major, minor)`, e.g. `(9, 0)` for H100.
+    pub compute_capability: (u32, u32),
+    /// `cuDriverGetVersion`: 12040 is CUDA 12.4.
+    pub driver_version: u32,
+    pub sm_count: u32,
+    pub warp_size: u32,
+    pub max_threads_per_block: u32,
+    pub max_threads_per_sm: u32,
+    pub max_blocks_per_sm: u32,
+    pub max_block_dim: [u32; 3],
+    pub max_grid_dim: [u32; 3],
+    /// Shared memory a block gets without opting in (48 KiB on every current GPU).
+    pub shared_mem_per_block: u32,
+    /// The most a block can opt into (`cudaFuncAttributeMaxDynamicSharedMemorySize`).
+    pub shared_mem_per_block_optin: u32,
+    pub shared_mem_per_sm: u32,
+    /// Shared memory the system reserves per block (counted against the per-SM amount).
+    pub reserved_shared_mem_per_block: u32,
+    pub registers_per_block: u32,
+    pub registers_per_sm: u32,
+    pub l2_cache_bytes: u64,
+    /// Peak SM clock in kHz (0 where the driver no longer reports it).
+    pub sm_clock_khz: u32,
+    pub memory_clock_khz: u32,
+    pub memory_bus_width_bits: u32,
+    pub total_memory_bytes: u64,
+    pub cooperative_launch: bool,
+    pub cluster_launch: bool,
+}
+
+impl DeviceInfo {
+    /// `sm_90`: the NVRTC target for this device.
+    pub fn arch(&self) -> crate::nvrtc::Arch {
+        crate::nvrtc::Arch {
+            major: self.compute_capability.0,
+            minor: self.compute_capability.1,
+            arch_specific: false,
+        }
+    }
+
+    /// Theoretical DRAM bandwidth from clock and bus width (DDR: two transfers per clock), in
+    /// bytes per second; 0 when the driver does not report the clock.
+    pub fn theoretical_bandwidth(&self) -> f64 {
+        2.0 * self.memory_clock_khz as f64 * 1e3 * self.memory_bus_width_bits as f64 / 8.0
+    }
+
+    /// A short line for logs: `NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB)`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} ({}, {} SMs, {:.1} GiB, driver {}.{})",
+            self.name,
+            self.arch(),
+            self.sm_count,
+            self.total_memory_bytes as f64 / (1u64 << 30) as f64,
+            self.driver_version / 1000,
+            (self.driver_version % 1000) / 10
+        )
+    }
+}
+
+pub(crate) fn query(ordinal: u32, dev: sys::CUdevice) -> Result<DeviceInfo, RuntimeError> {
+    use sys::CUdevice_attribute as A;
+    let attr = |a: A| -> Result<u32, RuntimeError> {
+        // SAFETY: `dev` came from cuDeviceGet after cuInit.
+        let v = unsafe { result::device::get_attribute(dev, a) }.call("cuDeviceGetAttribute")?;
+        Ok(v.max(0) as u32)
+    };
+    let mut driver_version = 0i32;
+    // SAFETY: writes one int.
+    unsafe { sys::cuDriverGetVersion(&mut driver_version) }
+        .result()
+        .call("cuDriverGetVersion")?;
+    Ok(DeviceInfo {
+        ordinal,
+        name: result::device::get_name(dev).call("cuDeviceGetName")?,
+        compute_capability: (
+            attr(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+            attr(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+        ),
+        driver_version: driver_version.max(0) as u32,
+        sm_count: attr(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
+        warp_size: attr(A::CU_DEVICE_ATTRIBUTE_WARP_SIZE)?,
+        max_threads_per_block: attr(A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK)?,
+        max_threads_per_sm: attr(A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR)?,
+        max_blocks_per_sm: attr(A::CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR)?,
+        max_block_dim: [
+            attr(A::CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X)?,
+            attr(A::CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y)?,
+            attr(A::CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z)?,
+        ],
+        max_grid_dim: [
+            attr(A::CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X)?,
+            attr(A::CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y)?,
+            attr(A::CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z)?,
+        ],
+        shared_mem_per_block: attr(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK)?,
+        shared_mem_per_block_optin: attr(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?,
+        shared_mem_per_sm: attr(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR)?,
+        reserved_shared_mem_per_block: attr(
+            A::CU_DEVICE_ATTRIBUTE_RESERVED_SHARED_MEMORY_PER_BLOCK,
+        )?,
+        registers_per_block: attr(A::CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_BLOCK)?,
+        registers_per_sm: attr(A::CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_MULTIPROCESSOR)?,
+        l2_cache_bytes: attr(A::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)? as u64,
+        sm_clock_khz: attr(A::CU_DEVICE_ATTRIBUTE_CLOCK_RATE).unwrap_or(0),
+        memory_clock_khz: attr(A::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE).unwrap_or(0),
+        memory_bus_width_bits: attr(A::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH)?,
+        // SAFETY: as above.
+        total_memory_bytes: unsafe { result::device::total_mem(dev) }.call("cuDeviceTotalMem")?
+            as u64,
+        cooperative_launch: attr(A::CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH)? != 0,
+        cluster_launch: attr(A::CU_DEVICE_ATTRIBUTE_CLUSTER_LAUNCH).unwrap_or(0) != 0,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// H100 SXM's figures, for CPU tests of the launch checks.
+    pub fn h100() -> DeviceInfo {
+        DeviceInfo {
+            ordinal: 0,
+            name: "NVIDIA H100 80GB HBM3".into(),
+            compute_capability: (9, 0),
+            driver_version: 12040,
+            sm_count: 132,
+            warp_size: 32,
+            max_threads_per_block: 1024,
+            max_threads_per_sm: 2048,
+            max_blocks_per_sm: 32,
+            max_block_dim: [1024, 1024, 64],
+            max_grid_dim: [2147483647, 65535, 65535],
+            shared_mem_per_block: 49152,
+            shared_mem_per_block_optin: 232448,
+            shared_mem_per_sm: 233472,
+            reserved_shared_mem_per_block: 1024,
+            registers_per_block: 65536,
+            registers_per_sm: 65536,
+            l2_cache_bytes: 52428800,
+            sm_clock_khz: 1980000,
+            memory_clock_khz: 2619000,
+            memory_bus_width_bits: 5120,
+            total_memory_bytes: 85028896768,
+            cooperative_launch: true,
+            cluster_launch: true,
+        }
+    }
+
+    #[test]
+    fn info_round_trips_and_summarises() {
+        let d = h100();
+        let json = serde_json::to_string(&d).unwrap();
+        let back: DeviceInfo = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, d);
+        assert_eq!(d.arch().to_string(), "sm_90");
+        assert_eq!(
+            d.summary(),
+            "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.2 GiB, driver 12.4)"
+        );
+        // 2619 MHz x 5120 bits x 2 / 8 = 3.35 TB/s, H100 SXM's datasheet figure.
+        assert!((d.theoretical_bandwidth() / 1e12 - 3.352).abs() < 0.01);
+    }
+}
