@@ -181,7 +181,10 @@ impl Store {
     ) -> Result<Option<Claim>> {
         // Under concurrency (several workers, several machines) two claimers can pick the same
         // seq; the status re-check in the UPDATE lets exactly one win and the other retries.
-        for _ in 0..64 {
+        for attempt in 0..1000u32 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(u64::from(attempt.min(20))));
+            }
             let now = now_ms();
             let expires = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
             let pool = self.pool();

@@ -8,6 +8,31 @@
 //! The API is synchronous: the store owns a small tokio runtime for the driver, so callers
 //! (the CLI, worker pools) need no async code. Writes go through [`StoreTx`] so that a finished
 //! work item and everything it produced commit together or not at all.
+//!
+//! The intended flow of a worker (agent, suite run, replay):
+//!
+//! ```text
+//! let run = store.write(|tx| tx.create_run(&new_run))?;        // or store.resume_run(name)?
+//! store.add_items(run.id, &items)?;                             // idempotent by key
+//! while let Some(claim) = store.claim_next(run.id, &WorkerId::this_process(), DEFAULT_LEASE)? {
+//!     let key = EvalKey { candidate_hash, task_hash, gpu_key, protocol }.digest();
+//!     let cached = store.cached_evaluation(&key)?;              // same kernel seen before?
+//!     let fresh = match cached { None => Some(evaluate_on_gpu()), Some(_) => None };
+//!     // GPU and LLM work happen above, outside any transaction: on SQLite an open write
+//!     // transaction blocks every other writer.
+//!     store.write(|tx| {
+//!         let (cand, _) = tx.add_candidate(&candidate)?;
+//!         match &cached {
+//!             Some(e) => tx.reuse_evaluation(cand, e)?,
+//!             None => tx.add_evaluation(&fresh_with(cand))?,
+//!         };
+//!         tx.finish_item(&claim, ItemStatus::Done, None)
+//!     })?;
+//! }
+//! store.finish_run_if_complete(run.id)?;
+//! ```
+//!
+//! Long items renew their claim with [`Store::renew_claim`] before [`DEFAULT_LEASE`] runs out.
 
 mod cache;
 mod error;
