@@ -9,10 +9,29 @@
 #
 # Knobs: KSMITH_TEST_PG_PORT (default 55432), KSMITH_TEST_PG_DIR (default /tmp/ksmith-test-pg).
 
+# The newest installed server's bin directory (Debian: /usr/lib/postgresql/VERSION/bin), or "".
+ksmith_find_pgbin() {
+    local d best="" ver bestver=0
+    for d in /usr/lib/postgresql/*/bin; do
+        [ -x "$d/initdb" ] || continue
+        ver=${d#/usr/lib/postgresql/}
+        ver=${ver%%/*}
+        ver=${ver%%.*}
+        case $ver in '' | *[!0-9]*) ver=0 ;; esac
+        if [ "$ver" -ge "$bestver" ]; then
+            best=$d
+            bestver=$ver
+        fi
+    done
+    echo "$best"
+}
+
 ksmith_services() {
+    # Written to survive the caller's `set -euo pipefail` (scripts/test.sh): no failing pipelines,
+    # every test guarded.
     local missing=() pgbin="" port="${KSMITH_TEST_PG_PORT:-55432}" dir="${KSMITH_TEST_PG_DIR:-/tmp/ksmith-test-pg}"
-    pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-    [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || missing+=(postgresql)
+    pgbin=$(ksmith_find_pgbin)
+    [ -n "$pgbin" ] || missing+=(postgresql)
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
     if [ ${#missing[@]} -gt 0 ]; then
         if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -21,7 +40,7 @@ ksmith_services() {
                 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
                     "${missing[@]}" >/dev/null ||
                 echo "test-services: apt-get install ${missing[*]} failed" >&2
-            pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+            pgbin=$(ksmith_find_pgbin)
         else
             echo "test-services: missing ${missing[*]}; install them as root (apt-get install ${missing[*]})" >&2
         fi
@@ -33,7 +52,7 @@ ksmith_services() {
         echo "test-services: chromium at $KSMITH_TEST_CHROMIUM"
     fi
 
-    [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || return 0
+    [ -n "$pgbin" ] || return 0
     # PostgreSQL refuses to run as root: as root, run it as the `postgres` user the package made.
     local run=()
     if [ "$(id -u)" = 0 ]; then
@@ -42,7 +61,7 @@ ksmith_services() {
     fi
     if ! "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$port" 2>/dev/null; then
         mkdir -p "$dir"
-        [ "$(id -u)" = 0 ] && chown postgres "$dir"
+        if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; fi
         if [ ! -f "$dir/data/PG_VERSION" ]; then
             "${run[@]}" "$pgbin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 ||
                 { echo "test-services: initdb failed, see $dir/initdb.log" >&2; return 0; }
@@ -58,4 +77,4 @@ ksmith_services() {
 }
 
 ksmith_services
-unset -f ksmith_services
+unset -f ksmith_services ksmith_find_pgbin
