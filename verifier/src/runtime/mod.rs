@@ -6,11 +6,13 @@
 //! symbol it needs before cudarc is touched, and returns [`RuntimeError::NoDriver`] instead.
 //! The pure parts (limit checks, argument packing, error classification) are tested on CPU.
 
+pub mod backend;
 pub mod device;
 pub mod error;
 mod gpu;
 pub mod launch;
 pub mod probe;
+pub mod strict;
 
 pub use device::DeviceInfo;
 pub use error::{is_sticky, CudaError, OverLimits, RuntimeError};

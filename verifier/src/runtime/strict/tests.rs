@@ -1,0 +1,523 @@
+//! The strict protocol on a fake device: host memory for buffers (with guard bytes after each),
+//! Rust closures for kernels, faults injected the way CUDA reports them (refused at launch, or
+//! asynchronously at the next synchronisation).
+
+use super::*;
+use crate::compare::Poison;
+use crate::dtype::DType;
+use crate::inputs::StressScale;
+use crate::runtime::error::{CudaError, OverLimits};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+const GUARD: usize = 16;
+
+struct FakeBuf {
+    id: u64,
+    dtype: DType,
+    /// `len` bytes, then GUARD guard bytes.
+    data: RefCell<Vec<u8>>,
+    len: usize,
+}
+
+impl FakeBuf {
+    fn f32s(&self) -> Vec<f32> {
+        self.data.borrow()[..self.len]
+            .chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+    /// Writes element `i`, which may be past the end (into the guard zone).
+    fn set_f32(&self, i: usize, v: f32) {
+        self.data.borrow_mut()[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+enum Fault {
+    Refuse(RuntimeError),
+    Async(RuntimeError),
+}
+
+type Kernel = Box<dyn Fn(&ResolvedLaunch, &dyn Fn(&str) -> Rc<FakeBuf>, u32) -> Result<(), Fault>>;
+
+#[derive(Default)]
+struct Fake {
+    bufs: RefCell<Vec<Rc<FakeBuf>>>,
+    pending: RefCell<Option<RuntimeError>>,
+    launches: Cell<u32>,
+}
+
+impl Backend for Fake {
+    type Buffer = Rc<FakeBuf>;
+    type Program = HashMap<String, Kernel>;
+
+    fn alloc(&self, _name: &str, dtype: DType, numel: u64) -> Result<Rc<FakeBuf>, RuntimeError> {
+        let len = numel as usize * dtype.size_bytes();
+        let id = 0x1000 * (self.bufs.borrow().len() as u64 + 1);
+        let b = Rc::new(FakeBuf {
+            id,
+            dtype,
+            data: RefCell::new(vec![0xDB; len + GUARD]),
+            len,
+        });
+        self.bufs.borrow_mut().push(Rc::clone(&b));
+        Ok(b)
+    }
+    fn address(&self, b: &Rc<FakeBuf>) -> u64 {
+        b.id
+    }
+    fn upload(&self, b: &Rc<FakeBuf>, bytes: &[u8]) -> Result<(), RuntimeError> {
+        b.data.borrow_mut()[..b.len].copy_from_slice(bytes);
+        Ok(())
+    }
+    fn download(&self, b: &Rc<FakeBuf>) -> Result<Vec<u8>, RuntimeError> {
+        Ok(b.data.borrow()[..b.len].to_vec())
+    }
+    fn fill(&self, b: &Rc<FakeBuf>, element: &[u8]) -> Result<(), RuntimeError> {
+        assert_eq!(element.len(), b.dtype.size_bytes());
+        for c in b.data.borrow_mut()[..b.len].chunks_mut(element.len()) {
+            c.copy_from_slice(element);
+        }
+        Ok(())
+    }
+    fn check_guards(&self, b: &Rc<FakeBuf>) -> Result<Option<GuardDamage>, RuntimeError> {
+        let mut d = b.data.borrow_mut();
+        let after = &mut d[b.len..];
+        let bad = after.iter().filter(|&&x| x != 0xDB).count();
+        let first = after.iter().position(|&x| x != 0xDB);
+        after.fill(0xDB);
+        Ok((bad > 0).then_some(GuardDamage {
+            before: 0,
+            after: bad,
+            first_after: first,
+        }))
+    }
+    fn launch(
+        &self,
+        program: &HashMap<String, Kernel>,
+        l: &ResolvedLaunch,
+        address: &dyn Fn(&str) -> Option<u64>,
+    ) -> Result<(), RuntimeError> {
+        if let Some(e) = self.pending.borrow().as_ref() {
+            if e.is_sticky() {
+                return Err(clone_err(e));
+            }
+        }
+        let k = &program[&l.kernel];
+        let by_name = |n: &str| -> Rc<FakeBuf> {
+            let a = address(n).expect("buffer named in the plan");
+            Rc::clone(
+                self.bufs
+                    .borrow()
+                    .iter()
+                    .find(|b| b.id == a)
+                    .expect("allocated"),
+            )
+        };
+        let n = self.launches.get();
+        self.launches.set(n + 1);
+        match k(l, &by_name, n) {
+            Ok(()) => Ok(()),
+            Err(Fault::Refuse(e)) => Err(e),
+            Err(Fault::Async(e)) => {
+                *self.pending.borrow_mut() = Some(e);
+                Ok(())
+            }
+        }
+    }
+    fn synchronize(&self) -> Result<(), RuntimeError> {
+        match self.pending.borrow().as_ref() {
+            Some(e) => Err(clone_err(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn clone_err(e: &RuntimeError) -> RuntimeError {
+    match e {
+        RuntimeError::Cuda(c) => RuntimeError::Cuda(c.clone()),
+        other => RuntimeError::NoDevice(other.to_string()),
+    }
+}
+
+const TASK: &str = r#"
+id = "add"
+title = "y = a + b"
+category = "test"
+[params]
+N = { min = 1, max = 100000 }
+[[shapes]]
+name = "small"
+N = 64
+[[shapes]]
+name = "odd"
+N = 37
+[[inputs]]
+name = "a"
+dtype = "f32"
+shape = ["N"]
+init = { dist = "normal" }
+[[inputs]]
+name = "b"
+dtype = "f32"
+shape = ["N"]
+init = { dist = "normal" }
+[[outputs]]
+name = "y"
+dtype = "f32"
+shape = ["N"]
+[check]
+metric = "normalized_max"
+tol = 1e-5
+[roofline]
+bytes = "12*N"
+flops = "N"
+peak = "fp32"
+"#;
+
+const PLAN: &str = r#"
+[[scratch]]
+name = "tmp"
+dtype = "f32"
+len = "N"
+[[launch]]
+kernel = "add"
+grid = ["ceil_div(N, 32)"]
+block = [32]
+args = ["a", "b", "y", "tmp", "N"]
+"#;
+
+fn task() -> Task {
+    Task::parse(Path::new("tasks/test/add/task.toml"), TASK).unwrap()
+}
+
+fn plan(t: &Task) -> Plan {
+    let k: BTreeSet<String> = ["add".to_string()].into();
+    Plan::parse(Path::new("launch.toml"), PLAN, t, &k).unwrap()
+}
+
+fn n_of(l: &ResolvedLaunch) -> usize {
+    match l.args[4] {
+        crate::plan::ResolvedArg::I32(n) => n as usize,
+        _ => panic!("N"),
+    }
+}
+
+/// y[i] = f(i, a[i], b[i]) for i in 0..n (n from the launch), `None` leaves y[i] unwritten.
+fn elementwise(
+    f: impl Fn(usize, usize, f32, f32, u32) -> Option<f32> + 'static,
+) -> HashMap<String, Kernel> {
+    let k: Kernel = Box::new(move |l, buf, call| {
+        let n = n_of(l);
+        let (a, b, y) = (buf("a").f32s(), buf("b").f32s(), buf("y"));
+        for i in 0..n {
+            if let Some(v) = f(i, n, a[i], b[i], call) {
+                y.set_f32(i, v);
+            }
+        }
+        Ok(())
+    });
+    [("add".to_string(), k)].into()
+}
+
+fn opts() -> EvalOptions {
+    EvalOptions {
+        seeds: vec![0, 1],
+        fresh_seed: Some(12345),
+        heldout_shapes: 2,
+        heldout_max_bytes: 1 << 20,
+        ..EvalOptions::default()
+    }
+}
+
+fn run(program: HashMap<String, Kernel>) -> Outcome {
+    let t = task();
+    let p = plan(&t);
+    let dev = Fake::default();
+    let reference = elementwise(|_, _, a, b, _| Some(a + b));
+    let mut cache = ReferenceCache::new(1 << 30);
+    let mut oracle = KernelOracle::new(&dev, &t, &p, &reference, "add-v1".into(), &mut cache);
+    check(&dev, &t, &p, &program, &mut oracle, &opts()).unwrap()
+}
+
+#[test]
+fn a_correct_kernel_passes_every_case() {
+    let o = run(elementwise(|_, _, a, b, _| Some(a + b)));
+    match &o.verdict {
+        // 4 shapes (2 public, 2 held-out) x 3 seeds x 3 variants.
+        Verdict::Correct {
+            cases,
+            nondeterministic_within_tolerance,
+        } => {
+            assert_eq!(*cases, 4 * 3 * 3, "{:?}", o.log);
+            assert!(nondeterministic_within_tolerance.is_empty());
+        }
+        v => panic!("{v:?}"),
+    }
+    assert!(!o.context_lost);
+    assert!(
+        o.log.iter().any(|l| l.contains("held-out shapes")),
+        "{:?}",
+        o.log
+    );
+    assert!(
+        o.log.iter().any(|l| l.contains("[0, 1, 12345]")),
+        "{:?}",
+        o.log
+    );
+}
+
+#[test]
+fn partial_output_is_wrong_with_unwritten_elements() {
+    let o = run(elementwise(|i, n, a, b, _| (i < n / 2).then_some(a + b)));
+    match &o.verdict {
+        Verdict::WrongOutput { report, output, .. } => {
+            assert_eq!(output, "y");
+            assert_eq!(report.unwritten, 32, "{}", report.summary());
+        }
+        v => panic!("{v:?}"),
+    }
+}
+
+#[test]
+fn writing_past_the_end_is_a_runtime_fault() {
+    let k: Kernel = Box::new(|l, buf, _| {
+        let n = n_of(l);
+        let (a, b, y) = (buf("a").f32s(), buf("b").f32s(), buf("y"));
+        for i in 0..=n {
+            // Off by one: i == n lands in the guard zone.
+            y.set_f32(
+                i,
+                a.get(i).copied().unwrap_or(0.0) + b.get(i).copied().unwrap_or(0.0),
+            );
+        }
+        Ok(())
+    });
+    let o = run([("add".to_string(), k)].into());
+    match &o.verdict {
+        Verdict::RuntimeFault { message, case, .. } => {
+            assert!(message.contains("out-of-bounds write"), "{message}");
+            assert!(message.contains("past the end of `y`"), "{message}");
+            assert!(case.is_some());
+        }
+        v => panic!("{v:?}"),
+    }
+    assert!(!o.context_lost);
+}
+
+#[test]
+fn mutating_an_input_is_caught_even_when_the_output_is_right() {
+    let k: Kernel = Box::new(|l, buf, _| {
+        let n = n_of(l);
+        let (a, b, y) = (buf("a"), buf("b").f32s(), buf("y"));
+        let av = a.f32s();
+        for i in 0..n {
+            y.set_f32(i, av[i] + b[i]);
+        }
+        a.set_f32(3, 0.0);
+        Ok(())
+    });
+    let o = run([("add".to_string(), k)].into());
+    match &o.verdict {
+        Verdict::InputMutated { buffers, .. } => {
+            assert_eq!(buffers.len(), 1);
+            assert_eq!(buffers[0].name, "a");
+            assert_eq!(buffers[0].kind, "input");
+            assert_eq!(buffers[0].changed_elements, 1);
+            assert_eq!(buffers[0].first_changed, vec![3]);
+        }
+        v => panic!("{v:?}"),
+    }
+}
+
+#[test]
+fn reading_scratch_before_writing_it_is_wrong() {
+    let k: Kernel = Box::new(|l, buf, _| {
+        let n = n_of(l);
+        let (a, b, y, tmp) = (
+            buf("a").f32s(),
+            buf("b").f32s(),
+            buf("y"),
+            buf("tmp").f32s(),
+        );
+        for i in 0..n {
+            // Assumes scratch starts zeroed; it holds NaN poison.
+            y.set_f32(i, a[i] + b[i] + tmp[i]);
+        }
+        Ok(())
+    });
+    let o = run([("add".to_string(), k)].into());
+    match &o.verdict {
+        Verdict::WrongOutput { report, .. } => {
+            assert!(report.nonfinite > 0, "{}", report.summary())
+        }
+        v => panic!("{v:?}"),
+    }
+}
+
+#[test]
+fn results_that_change_between_runs_are_nondeterministic() {
+    // Correct on every first run, off by 1.0 on every second one (as a race would be).
+    let calls = Rc::new(Cell::new(0u32));
+    let c = Rc::clone(&calls);
+    let o = run(elementwise(move |i, _, a, b, _| {
+        if i == 0 {
+            c.set(c.get() + 1);
+        }
+        Some(a + b + if c.get().is_multiple_of(2) { 1.0 } else { 0.0 })
+    }));
+    match &o.verdict {
+        Verdict::Nondeterministic { output, report, .. } => {
+            assert_eq!(output, "y");
+            assert!(report.mismatches > 0);
+        }
+        v => panic!("{v:?}"),
+    }
+    // Tiny run-to-run differences within tolerance are reported apart, not failed.
+    let c = Rc::new(Cell::new(0u32));
+    let o = run(elementwise(move |i, _, a, b, _| {
+        if i == 0 {
+            c.set(c.get() + 1);
+        }
+        let s = a + b;
+        Some(if c.get().is_multiple_of(2) {
+            s * (1.0 + 1e-6)
+        } else {
+            s
+        })
+    }));
+    match &o.verdict {
+        Verdict::Correct {
+            nondeterministic_within_tolerance,
+            ..
+        } => assert_eq!(nondeterministic_within_tolerance, &vec!["y".to_string()]),
+        v => panic!("{v:?}"),
+    }
+}
+
+#[test]
+fn wrong_only_for_heavy_tailed_inputs_is_caught_by_the_stress_variant() {
+    let o = run(elementwise(|_, _, a, b, _| Some(a.clamp(-8.0, 8.0) + b)));
+    match &o.verdict {
+        Verdict::WrongOutput { case, .. } => {
+            assert_eq!(case.variant, Variant::Stress(StressScale::Up), "{case:?}")
+        }
+        v => panic!("{v:?}"),
+    }
+}
+
+#[test]
+fn wrong_for_one_shape_names_that_shape() {
+    let o = run(elementwise(|i, n, a, b, _| {
+        Some(if n == 37 && i == 36 { a } else { a + b })
+    }));
+    match &o.verdict {
+        Verdict::WrongOutput { case, report, .. } => {
+            assert_eq!(case.shape, "odd");
+            assert_eq!(report.first_bad.as_ref().unwrap().coords, vec![36]);
+        }
+        v => panic!("{v:?}"),
+    }
+}
+
+#[test]
+fn a_sticky_fault_loses_the_context_and_a_refused_launch_does_not() {
+    let k: Kernel = Box::new(|_, _, _| {
+        Err(Fault::Async(RuntimeError::Cuda(CudaError {
+            call: "cuStreamSynchronize".into(),
+            code: 700,
+            name: "CUDA_ERROR_ILLEGAL_ADDRESS".into(),
+            message: "an illegal memory access was encountered".into(),
+        })))
+    });
+    let o = run([("add".to_string(), k)].into());
+    match &o.verdict {
+        Verdict::RuntimeFault { message, .. } => {
+            assert!(message.contains("CUDA_ERROR_ILLEGAL_ADDRESS"), "{message}")
+        }
+        v => panic!("{v:?}"),
+    }
+    assert!(o.context_lost);
+
+    let k: Kernel = Box::new(|l, _, _| {
+        Err(Fault::Refuse(RuntimeError::OverLimits(OverLimits {
+            kernel: l.kernel.clone(),
+            problems: vec!["needs 300000 bytes of shared memory per block".into()],
+        })))
+    });
+    let o = run([("add".to_string(), k)].into());
+    match &o.verdict {
+        Verdict::LaunchError {
+            kernel,
+            launch,
+            message,
+            ..
+        } => {
+            assert_eq!((kernel.as_str(), *launch), ("add", 0));
+            assert!(message.contains("launch over resource limits"), "{message}");
+        }
+        v => panic!("{v:?}"),
+    }
+    assert!(!o.context_lost);
+}
+
+#[test]
+fn reference_outputs_are_cached_across_checks() {
+    let t = task();
+    let p = plan(&t);
+    let dev = Fake::default();
+    let reference = elementwise(|_, _, a, b, _| Some(a + b));
+    let good = elementwise(|_, _, a, b, _| Some(a + b));
+    let mut cache = ReferenceCache::new(1 << 30);
+    let o = EvalOptions {
+        heldout_shapes: 0,
+        ..opts()
+    };
+    for round in 0..2 {
+        let mut oracle = KernelOracle::new(&dev, &t, &p, &reference, "add-v1".into(), &mut cache);
+        let out = check(&dev, &t, &p, &good, &mut oracle, &o).unwrap();
+        assert!(out.verdict.is_correct());
+        // 2 shapes x 3 seeds x 3 variants, computed once.
+        assert_eq!(cache.len(), 18);
+        assert_eq!(cache.hits, if round == 0 { 0 } else { 18 });
+    }
+    let mut small = ReferenceCache::new(300);
+    let mut oracle = KernelOracle::new(&dev, &t, &p, &reference, "add-v1".into(), &mut small);
+    check(&dev, &t, &p, &good, &mut oracle, &o).unwrap();
+    // 256 bytes per small-shape output: one fits in a 300-byte budget.
+    assert!(small.len() <= 2, "{}", small.len());
+}
+
+#[test]
+fn options_that_name_an_unknown_shape_are_a_harness_error() {
+    let t = task();
+    let e = cases(
+        &t,
+        &EvalOptions {
+            shapes: vec!["huge".into()],
+            ..opts()
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(
+        e.message
+            .contains("no shape `huge` (its shapes: small, odd)"),
+        "{e}"
+    );
+    let c = cases(
+        &t,
+        &EvalOptions {
+            shapes: vec!["odd".into()],
+            stress: false,
+            heldout_shapes: 0,
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert_eq!(c.shapes.len(), 1);
+    assert_eq!(c.variants, vec![Variant::Base]);
+    assert_eq!(c.seeds, vec![0, 1, 12345]);
+    let _ = Poison::A;
+}
