@@ -21,8 +21,7 @@ struct Known {
 ///   c: compile_error only              d: correct 1.6×, plus a quarantined 20× candidate
 ///   e: never attempted (an item, no candidates)
 /// and a reference seed in every task that an agent run must not count.
-fn known_run() -> Known {
-    let db = common::sqlite();
+fn known_run(db: common::TestDb) -> Known {
     let store = Store::open(&db.url).expect("open");
     store
         .write(|tx| {
@@ -247,9 +246,8 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
 }
 
-#[test]
-fn known_answers() {
-    let k = known_run();
+fn known_answers(db: common::TestDb) {
+    let k = known_run(db);
     let (s, _) = report::run_report(&k.store, Some("known"), Format::Markdown).expect("report");
     assert_eq!(
         s.tasks_total, 5,
@@ -320,6 +318,18 @@ fn known_answers() {
         report::build_leaderboard(&k.store, &LeaderboardFilter::default(), Baseline::Reference)
             .expect("board");
     assert_eq!(board.rows.len(), 1);
+}
+
+#[test]
+fn known_answers_sqlite() {
+    known_answers(common::sqlite());
+}
+
+#[test]
+fn known_answers_postgres() {
+    if let Some(db) = common::postgres("known_answers_postgres") {
+        known_answers(db);
+    }
 }
 
 #[test]

@@ -229,7 +229,7 @@ pub fn run_db(cmd: &DbCommand, db_url: Option<&str>) -> anyhow::Result<u8> {
                     run.run.suite.clone(),
                     run.status.as_str().to_string(),
                     format!("{}/{}", p.done + p.failed, p.total()),
-                    run.created_at_ms.to_string(),
+                    report::format_utc(run.created_at_ms),
                 ]);
             }
             println!("{table}");

@@ -14,6 +14,8 @@ pub use summary::{
     RunInfo, RunSummary, TaskSummary,
 };
 
+pub use text::utc as format_utc;
+
 use crate::store::{Store, StoreError};
 use serde::Serialize;
 use std::str::FromStr;

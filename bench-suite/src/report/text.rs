@@ -26,7 +26,7 @@ fn md_cell(s: &str) -> String {
 }
 
 /// `YYYY-MM-DD HH:MM UTC` from Unix milliseconds (civil-from-days, no time zone database).
-pub(crate) fn utc(ms: i64) -> String {
+pub fn utc(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);

@@ -360,3 +360,9 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 pub(crate) type Row = AnyRow;
+
+// Workers share one store across threads.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<Store>();
+};
