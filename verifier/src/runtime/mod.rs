@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod device;
 pub mod error;
+pub mod evaluate;
 mod gpu;
 pub mod launch;
 pub mod probe;
