@@ -441,8 +441,22 @@ fn headless(browser: &Path, profile: &Path, extra: &[&str], page: &Path) -> std:
     ])
     .arg(format!("--user-data-dir={}", profile.display()))
     .args(extra)
-    .arg(format!("file://{}", page.display()));
-    cmd.output().expect("run chromium")
+    .arg(format!("file://{}", page.display()))
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("run chromium");
+    // A browser that hangs must fail the test, not stall CI: kill it after two minutes.
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if rx.recv_timeout(Duration::from_secs(120)).is_err() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    });
+    let out = child.wait_with_output().expect("wait for chromium");
+    let _ = tx.send(());
+    let _ = watchdog.join();
+    out
 }
 
 #[test]
