@@ -57,19 +57,19 @@ impl TaskBundle {
 
 /// Parses a candidate's plan against the task and the kernels its source defines; a bad plan
 /// is the candidate's fault (`invalid_plan`).
-pub fn candidate_plan(task: &Task, source: &str, plan_text: &str) -> Result<Plan, Verdict> {
+pub fn candidate_plan(task: &Task, source: &str, plan_text: &str) -> Result<Plan, Box<Verdict>> {
     let kernels = crate::source::kernel_names(source);
     Plan::parse(Path::new("launch.toml"), plan_text, task, &kernels).map_err(|e| {
-        Verdict::InvalidPlan {
+        Box::new(Verdict::InvalidPlan {
             message: e.to_string(),
-        }
+        })
     })
 }
 
 /// What a failed compilation means: a verdict when the source is at fault, a harness error
 /// when NVRTC itself could not run.
 pub enum CompileFailure {
-    Verdict(Verdict),
+    Verdict(Box<Verdict>),
     Harness(EvalError),
 }
 
@@ -89,9 +89,9 @@ pub fn compile(
         CompileError::Nvrtc(n) => {
             CompileFailure::Harness(EvalError::new(format!("NVRTC could not run: {n}")))
         }
-        other => CompileFailure::Verdict(Verdict::CompileError {
+        other => CompileFailure::Verdict(Box::new(Verdict::CompileError {
             log: other.to_string(),
-        }),
+        })),
     })
 }
 
@@ -113,7 +113,7 @@ pub fn evaluate(
     };
     let plan = match candidate_plan(task, &req.source, &req.plan) {
         Ok(p) => p,
-        Err(v) => return Ok(verdict_only(v, vec![])),
+        Err(v) => return Ok(verdict_only(*v, vec![])),
     };
     let arch = gpu.info.arch();
     let reference = match compile(
@@ -137,7 +137,7 @@ pub fn evaluate(
     let candidate = match compile(compiler, task, &req.source, &plan, arch, "kernel.cu") {
         Ok(c) => c,
         Err(CompileFailure::Harness(e)) => return Err(e),
-        Err(CompileFailure::Verdict(v)) => return Ok(verdict_only(v, vec![])),
+        Err(CompileFailure::Verdict(v)) => return Ok(verdict_only(*v, vec![])),
     };
     let mut log = vec![
         format!("device: {}", gpu.info.summary()),
@@ -239,7 +239,7 @@ mod tests {
         let src = "extern \"C\" __global__ void mine(const void* a) {}";
         let plan =
             "[[launch]]\nkernel = \"swiglu_bf16\"\ngrid = [1]\nblock = [32]\nargs = [\"a\"]\n";
-        match candidate_plan(&b.task, src, plan) {
+        match candidate_plan(&b.task, src, plan).map_err(|v| *v) {
             Err(Verdict::InvalidPlan { message }) => {
                 assert!(message.contains("launch.toml:2"), "{message}");
                 assert!(
