@@ -287,6 +287,7 @@ mod tests {
                 ..HeldoutOptions::default()
             },
         );
+        assert_eq!(a.len(), 2);
         assert!(a.iter().all(|s| s.values["K"] == 2 * s.values["N"]));
     }
 
