@@ -233,6 +233,37 @@ fn a_worker_that_exits_after_answering_is_replaced_silently() {
     assert_eq!(w.starts, 2);
 }
 
+/// A worker stuck before reading stdin (say, in driver initialisation) must not block the
+/// parent on a request larger than the pipe buffer.
+#[test]
+fn a_worker_that_never_reads_times_out_on_a_large_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stuck.sh");
+    std::fs::write(&path, "sleep 30\n").unwrap();
+    let mut w = Worker::new(
+        WorkerCommand {
+            program: "bash".into(),
+            args: vec![path.display().to_string()],
+            env: vec![],
+        },
+        limits(),
+    );
+    let big = RequestBody::Evaluate(EvaluateRequest {
+        task_dir: "t".into(),
+        source: "x".repeat(4 << 20),
+        plan: String::new(),
+        options: EvalOptions::default(),
+    });
+    let start = Instant::now();
+    let out = w.call(big, Duration::from_millis(500));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(matches!(out, Outcome::TimedOut { .. }), "{out:?}");
+}
+
 #[test]
 fn missing_worker_binary_is_a_harness_error() {
     let mut w = Worker::new(

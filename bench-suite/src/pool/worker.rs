@@ -91,14 +91,18 @@ pub enum Outcome {
 
 enum LineEvent {
     Line(Vec<u8>),
+    /// Writing a request failed (the worker closed its stdin: it is exiting or dead).
+    WriteFailed(String),
     TooLong(usize),
-    Eof { partial: usize },
+    Eof {
+        partial: usize,
+    },
     Error(String),
 }
 
 struct Proc {
     child: Child,
-    stdin: ChildStdin,
+    requests: mpsc::Sender<Vec<u8>>,
     lines: Receiver<LineEvent>,
     stderr: Arc<Mutex<VecDeque<u8>>>,
     stderr_thread: Option<JoinHandle<()>>,
@@ -152,6 +156,9 @@ impl Worker {
             return Err("worker started without pipes".to_string());
         };
         let (tx, rx) = mpsc::channel();
+        let (req_tx, req_rx) = mpsc::channel::<Vec<u8>>();
+        let write_tx = tx.clone();
+        std::thread::spawn(move || write_requests(stdin, req_rx, write_tx));
         let max = self.limits.max_line_bytes;
         std::thread::spawn(move || read_lines(stdout, max, tx));
         let tail = Arc::new(Mutex::new(VecDeque::new()));
@@ -160,7 +167,7 @@ impl Worker {
         let stderr_thread = std::thread::spawn(move || read_tail(stderr, keep, t2));
         self.proc = Some(Proc {
             child,
-            stdin,
+            requests: req_tx,
             lines: rx,
             stderr: tail,
             stderr_thread: Some(stderr_thread),
@@ -190,13 +197,10 @@ impl Worker {
         let Some(p) = self.proc.as_mut() else {
             return Outcome::Spawn("worker vanished".to_string());
         };
-        if let Err(e) = p
-            .stdin
-            .write_all(line.as_bytes())
-            .and_then(|_| p.stdin.flush())
-        {
-            // It closed its stdin: it is exiting or dead. Report how it ended.
-            return self.died(0, Some(format!("write failed: {e}")));
+        // Written by the writer thread: a worker that stops reading its stdin must not block
+        // the parent past the time limit (a large request does not fit in the pipe buffer).
+        if p.requests.send(line.into_bytes()).is_err() {
+            return self.died(0, Some("the request writer stopped".to_string()));
         }
         let left = limit.saturating_sub(start.elapsed());
         let Some(p) = self.proc.as_mut() else {
@@ -217,6 +221,7 @@ impl Worker {
             )),
             Ok(LineEvent::Error(e)) => self.protocol(format!("reading stdout: {e}")),
             Ok(LineEvent::Eof { partial }) => self.died(partial, None),
+            Ok(LineEvent::WriteFailed(e)) => self.died(0, Some(format!("write failed: {e}"))),
             Err(RecvTimeoutError::Timeout) => {
                 self.kill();
                 Outcome::TimedOut {
@@ -340,6 +345,19 @@ fn kill_pgid(pid: u32) {
 fn kill_group(child: &mut Child) {
     kill_pgid(child.id());
     let _ = child.kill();
+}
+
+fn write_requests(
+    mut stdin: ChildStdin,
+    requests: Receiver<Vec<u8>>,
+    events: mpsc::Sender<LineEvent>,
+) {
+    for r in requests {
+        if let Err(e) = stdin.write_all(&r).and_then(|_| stdin.flush()) {
+            let _ = events.send(LineEvent::WriteFailed(e.to_string()));
+            return;
+        }
+    }
 }
 
 fn read_lines(stdout: impl Read, max: usize, tx: mpsc::Sender<LineEvent>) {
