@@ -286,6 +286,7 @@ fn known_answers(db: common::TestDb) {
     assert_eq!(tc.tokens_to_first_correct, None);
     let td = s.tasks.iter().find(|t| t.task == "d").expect("d");
     assert_eq!((td.quarantined, td.speedup_ref), (1, Some(1.6)));
+    assert_eq!(s.quarantined, 1);
     assert!(close(s.cost.cost_usd, 8.0 * 0.25));
     assert!(close(s.cost.cost_per_task, 8.0 * 0.25 / 5.0));
     let norm = s
@@ -493,7 +494,7 @@ fn html_report_renders_in_headless_chromium() {
     assert_eq!(tbody("tasks"), 40 + 1, "header + one row per task");
     assert_eq!(tbody("categories"), 5 + 1);
     assert_eq!(tbody("fastp"), 3 + 1);
-    assert_eq!(tbody("summary"), 9);
+    assert_eq!(tbody("summary"), 10);
     // Charts: one bar or failure mark per task, fast_p curves, 11 SOL bins, generations.
     for id in [
         "chart-speedup",

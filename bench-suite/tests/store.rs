@@ -707,3 +707,18 @@ fn urls_are_checked_and_passwords_hidden() {
         "{msg}"
     );
 }
+
+#[test]
+fn processes_opening_a_fresh_sqlite_file_at_once_all_succeed() {
+    let db = common::sqlite();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| s.spawn(|| Store::open(&db.url).map(|_| ())))
+            .collect();
+        for h in handles {
+            h.join().expect("thread").expect("open");
+        }
+    });
+    let store = Store::open(&db.url).expect("open");
+    assert_eq!(counts(&store)["_sqlx_migrations"], 1);
+}

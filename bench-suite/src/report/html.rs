@@ -73,6 +73,10 @@ pub fn run_html(s: &RunSummary) -> String {
             format!("{} ({})", s.tasks_correct, pct(s.correctness_rate)),
         ),
         ("median % of speed-of-light", opt(s.median_sol_pct, "%")),
+        (
+            "quarantined results (not ranked)",
+            s.quarantined.to_string(),
+        ),
         ("LLM calls", c.llm_calls.to_string()),
         (
             "tokens in / out",

@@ -161,6 +161,8 @@ pub struct RunSummary {
     pub tasks_total: usize,
     pub tasks_correct: usize,
     pub correctness_rate: f64,
+    /// Evaluations held back from ranking (faster than speed-of-light, implausible speedups).
+    pub quarantined: usize,
     pub baselines: Vec<BaselineStats>,
     pub median_sol_pct: Option<f64>,
     pub sol_histogram: Vec<(String, usize)>,
@@ -339,6 +341,7 @@ pub fn summarize(run: &Run, facts: &RunFacts) -> RunSummary {
         tasks_total: n,
         tasks_correct: correct,
         correctness_rate: per(correct as f64),
+        quarantined: summaries.iter().map(|t| t.quarantined).sum(),
         baselines,
         median_sol_pct: metrics::median(sols.iter().copied()),
         sol_histogram: metrics::sol_histogram(sols.iter().copied()),

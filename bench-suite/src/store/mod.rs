@@ -134,10 +134,25 @@ impl Store {
                 })
         })?;
         let migrator = migrator(backend);
-        run_on(&rt, migrator.run(&pool)).map_err(|source| StoreError::Migrate {
-            url: shown.clone(),
-            source,
-        })?;
+        // PostgreSQL serializes concurrent migrators with an advisory lock; SQLite has none, so
+        // two processes opening a fresh file at once can collide ("table already exists").
+        // The loser retries and then finds the migration applied.
+        let mut attempt = 0;
+        loop {
+            match run_on(&rt, migrator.run(&pool)) {
+                Ok(()) => break,
+                Err(_) if backend == Backend::Sqlite && attempt < 5 => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(100 * attempt));
+                }
+                Err(source) => {
+                    return Err(StoreError::Migrate {
+                        url: shown.clone(),
+                        source,
+                    })
+                }
+            }
+        }
         Ok(Store {
             pool,
             backend,
