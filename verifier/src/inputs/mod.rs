@@ -123,6 +123,21 @@ pub fn generate(
     })
 }
 
+/// A seed nobody could have known in advance, for the run-time case of DESIGN §4.3: the OS's
+/// per-process hash keys (std's `RandomState`) mixed with the clock and the process id.
+pub fn fresh_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    rng::mix64(h.finish())
+}
+
 /// Every input of the task, in declaration order.
 pub fn generate_inputs(
     task: &Task,

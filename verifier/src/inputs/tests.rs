@@ -431,3 +431,9 @@ init = { dist = "normal", std = 1.0 }"#]);
     );
     assert!(mb / secs > 10.0, "{:.1} MB/s", mb / secs);
 }
+
+#[test]
+fn fresh_seeds_differ() {
+    let seeds: std::collections::BTreeSet<u64> = (0..16).map(|_| fresh_seed()).collect();
+    assert_eq!(seeds.len(), 16);
+}
