@@ -722,3 +722,27 @@ fn processes_opening_a_fresh_sqlite_file_at_once_all_succeed() {
     let store = Store::open(&db.url).expect("open");
     assert_eq!(counts(&store)["_sqlx_migrations"], 1);
 }
+
+/// The agent may run its own tokio runtime; the blocking store must work (and drop) inside it.
+#[test]
+fn usable_from_inside_an_async_runtime() {
+    let db = common::sqlite();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let store = Store::open(&db.url).expect("open inside a runtime");
+        let run = store
+            .write(|tx| tx.create_run(&new_run("async")))
+            .expect("write");
+        {
+            let mut tx = store.transaction().expect("tx");
+            tx.create_run(&new_run("rolled-back")).expect("create");
+            // dropped uncommitted inside the runtime
+        }
+        assert_eq!(store.runs().expect("runs").len(), 1);
+        assert_eq!(store.run_by_name("async").expect("run").id, run.id);
+        drop(store);
+    });
+}
