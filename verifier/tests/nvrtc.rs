@@ -238,9 +238,12 @@ fn second_compile_is_a_cache_hit_with_the_same_cubin() {
     assert_eq!(first.cubin, second.cubin);
     assert_eq!(first.ptx, second.ptx);
     assert_eq!(first.key, second.key);
-    assert_eq!(
-        first.compile_ms, second.compile_ms,
-        "hit reports the original time"
+    // The hit reports the original compile time (stored as JSON: equal to within an ulp or so).
+    assert!(
+        (first.compile_ms - second.compile_ms).abs() <= 1e-9 * first.compile_ms.max(1.0),
+        "{} ms vs {} ms",
+        first.compile_ms,
+        second.compile_ms
     );
     for (a, b) in first.kernels.iter().zip(&second.kernels) {
         assert_eq!((&a.name, &a.symbol), (&b.name, &b.symbol));

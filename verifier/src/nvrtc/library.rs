@@ -86,8 +86,11 @@ struct Api {
 /// A loaded NVRTC plus the include directories that go with it.
 pub struct Nvrtc {
     api: Api,
-    // Kept alive for as long as the function pointers in `api` are used.
-    _libs: Vec<libloading::Library>,
+    // Never unloaded: `dlclose` of libnvrtc while threads that used it are still exiting
+    // crashes in its finalisers (SIGSEGV in __cxa_finalize; tests/nvrtc_reload.rs), so the
+    // handles are leaked, as libcuda's are in `Arch::detect`. Loading it again only bumps the
+    // loader's reference count.
+    _libs: std::mem::ManuallyDrop<Vec<libloading::Library>>,
     pub library_path: PathBuf,
     pub include_dirs: Vec<PathBuf>,
     pub version: (i32, i32),
@@ -319,7 +322,7 @@ impl Nvrtc {
         libs.push(lib);
         let mut nv = Nvrtc {
             api,
-            _libs: libs,
+            _libs: std::mem::ManuallyDrop::new(libs),
             library_path: path.to_path_buf(),
             include_dirs,
             version: (0, 0),
