@@ -1,7 +1,9 @@
 //! Command-line interface: argument parsing and dispatch. Each subcommand lives in its own
 //! module and returns an exit code.
 
+mod eval;
 mod tasks;
+mod worker;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -60,6 +62,11 @@ pub enum Command {
     /// List, show and check the task suite
     #[command(subcommand)]
     Tasks(tasks::TasksCommand),
+    /// Check one kernel against a task with the strict protocol (needs a GPU)
+    Eval(eval::EvalArgs),
+    /// Serve GPU requests as JSON lines on stdin/stdout (internal; started by the harness)
+    #[command(hide = true)]
+    Worker,
 }
 
 pub fn init_logging(verbose: u8) {
@@ -81,5 +88,7 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Tasks(cmd) => tasks::run(&cli.global, cmd),
+        Command::Eval(a) => eval::run(&cli.global, &a),
+        Command::Worker => worker::run(&cli.global),
     }
 }

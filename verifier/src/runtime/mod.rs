@@ -13,6 +13,7 @@ pub mod evaluate;
 mod gpu;
 pub mod launch;
 pub mod probe;
+pub mod stdio;
 pub mod strict;
 
 pub use device::DeviceInfo;

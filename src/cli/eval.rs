@@ -1,0 +1,246 @@
+//! `ksmith eval --task ID KERNEL.cu --plan PLAN.toml` (or `ksmith eval --task ID DIR` with
+//! DIR/kernel.cu and DIR/launch.toml): the strict check of one kernel, run in a `ksmith worker`
+//! subprocess under a wall-clock limit so a hang or a crash becomes a verdict.
+//! Exit codes: 0 correct, 1 any failing verdict, 3 the harness could not run.
+
+use super::{Global, EXIT_FAILED, EXIT_HARNESS, EXIT_OK};
+use anyhow::{bail, Context};
+use bench_suite::pool::{Limits, Pool, PoolConfig, WorkerCommand};
+use bench_suite::suite::{self, Entry, Suite};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use verifier::protocol::{EvalOptions, EvaluateRequest};
+use verifier::verdict::Verdict;
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The task's id (as in `ksmith tasks list`)
+    #[arg(long, value_name = "ID")]
+    pub task: String,
+    /// The kernel source (.cu), or a directory holding kernel.cu and launch.toml
+    #[arg(value_name = "KERNEL.cu|DIR")]
+    pub kernel: PathBuf,
+    /// The launch plan (required when KERNEL is a file)
+    #[arg(long, value_name = "PLAN.toml")]
+    pub plan: Option<PathBuf>,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Public shapes to check, comma-separated [default: all]
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub shapes: Vec<String>,
+    /// Fixed seeds, comma-separated [default: 0,1]
+    #[arg(long, value_delimiter = ',', value_name = "SEEDS")]
+    pub seeds: Option<Vec<u64>>,
+    /// The extra seed [default: drawn at run time; printed, so a failure can be reproduced]
+    #[arg(long, value_name = "SEED")]
+    pub fresh_seed: Option<u64>,
+    /// Held-out shapes to draw [default: 2]
+    #[arg(long, value_name = "N")]
+    pub heldout: Option<u32>,
+    /// Seed of the held-out shape draw [default: the fresh seed]
+    #[arg(long, value_name = "SEED")]
+    pub heldout_seed: Option<u64>,
+    /// Skip the heavy-tailed / rescaled input variants
+    #[arg(long)]
+    pub no_stress: bool,
+    /// Wall-clock limit of the whole check, in seconds (a kernel still running then is a timeout)
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub timeout: u64,
+}
+
+/// A seed nobody could have known in advance: clock and pid through SplitMix64.
+fn fresh_seed() -> u64 {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    verifier::inputs::rng::mix64(t ^ ((std::process::id() as u64) << 32))
+}
+
+fn sources(a: &EvalArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
+    if a.kernel.is_dir() {
+        let k = a.kernel.join("kernel.cu");
+        let p = a
+            .plan
+            .clone()
+            .unwrap_or_else(|| a.kernel.join("launch.toml"));
+        return Ok((k, p));
+    }
+    match &a.plan {
+        Some(p) => Ok((a.kernel.clone(), p.clone())),
+        None => bail!(
+            "{} is a file: pass its launch plan with --plan PLAN.toml (or give a directory holding kernel.cu and launch.toml)",
+            a.kernel.display()
+        ),
+    }
+}
+
+fn worker_command(g: &Global) -> anyhow::Result<WorkerCommand> {
+    let mut cmd = WorkerCommand::current_exe_worker().context("locating the ksmith executable")?;
+    let mut flag = |name: &str, v: &Option<PathBuf>| {
+        if let Some(v) = v {
+            cmd.args.push(name.to_string());
+            cmd.args.push(v.display().to_string());
+        }
+    };
+    flag("--nvrtc", &g.nvrtc);
+    flag("--cuda-include", &g.cuda_include);
+    flag("--cache-dir", &g.cache_dir);
+    if g.no_cache {
+        cmd.args.push("--no-cache".into());
+    }
+    for _ in 0..g.verbose {
+        cmd.args.push("-v".into());
+    }
+    Ok(cmd)
+}
+
+fn task_dir(g: &Global, id: &str) -> anyhow::Result<PathBuf> {
+    let root = suite::locate(g.tasks_dir.as_deref())?;
+    let suite = Suite::discover(&root)?;
+    match suite.get(id) {
+        Some(Entry::Ok(td)) => Ok(td.dir.clone()),
+        Some(Entry::Broken { diagnostics, .. }) => {
+            let d: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
+            bail!("task `{id}` is invalid:\n{}", d.join("\n"))
+        }
+        None => bail!(
+            "no task `{id}` in {} (known: {})",
+            root.display(),
+            suite.ids().join(", ")
+        ),
+    }
+}
+
+fn harness_error(a: &EvalArgs, message: &str) -> u8 {
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({ "task": a.task, "error": message, "exit": EXIT_HARNESS })
+        );
+    } else {
+        eprintln!("error: {message}");
+    }
+    EXIT_HARNESS
+}
+
+pub fn run(g: &Global, a: &EvalArgs) -> anyhow::Result<u8> {
+    // Every failure to run is reported the same way (JSON too, with --json) and exits 3.
+    match check(g, a) {
+        Ok(code) => Ok(code),
+        Err(e) => Ok(harness_error(a, &format!("{e:#}"))),
+    }
+}
+
+fn check(g: &Global, a: &EvalArgs) -> anyhow::Result<u8> {
+    let (kernel_path, plan_path) = sources(a)?;
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let source = read(&kernel_path)?;
+    let plan = read(&plan_path)?;
+    let dir = task_dir(g, &a.task)?;
+    // Before starting a worker: without a driver nothing below can run, and the message says
+    // what was looked for.
+    if let Err(e) = verifier::runtime::probe_driver() {
+        return Ok(harness_error(a, &e.to_string()));
+    }
+    let fresh = a.fresh_seed.unwrap_or_else(fresh_seed);
+    let defaults = EvalOptions::default();
+    let options = EvalOptions {
+        seeds: a.seeds.clone().unwrap_or(defaults.seeds.clone()),
+        fresh_seed: Some(fresh),
+        shapes: a.shapes.clone(),
+        heldout_shapes: a.heldout.unwrap_or(defaults.heldout_shapes),
+        heldout_seed: a.heldout_seed.unwrap_or(fresh),
+        stress: !a.no_stress,
+        ..defaults
+    };
+    let req = EvaluateRequest {
+        task_dir: dir,
+        source,
+        plan,
+        options,
+    };
+    let pool = Pool::new(PoolConfig {
+        command: worker_command(g)?,
+        workers: vec![Vec::new()],
+        request_timeout: Duration::from_secs(a.timeout.max(1)),
+        limits: Limits::default(),
+    });
+    let reply = pool.evaluate(vec![req]).into_iter().next();
+    pool.shutdown(Duration::from_secs(2));
+    let (verdict, log, elapsed_ms) = match reply {
+        Some(bench_suite::pool::Reply::Answered(verifier::protocol::ResponseBody::Evaluated(
+            e,
+        ))) => (e.verdict, e.log, Some(e.elapsed_ms)),
+        Some(r) => match r.verdict() {
+            Ok(v) => (v.clone(), Vec::new(), None),
+            Err(message) => return Ok(harness_error(a, &message)),
+        },
+        None => return Ok(harness_error(a, "the worker pool returned no reply")),
+    };
+    print_result(
+        a,
+        &kernel_path,
+        &plan_path,
+        &verdict,
+        &log,
+        elapsed_ms,
+        fresh,
+    );
+    Ok(if verdict.is_correct() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    })
+}
+
+fn print_result(
+    a: &EvalArgs,
+    kernel: &Path,
+    plan: &Path,
+    verdict: &Verdict,
+    log: &[String],
+    elapsed_ms: Option<u64>,
+    fresh: u64,
+) {
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "task": a.task,
+                "kernel": kernel.display().to_string(),
+                "plan": plan.display().to_string(),
+                "verdict": verdict,
+                "kind": verdict.kind(),
+                "feedback": verdict.feedback(),
+                "log": log,
+                "elapsed_ms": elapsed_ms,
+                "fresh_seed": fresh,
+            })
+        );
+        return;
+    }
+    println!("task:    {}", a.task);
+    println!("kernel:  {} (plan {})", kernel.display(), plan.display());
+    println!("verdict: {}", verdict.kind());
+    println!();
+    println!("{}", verdict.feedback());
+    if !log.is_empty() {
+        println!();
+        for l in log {
+            println!("  {l}");
+        }
+    }
+    println!();
+    match elapsed_ms {
+        Some(ms) => println!(
+            "checked in {:.1} s; fresh seed {fresh} (reproduce with --fresh-seed {fresh})",
+            ms as f64 / 1e3
+        ),
+        None => println!("fresh seed {fresh} (reproduce with --fresh-seed {fresh})"),
+    }
+}
