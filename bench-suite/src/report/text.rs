@@ -5,10 +5,16 @@ use super::{Leaderboard, ReportError};
 use crate::report::metrics::HEADLINE_P;
 use std::fmt::Write;
 
+/// A table value with a fixed number of decimals per kind (so columns line up): speedups
+/// with 2, percentages with 1, counts with none; "–" when absent.
 pub(crate) fn opt(v: Option<f64>, suffix: &str) -> String {
     match v {
-        Some(x) => format!("{}{suffix}", super::svg::num(x)),
-        None => "–".to_string(),
+        Some(x) if x.is_finite() => match suffix {
+            "×" => format!("{x:.2}×"),
+            "%" => format!("{x:.1}%"),
+            _ => format!("{x:.0}{suffix}"),
+        },
+        _ => "–".to_string(),
     }
 }
 
