@@ -322,6 +322,45 @@ fn known_answers(db: common::TestDb) {
 }
 
 #[test]
+fn leaderboard_filters() {
+    let db = common::sqlite();
+    let store = Store::open(&db.url).expect("open");
+    fixture::build(&store, 5, &AGENTS);
+    // A second, later run of model-a.
+    let names = fixture::build_runs(&store, 5, &[("model-a", 0.1)], "again");
+    assert_eq!(names, vec!["again-model-a".to_string()]);
+    let all = report::build_leaderboard(&store, &LeaderboardFilter::default(), Baseline::Reference)
+        .expect("all");
+    assert_eq!(all.rows.len(), 4);
+    let latest = report::build_leaderboard(
+        &store,
+        &LeaderboardFilter {
+            latest_per_agent: true,
+            ..Default::default()
+        },
+        Baseline::Reference,
+    )
+    .expect("latest");
+    let mut runs: Vec<&str> = latest.rows.iter().map(|r| r.run.name.as_str()).collect();
+    runs.sort_unstable();
+    assert_eq!(
+        runs,
+        vec!["again-model-a", "search-model-b", "search-model-c"]
+    );
+    let only = report::build_leaderboard(
+        &store,
+        &LeaderboardFilter {
+            agent: Some("model-b".into()),
+            ..Default::default()
+        },
+        Baseline::Eager,
+    )
+    .expect("agent");
+    assert_eq!(only.rows.len(), 1);
+    assert_eq!(only.baseline, Baseline::Eager);
+}
+
+#[test]
 fn known_answers_sqlite() {
     known_answers(common::sqlite());
 }
@@ -556,6 +595,9 @@ fn html_report_renders_in_headless_chromium() {
     assert!(out.status.success());
     let dom = String::from_utf8_lossy(&out.stdout);
     assert_eq!(dom.matches("<tr data-run=").count(), 3);
+    let start = dom.find("<table id=\"per-task\"").expect("per-task table");
+    let end = start + dom[start..].find("</table>").expect("end");
+    assert_eq!(dom[start..end].matches("<tr").count(), 40 + 1);
     assert_eq!(dom.matches("class=\"series\"").count(), 3);
     let shot = dir.join("leaderboard.png");
     let out = headless(

@@ -75,6 +75,9 @@ pub struct LeaderboardArgs {
     /// Only runs of this agent
     #[arg(long)]
     pub agent: Option<String>,
+    /// Only the most recent run of each agent
+    #[arg(long)]
+    pub latest_per_agent: bool,
     /// The baseline fast_p and the ranking use
     #[arg(long, value_enum, default_value = "reference")]
     pub baseline: BaselineArg,
@@ -188,6 +191,7 @@ pub fn run_leaderboard(args: &LeaderboardArgs, db_url: Option<&str>) -> anyhow::
         suite: args.suite.clone(),
         kind: args.kind.clone(),
         agent: args.agent.clone(),
+        latest_per_agent: args.latest_per_agent,
     };
     let board = report::build_leaderboard(&store, &filter, args.baseline.into())?;
     let format: Format = args.format.into();

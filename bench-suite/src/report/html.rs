@@ -11,7 +11,7 @@ const STYLE: &str = "body{font-family:'DejaVu Sans','Liberation Sans',Arial,sans
 h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccc;padding-bottom:3px}\
 .meta{color:#555;margin-bottom:16px}table{border-collapse:collapse;margin:8px 0;font-size:13px}\
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}\
-td.l,th.l{text-align:left;white-space:nowrap}tr.fail td{color:#a33}.charts{display:flex;flex-wrap:wrap;gap:16px}\
+td.l,th.l{text-align:left;white-space:nowrap}tr.fail td,td.failed{color:#a33}.charts{display:flex;flex-wrap:wrap;gap:16px}\
 .chart{border:1px solid #ddd;max-width:100%;height:auto}.note{color:#666;font-size:12px}";
 
 fn page(title: &str, body: &str) -> String {
@@ -309,5 +309,55 @@ pub fn leaderboard_html(l: &Leaderboard) -> String {
         &bars,
     ));
     o.push_str("</div>");
+    per_task_matrix(&mut o, l);
     page("kernelsmith leaderboard", &o)
+}
+
+/// Task × run: the best speedup of each run on each task, or its main failure.
+fn per_task_matrix(o: &mut String, l: &Leaderboard) {
+    let mut tasks: Vec<(&str, &str)> = l
+        .rows
+        .iter()
+        .flat_map(|s| {
+            s.tasks
+                .iter()
+                .map(|t| (t.category.as_str(), t.task.as_str()))
+        })
+        .collect();
+    tasks.sort_unstable();
+    tasks.dedup();
+    let _ = write!(
+        o,
+        "<h2>Per task</h2><p class=\"note\">Best speedup vs {} of each run's correct kernels; a failure shows the verdict seen most often.</p><table id=\"per-task\"><thead><tr><th class=\"l\">task</th><th class=\"l\">category</th>",
+        l.baseline.label()
+    );
+    for s in &l.rows {
+        let _ = write!(o, "<th>{}</th>", esc(&s.run.name));
+    }
+    o.push_str("</tr></thead><tbody>");
+    for (cat, task) in tasks {
+        let _ = write!(
+            o,
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td>",
+            esc(task),
+            esc(cat)
+        );
+        for s in &l.rows {
+            match s.tasks.iter().find(|t| t.task == task) {
+                None => o.push_str("<td>not run</td>"),
+                Some(t) if t.correct => {
+                    let _ = write!(o, "<td>{}</td>", opt(t.speedup(l.baseline), "×"));
+                }
+                Some(t) => {
+                    let _ = write!(
+                        o,
+                        "<td class=\"failed\">{}</td>",
+                        esc(t.main_failure().unwrap_or("not attempted"))
+                    );
+                }
+            }
+        }
+        o.push_str("</tr>");
+    }
+    o.push_str("</tbody></table>");
 }

@@ -92,6 +92,8 @@ pub struct LeaderboardFilter {
     pub suite: Option<String>,
     pub kind: Option<String>,
     pub agent: Option<String>,
+    /// Keep only the most recent run of each agent.
+    pub latest_per_agent: bool,
 }
 
 /// The summary of run `run` (the latest run when None) rendered in `format`.
@@ -126,14 +128,27 @@ pub fn build_leaderboard(
     baseline: Baseline,
 ) -> Result<Leaderboard, ReportError> {
     let keep = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-    let mut rows = Vec::new();
-    for run in store.runs()? {
-        if !(keep(&filter.suite, &run.run.suite)
-            && keep(&filter.kind, &run.run.kind)
-            && keep(&filter.agent, &run.run.agent))
-        {
-            continue;
+    let mut runs: Vec<_> = store
+        .runs()?
+        .into_iter()
+        .filter(|run| {
+            keep(&filter.suite, &run.run.suite)
+                && keep(&filter.kind, &run.run.kind)
+                && keep(&filter.agent, &run.run.agent)
+        })
+        .collect();
+    if filter.latest_per_agent {
+        let mut latest: std::collections::HashMap<String, (i64, i64)> = Default::default();
+        for r in &runs {
+            let e = latest
+                .entry(r.run.agent.clone())
+                .or_insert((r.created_at_ms, r.id));
+            *e = (*e).max((r.created_at_ms, r.id));
         }
+        runs.retain(|r| latest.get(&r.run.agent) == Some(&(r.created_at_ms, r.id)));
+    }
+    let mut rows = Vec::new();
+    for run in runs {
         let s = summarize_run(store, &run)?;
         if s.tasks_total > 0 {
             rows.push(s);

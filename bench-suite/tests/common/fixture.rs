@@ -34,6 +34,16 @@ pub const CATEGORIES: [&str; 5] = [
 
 /// Builds the fixture; returns the run names (one per agent, skill descending).
 pub fn build(store: &Store, tasks: usize, agents: &[(&str, f64)]) -> Vec<String> {
+    build_runs(store, tasks, agents, "search")
+}
+
+/// As [`build`], with runs named `PREFIX-AGENT`; tasks and the GPU are shared between calls.
+pub fn build_runs(
+    store: &Store,
+    tasks: usize,
+    agents: &[(&str, f64)],
+    prefix: &str,
+) -> Vec<String> {
     let gpu = store
         .write(|tx| {
             tx.upsert_gpu(&NewGpu {
@@ -64,7 +74,7 @@ pub fn build(store: &Store, tasks: usize, agents: &[(&str, f64)]) -> Vec<String>
         .collect();
     let mut names = Vec::new();
     for (a, (agent, skill)) in agents.iter().enumerate() {
-        let name = format!("search-{agent}");
+        let name = format!("{prefix}-{agent}");
         let mut rng = Rng::new(a as u64 + 7);
         store
             .write(|tx| {
