@@ -1,0 +1,16 @@
+#include <cuda_bf16.h>
+
+static __device__ __forceinline__ float silu_mul(float a, float b) {
+    return a / (1.0f + __expf(-a)) * b;
+}
+
+// Bug: spins on a flag that nothing ever sets (y holds the harness's poison, never 12345).
+extern "C" __global__ void swiglu_bf16(const __nv_bfloat16* a, const __nv_bfloat16* b,
+                                       __nv_bfloat16* y, long long total) {
+    volatile unsigned short* flag = reinterpret_cast<volatile unsigned short*>(y);
+    while (flag[0] != 12345) { }
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (long long)gridDim.x * blockDim.x) {
+        y[i] = __float2bfloat16_rn(silu_mul(__bfloat162float(a[i]), __bfloat162float(b[i])));
+    }
+}

@@ -1,0 +1,16 @@
+#include <cuda_bf16.h>
+
+static __device__ __forceinline__ float silu_mul(float a, float b) {
+    return a / (1.0f + __expf(-a)) * b;
+}
+
+// Bug: asks for 300000 bytes of dynamic shared memory per block (H100 allows 232448).
+extern "C" __global__ void swiglu_bf16(const __nv_bfloat16* a, const __nv_bfloat16* b,
+                                       __nv_bfloat16* y, long long total) {
+    extern __shared__ float stage[];
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (long long)gridDim.x * blockDim.x) {
+        stage[threadIdx.x] = __bfloat162float(a[i]);
+        y[i] = __float2bfloat16_rn(silu_mul(stage[threadIdx.x], __bfloat162float(b[i])));
+    }
+}

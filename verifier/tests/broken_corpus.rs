@@ -1,0 +1,171 @@
+//! The broken-kernel corpus (verifier/tests/broken/, see its README) on CPU: every entry is well
+//! formed, names verdicts that exist, has a valid plan (except the `invalid_plan` entry) and
+//! compiles with NVRTC for sm_90 (except the `compile_error` entry). Running them needs a GPU:
+//! tests/gpu_broken.rs in the root crate. Without NVRTC the compile part is skipped visibly,
+//! except under CI (`CI=true`), where a missing NVRTC is a failure.
+
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use verifier::nvrtc::{Arch, Compiler, Locator};
+use verifier::runtime::evaluate::{candidate_plan, compile, CompileFailure, TaskBundle};
+use verifier::verdict::Verdict;
+
+const KINDS: &[&str] = &[
+    "compile_error",
+    "invalid_plan",
+    "launch_error",
+    "runtime_fault",
+    "timeout",
+    "wrong_output",
+    "input_mutated",
+    "nondeterministic",
+    "correct",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Expect {
+    description: String,
+    verdict: Vec<String>,
+    shape: Option<String>,
+    variant: Option<String>,
+    message_contains: Option<String>,
+    #[serde(default)]
+    options: Options,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Options {
+    shapes: Option<Vec<String>>,
+    heldout: Option<u32>,
+    timeout_s: Option<u64>,
+}
+
+fn corpus() -> Vec<(String, PathBuf)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/broken");
+    let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    out.sort();
+    out
+}
+
+fn swiglu() -> TaskBundle {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tasks/activation/swiglu");
+    TaskBundle::load(&dir).unwrap()
+}
+
+fn expect(dir: &Path) -> Expect {
+    let p = dir.join("expect.toml");
+    let text = std::fs::read_to_string(&p).unwrap();
+    toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn every_entry_is_well_formed_and_the_corpus_covers_the_bar() {
+    let bundle = swiglu();
+    let entries = corpus();
+    let mut covered = BTreeSet::new();
+    for (name, dir) in &entries {
+        let e = expect(dir);
+        assert!(!e.description.is_empty(), "{name}");
+        assert!(!e.verdict.is_empty(), "{name}: no verdict");
+        for v in &e.verdict {
+            assert!(KINDS.contains(&v.as_str()), "{name}: unknown verdict `{v}`");
+            covered.insert(v.clone());
+        }
+        if let Some(v) = &e.variant {
+            assert!(v == "base" || v == "stress", "{name}: variant `{v}`");
+        }
+        for s in e.shape.iter().chain(e.options.shapes.iter().flatten()) {
+            assert!(bundle.task.shape(s).is_some(), "{name}: no shape `{s}`");
+        }
+        let _ = (e.options.heldout, e.options.timeout_s, &e.message_contains);
+        let source = std::fs::read_to_string(dir.join("kernel.cu")).unwrap();
+        let plan = std::fs::read_to_string(dir.join("launch.toml")).unwrap();
+        match candidate_plan(&bundle.task, &source, &plan) {
+            Ok(_) => assert!(
+                !e.verdict.contains(&"invalid_plan".to_string()),
+                "{name}: plan is valid"
+            ),
+            Err(v) => {
+                assert_eq!(v.kind(), "invalid_plan");
+                assert_eq!(e.verdict, vec!["invalid_plan"], "{name}: {}", v.feedback());
+                let want = e.message_contains.as_deref().unwrap_or("");
+                assert!(v.feedback().contains(want), "{name}: {}", v.feedback());
+            }
+        }
+    }
+    // The GPU bar: at least ten broken kernels, every failure mode of the brief represented.
+    let broken = entries
+        .iter()
+        .filter(|(_, d)| expect(d).verdict != vec!["correct"])
+        .count();
+    assert!(broken >= 10, "only {broken} broken kernels");
+    for kind in [
+        "runtime_fault",
+        "timeout",
+        "wrong_output",
+        "input_mutated",
+        "launch_error",
+        "nondeterministic",
+        "correct",
+    ] {
+        assert!(covered.contains(kind), "no corpus entry expects `{kind}`");
+    }
+    eprintln!("{} corpus entries ({broken} broken)", entries.len());
+}
+
+#[test]
+fn every_entry_compiles_for_sm_90_except_the_compile_error() {
+    let nvrtc = match Locator::default().load() {
+        Ok(n) => n,
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!("NVRTC is required under CI: {e}");
+            }
+            eprintln!("skipped: NVRTC not installed; run scripts/setup.sh ({e})");
+            return;
+        }
+    };
+    let compiler = Compiler::new(nvrtc, None);
+    let bundle = swiglu();
+    let mut compiled = 0;
+    for (name, dir) in corpus() {
+        let e = expect(&dir);
+        let source = std::fs::read_to_string(dir.join("kernel.cu")).unwrap();
+        let plan_text = std::fs::read_to_string(dir.join("launch.toml")).unwrap();
+        let Ok(plan) = candidate_plan(&bundle.task, &source, &plan_text) else {
+            continue;
+        };
+        match compile(
+            &compiler,
+            &bundle.task,
+            &source,
+            &plan,
+            Arch::DEFAULT,
+            "kernel.cu",
+        ) {
+            Ok(c) => {
+                assert_ne!(e.verdict, vec!["compile_error"], "{name} compiled");
+                assert!(!c.cubin.is_empty(), "{name}");
+                let k = c.kernel("swiglu_bf16").unwrap();
+                assert!(k.resources.is_some(), "{name}: no ptxas report");
+                compiled += 1;
+            }
+            Err(CompileFailure::Verdict(v)) => {
+                assert_eq!(e.verdict, vec!["compile_error"], "{name}: {}", v.feedback());
+                assert!(matches!(*v, Verdict::CompileError { .. }));
+                assert!(v.feedback().contains("kernel.cu"), "{}", v.feedback());
+            }
+            Err(CompileFailure::Harness(h)) => panic!("{name}: {h}"),
+        }
+    }
+    eprintln!("{compiled} corpus kernels compiled for sm_90");
+    assert!(compiled >= 11);
+}
