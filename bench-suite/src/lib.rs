@@ -5,3 +5,4 @@ pub mod pool;
 pub mod report;
 pub mod store;
 pub mod suite;
+pub mod torch;
