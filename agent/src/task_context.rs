@@ -121,8 +121,16 @@ fn range_text(
 fn check_text(c: &Check) -> String {
     match c {
         Check::NormalizedMax { tol } => format!("max|y - ref| / max|ref| <= {tol}"),
-        Check::AllClose { atol, rtol } => {
-            format!("|y - ref| <= {atol} + {rtol} * |ref| for every element")
+        Check::AllClose {
+            atol,
+            rtol,
+            max_bad_fraction,
+        } => {
+            if *max_bad_fraction > 0.0 {
+                format!("|y - ref| <= {atol} + {rtol} * |ref| for all but a fraction {max_bad_fraction} of the elements (NaN, Inf and unwritten elements never pass)")
+            } else {
+                format!("|y - ref| <= {atol} + {rtol} * |ref| for every element")
+            }
         }
         Check::Exact => "bit-exact".to_string(),
     }

@@ -81,8 +81,15 @@ fn mask(d: DType) -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "metric", rename_all = "snake_case")]
 pub enum Metric {
-    NormalizedMax { tol: f64 },
-    AllClose { atol: f64, rtol: f64 },
+    NormalizedMax {
+        tol: f64,
+    },
+    AllClose {
+        atol: f64,
+        rtol: f64,
+        #[serde(default)]
+        max_bad_fraction: f64,
+    },
     Exact,
 }
 
@@ -90,7 +97,15 @@ impl From<&Check> for Metric {
     fn from(c: &Check) -> Metric {
         match *c {
             Check::NormalizedMax { tol } => Metric::NormalizedMax { tol },
-            Check::AllClose { atol, rtol } => Metric::AllClose { atol, rtol },
+            Check::AllClose {
+                atol,
+                rtol,
+                max_bad_fraction,
+            } => Metric::AllClose {
+                atol,
+                rtol,
+                max_bad_fraction,
+            },
             Check::Exact => Metric::Exact,
         }
     }
@@ -102,8 +117,19 @@ impl std::fmt::Display for Metric {
             Metric::NormalizedMax { tol } => {
                 write!(f, "normalized_max: max|y - ref| / max|ref| <= {tol:e}")
             }
-            Metric::AllClose { atol, rtol } => {
-                write!(f, "allclose: |y - ref| <= {atol:e} + {rtol:e} * |ref|")
+            Metric::AllClose {
+                atol,
+                rtol,
+                max_bad_fraction,
+            } => {
+                write!(f, "allclose: |y - ref| <= {atol:e} + {rtol:e} * |ref|")?;
+                if *max_bad_fraction > 0.0 {
+                    write!(
+                        f,
+                        " for all but a fraction {max_bad_fraction:e} of the elements"
+                    )?;
+                }
+                Ok(())
             }
             Metric::Exact => f.write_str("exact: bit-identical"),
         }
@@ -153,7 +179,20 @@ pub struct MismatchReport {
 
 impl MismatchReport {
     pub fn passed(&self) -> bool {
-        self.mismatches == 0
+        self.mismatches <= self.allowed_mismatches()
+    }
+
+    /// Misses the metric tolerates: `floor(max_bad_fraction * elements)` for allclose, and only
+    /// when no element is NaN/Inf where the reference is finite and none is left unwritten.
+    pub fn allowed_mismatches(&self) -> u64 {
+        match self.metric {
+            Metric::AllClose {
+                max_bad_fraction, ..
+            } if self.nonfinite == 0 && self.unwritten == 0 => {
+                (max_bad_fraction * self.elements as f64).floor() as u64
+            }
+            _ => 0,
+        }
     }
 
     /// A few lines for logs and LLM feedback.
@@ -488,7 +527,7 @@ fn scan(
 fn within(metric: Metric, err: f64, r: f64, denom: f64) -> bool {
     match metric {
         Metric::NormalizedMax { tol } => err <= tol * denom,
-        Metric::AllClose { atol, rtol } => err <= atol + rtol * r.abs(),
+        Metric::AllClose { atol, rtol, .. } => err <= atol + rtol * r.abs(),
         Metric::Exact => err == 0.0,
     }
 }

@@ -134,11 +134,26 @@ pub struct Init {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "dist", rename_all = "snake_case")]
 pub enum InitKind {
-    Normal { mean: f64, std: f64 },
-    Uniform { low: f64, high: f64 },
-    Randint { low: i64, high: i64 },
-    Constant { value: f64 },
-    StudentT { df: f64, scale: f64 },
+    Normal {
+        mean: f64,
+        std: f64,
+    },
+    Uniform {
+        low: f64,
+        high: f64,
+    },
+    /// Bounds are expressions, so a range can follow a parameter (`high = "E"`).
+    Randint {
+        low: Expr,
+        high: Expr,
+    },
+    Constant {
+        value: f64,
+    },
+    StudentT {
+        df: f64,
+        scale: f64,
+    },
     Generator(Generator),
 }
 
@@ -176,11 +191,20 @@ pub enum Check {
     NormalizedMax {
         tol: f64,
     },
+    /// `|y - ref| <= atol + rtol*|ref|` elementwise; at most `max_bad_fraction` of the elements
+    /// may miss it (for cards like "codes <= 1e-3 mismatch"). NaN, Inf and unwritten elements
+    /// never count as allowed misses.
     AllClose {
         atol: f64,
         rtol: f64,
+        #[serde(skip_serializing_if = "is_zero")]
+        max_bad_fraction: f64,
     },
     Exact,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -274,6 +298,17 @@ impl Task {
         }
         for t in self.tensors() {
             t.numel(shape).map_err(|e| format!("`{}`: {e}", t.name))?;
+            if let Some(Init {
+                kind: InitKind::Randint { low, high },
+                ..
+            }) = &t.init
+            {
+                let (l, h) = randint_bounds(low, high, shape)
+                    .map_err(|e| format!("`{}` randint: {e}", t.name))?;
+                if let Some(why) = randint_misfit(t.dtype, l, h) {
+                    return Err(format!("`{}` randint: {why}", t.name));
+                }
+            }
             if let Some(Init {
                 kind: InitKind::Generator(Generator::SortedOffsets { total, .. }),
                 ..
@@ -758,10 +793,23 @@ fn read_check(rep: &mut Reporter, t: &Table) -> Option<Check> {
         }
         "allclose" => {
             let (atol, rtol) = (positive("atol"), positive("rtol"));
-            t.deny_unknown(rep, &["metric", "atol", "rtol"]);
+            let max_bad_fraction = match t.float(rep, "max_bad_fraction") {
+                Some((f, span)) if !(0.0..1.0).contains(&f) => {
+                    rep.error(
+                        span,
+                        t.key_path("max_bad_fraction"),
+                        format!("must be in [0, 1), found {f}"),
+                    );
+                    0.0
+                }
+                Some((f, _)) => f,
+                None => 0.0,
+            };
+            t.deny_unknown(rep, &["metric", "atol", "rtol", "max_bad_fraction"]);
             Check::AllClose {
                 atol: atol?,
                 rtol: rtol?,
+                max_bad_fraction,
             }
         }
         "exact" => {
@@ -854,34 +902,31 @@ fn read_init(
                     )
                 }
                 "randint" => {
-                    let low = t.int(rep, "low");
-                    let high = t.int(rep, "high");
-                    for k in ["low", "high"] {
-                        if !t.has(k) {
-                            t.missing(rep, k, "an integer bound of dist `randint`");
-                        }
-                    }
-                    let kind = match (low, high) {
-                        (Some((l, _)), Some((h, hspan))) => {
-                            if l >= h {
-                                rep.error(hspan, t.key_path("high"), format!("high ({h}) must be greater than low ({l}); the range is [low, high)"));
-                                None
-                            } else {
-                                if let Some((lo, hi)) = dtype.and_then(|d| d.int_range()) {
-                                    if (l as i128) < lo || (h as i128 - 1) > hi {
-                                        rep.error(
-                                            hspan,
-                                            t.key_path("high"),
-                                            format!("range [{l}, {h}) does not fit dtype {} ([{lo}, {hi}])", dtype.map(|d| d.name()).unwrap_or("?")),
-                                        );
+                    let low = t.expr(rep, "low", true, known, known_list);
+                    let high = t.expr(rep, "high", true, known, known_list);
+                    // Constant bounds are checked here, at the key; bounds that depend on
+                    // parameters are checked for every shape.
+                    if let (Some(l), Some(h)) = (&low, &high) {
+                        if l.names().is_empty() && h.names().is_empty() {
+                            let no_params = |_: &str| None;
+                            match randint_bounds(l, h, &no_params) {
+                                Err(why) => {
+                                    rep.error(t.value_span("high"), t.key_path("high"), why)
+                                }
+                                Ok((lv, hv)) => {
+                                    if let Some(why) = dtype.and_then(|d| randint_misfit(d, lv, hv))
+                                    {
+                                        rep.error(t.value_span("high"), t.key_path("high"), why);
                                     }
                                 }
-                                Some(InitKind::Randint { low: l, high: h })
                             }
                         }
-                        _ => None,
-                    };
-                    (kind, &["dist", "low", "high", "stress"])
+                    }
+                    (
+                        low.zip(high)
+                            .map(|(low, high)| InitKind::Randint { low, high }),
+                        &["dist", "low", "high", "stress"],
+                    )
                 }
                 "constant" => (
                     float(rep, "value", None).map(|value| InitKind::Constant { value }),
@@ -1033,8 +1078,105 @@ fn read_init(
     Some(Init { kind, stress })
 }
 
+/// Evaluates randint bounds for a shape; `[low, high)` must not be empty.
+pub fn randint_bounds(low: &Expr, high: &Expr, env: &dyn Env) -> Result<(i64, i64), String> {
+    let l = low.eval(env).map_err(|e| format!("low: {e}"))?;
+    let h = high.eval(env).map_err(|e| format!("high: {e}"))?;
+    if l >= h {
+        return Err(format!(
+            "high ({h}) must be greater than low ({l}); the range is [low, high)"
+        ));
+    }
+    Ok((l, h))
+}
+
+/// Why `[low, high)` cannot be drawn in an integer `dtype`, if it cannot.
+fn randint_misfit(dtype: DType, l: i64, h: i64) -> Option<String> {
+    let (lo, hi) = dtype.int_range()?;
+    ((l as i128) < lo || (h as i128 - 1) > hi)
+        .then(|| format!("range [{l}, {h}) does not fit dtype {dtype} ([{lo}, {hi}])"))
+}
+
 impl Serialize for Expr {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+id = "t"
+title = "t"
+category = "c"
+[params]
+E = { min = 2 }
+[[shapes]]
+name = "s"
+E = 8
+[[inputs]]
+name = "idx"
+dtype = "i32"
+shape = ["E"]
+init = { dist = "randint", low = 0, high = "E" }
+[[outputs]]
+name = "y"
+dtype = "f32"
+shape = ["E"]
+[check]
+metric = "allclose"
+atol = 1e-3
+rtol = 1e-3
+max_bad_fraction = 1e-3
+[roofline]
+bytes = "8*E"
+flops = "0"
+peak = "fp32"
+"#;
+
+    #[test]
+    fn randint_bounds_follow_parameters() {
+        let t = Task::parse(Path::new("task.toml"), BASE).unwrap();
+        let Some(Init {
+            kind: InitKind::Randint { low, high },
+            ..
+        }) = &t.inputs[0].init
+        else {
+            panic!("randint expected");
+        };
+        assert_eq!(randint_bounds(low, high, &t.shapes[0]).unwrap(), (0, 8));
+        assert!(matches!(
+            t.check,
+            Check::AllClose { max_bad_fraction, .. } if max_bad_fraction == 1e-3
+        ));
+    }
+
+    #[test]
+    fn randint_bounds_are_checked_per_shape_and_fraction_in_range() {
+        let empty = BASE.replace("high = \"E\"", "high = \"E - 8\"");
+        let err = Task::parse(Path::new("task.toml"), &empty)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("randint") && err.contains("must be greater than low"),
+            "{err}"
+        );
+        let wide = BASE
+            .replace("dtype = \"i32\"", "dtype = \"u8\"")
+            .replace("E = 8", "E = 300");
+        let err = Task::parse(Path::new("task.toml"), &wide)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not fit dtype u8"), "{err}");
+        let frac = BASE.replace("max_bad_fraction = 1e-3", "max_bad_fraction = 1.5");
+        let err = Task::parse(Path::new("task.toml"), &frac)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("task.toml:23:") && err.contains("check.max_bad_fraction"),
+            "{err}"
+        );
     }
 }

@@ -73,6 +73,7 @@ fn nonfinite_output_is_a_mismatch_and_reference_nans_match_nans() {
         Metric::AllClose {
             atol: 1.0,
             rtol: 1.0,
+            max_bad_fraction: 0.0,
         },
         None,
     )
@@ -93,6 +94,7 @@ fn allclose_is_elementwise() {
     let m = Metric::AllClose {
         atol: 1e-3,
         rtol: 1e-3,
+        max_bad_fraction: 0.0,
     };
     let rep = compare(&got, &r, m, None).unwrap();
     // 0.9 <= 1.001 ok; 0.0015 <= 0.002 ok; 0.0011 > 0.001 bad.
@@ -242,4 +244,29 @@ fn reports_round_trip_through_json_with_nonfinite_numbers() {
     assert!((e / rep.worst[1].abs_error.unwrap() - 1.0).abs() < 1e-12);
     let bad = json.replace("\"metric\":\"normalized_max\"", "\"metric\":\"nope\"");
     assert!(serde_json::from_str::<MismatchReport>(&bad).is_err());
+}
+
+#[test]
+fn allclose_tolerates_a_declared_fraction_of_misses_but_never_nonfinite_or_unwritten() {
+    let n = 2000usize;
+    let r = f32s(&[n as u64], &vec![1.0; n]);
+    let mut vals = vec![1.0f32; n];
+    vals[3] = 2.0;
+    vals[7] = 2.0; // 2 misses of 2000 = 1e-3
+    let m = Metric::AllClose {
+        atol: 1e-6,
+        rtol: 1e-6,
+        max_bad_fraction: 1e-3,
+    };
+    let rep = compare(&f32s(&[n as u64], &vals), &r, m, None).unwrap();
+    assert_eq!((rep.mismatches, rep.allowed_mismatches()), (2, 2));
+    assert!(rep.passed());
+    vals[9] = 2.0;
+    let rep = compare(&f32s(&[n as u64], &vals), &r, m, None).unwrap();
+    assert!(!rep.passed(), "3 misses exceed floor(1e-3 * 2000) = 2");
+    vals[9] = 1.0;
+    vals[7] = f32::NAN;
+    let rep = compare(&f32s(&[n as u64], &vals), &r, m, None).unwrap();
+    assert_eq!(rep.allowed_mismatches(), 0, "a NaN voids the allowance");
+    assert!(!rep.passed());
 }

@@ -334,7 +334,10 @@ fn fill(
             float_only("student_t")?;
             fill_each(out, dtype, key, stressed(0.0, *scale, df.min(3.0), sc));
         }
-        (InitKind::Randint { low, high }, _) => fill_randint(out, dtype, key, *low, *high)?,
+        (InitKind::Randint { low, high }, _) => {
+            let (low, high) = crate::task::randint_bounds(low, high, shape)?;
+            fill_randint(out, dtype, key, low, high)?
+        }
         (InitKind::Constant { value }, _) => fill_constant(out, dtype, *value)?,
         (InitKind::Generator(g), _) => generators::fill(g, dtype, dims, shape, key, out)?,
     }
