@@ -238,6 +238,19 @@ fn rows_round_trip(url: &str) {
         store.run_by_name("nope"),
         Err(StoreError::NoSuchRun(_))
     ));
+
+    // A resumed search reads back one task's population with its evaluations.
+    let state = store
+        .candidates_of_task(run.id, task_id)
+        .expect("task state");
+    assert_eq!(state.len(), 2);
+    assert_eq!((state[0].0.id, state[0].1.len()), (root, 0));
+    assert_eq!((state[1].0.id, state[1].1.len()), (child, 1));
+    assert_eq!(state[1].1[0].id, eval_id);
+    assert!(store
+        .candidates_of_task(other.id, task_id)
+        .expect("empty")
+        .is_empty());
 }
 both_backends!(rows_round_trip, super::rows_round_trip);
 
@@ -412,7 +425,13 @@ fn work_queue_claims_in_order_and_resumes(url: &str) {
     assert_eq!(report.reclaimed[0].2, w2.as_str());
     assert_eq!(report.progress.pending, 3);
 
-    store.release_claim(&c2b).expect("release");
+    // A graceful stop releases what this worker holds and marks the run interrupted.
+    assert_eq!(store.interrupt_run(run.id, &w2).expect("interrupt"), 1);
+    assert_eq!(
+        store.run_by_name("q").expect("run").status,
+        RunStatus::Interrupted
+    );
+    assert_eq!(store.progress(run.id).expect("progress").claimed, 0);
     let mut seen = vec![];
     while let Some(c) = store.claim_next(run.id, &w1, DEFAULT_LEASE).expect("claim") {
         seen.push(c.seq);

@@ -372,6 +372,33 @@ impl Store {
         })
     }
 
+    /// A graceful stop (Ctrl-C): hands every item `worker` holds in run `run_id` back to the
+    /// queue and marks the run interrupted, so `--resume` continues it at once. Returns how
+    /// many claims were released.
+    pub fn interrupt_run(&self, run_id: i64, worker: &WorkerId) -> Result<u64> {
+        self.write(|tx| {
+            let (store, conn) = tx.conn();
+            let released = store
+                .block_on(async move {
+                    sqlx::query(
+                        "UPDATE run_items SET status = 'pending', claimed_by = NULL, \
+                         claim_expires_at_ms = NULL WHERE run_id = $1 AND status = 'claimed' \
+                         AND claimed_by = $2",
+                    )
+                    .bind(run_id)
+                    .bind(worker.as_str())
+                    .execute(&mut *conn)
+                    .await
+                })
+                .map_err(StoreError::db(format!(
+                    "releasing the claims of run {run_id}"
+                )))?
+                .rows_affected();
+            tx.set_run_status(run_id, RunStatus::Interrupted)?;
+            Ok(released)
+        })
+    }
+
     /// Marks the run finished when no item is pending or in flight; returns whether it did.
     pub fn finish_run_if_complete(&self, run_id: i64) -> Result<bool> {
         if !self.progress(run_id)?.complete() {

@@ -120,7 +120,16 @@ impl Store {
         };
         let pool = run_on(&rt, async {
             if backend == Backend::Sqlite {
-                set_wal(&connect_url, &shown).await?;
+                // Switching a fresh file to WAL needs a moment of exclusive access, which
+                // another process creating the same file may hold ("database is locked").
+                let mut attempt = 0u64;
+                while let Err(e) = set_wal(&connect_url, &shown).await {
+                    if attempt >= 20 {
+                        return Err(e);
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                }
             }
             AnyPoolOptions::new()
                 // SQLite has one writer anyway; a small pool keeps file handles few.

@@ -143,6 +143,40 @@ impl Store {
         Ok(cands)
     }
 
+    /// One task's candidates in a run with their evaluations, in creation order: what a
+    /// resumed search needs to rebuild its population and lineage.
+    pub fn candidates_of_task(
+        &self,
+        run_id: i64,
+        task_id: i64,
+    ) -> Result<Vec<(Candidate, Vec<Evaluation>)>> {
+        let cands: Vec<Candidate> = self
+            .candidates_of_run(run_id)?
+            .into_iter()
+            .filter(|c| c.candidate.task_id == task_id)
+            .collect();
+        let mut evals = self.fetch_all(
+            format!(
+                "SELECT {} FROM evaluations WHERE candidate_id IN \
+                 (SELECT id FROM candidates WHERE run_id = $1 AND task_id = $2) ORDER BY id",
+                rows::EVALUATION_COLUMNS
+            ),
+            &[run_id, task_id],
+            "listing the evaluations of a task",
+            rows::evaluation,
+        )?;
+        Ok(cands
+            .into_iter()
+            .map(|c| {
+                let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut evals)
+                    .into_iter()
+                    .partition(|e| e.evaluation.candidate_id == c.id);
+                evals = rest;
+                (c, mine)
+            })
+            .collect())
+    }
+
     pub fn evaluations_of_run(&self, run_id: i64) -> Result<Vec<Evaluation>> {
         self.fetch_all(
             format!(
