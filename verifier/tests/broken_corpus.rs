@@ -4,10 +4,10 @@
 //! tests/gpu_broken.rs in the root crate. Without NVRTC the compile part is skipped visibly,
 //! except under CI (`CI=true`), where a missing NVRTC is a failure.
 
-use serde::Deserialize;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use verifier::nvrtc::{Arch, Compiler, Locator};
+use verifier::runtime::corpus::{self, Entry};
 use verifier::runtime::evaluate::{candidate_plan, compile, CompileFailure, TaskBundle};
 use verifier::verdict::Verdict;
 
@@ -23,36 +23,8 @@ const KINDS: &[&str] = &[
     "correct",
 ];
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Expect {
-    description: String,
-    verdict: Vec<String>,
-    shape: Option<String>,
-    variant: Option<String>,
-    message_contains: Option<String>,
-    #[serde(default)]
-    options: Options,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Options {
-    shapes: Option<Vec<String>>,
-    heldout: Option<u32>,
-    timeout_s: Option<u64>,
-}
-
-fn corpus() -> Vec<(String, PathBuf)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/broken");
-    let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(&root)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .collect();
-    out.sort();
-    out
+fn corpus() -> Vec<Entry> {
+    corpus::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/broken")).unwrap()
 }
 
 fn swiglu() -> TaskBundle {
@@ -60,19 +32,13 @@ fn swiglu() -> TaskBundle {
     TaskBundle::load(&dir).unwrap()
 }
 
-fn expect(dir: &Path) -> Expect {
-    let p = dir.join("expect.toml");
-    let text = std::fs::read_to_string(&p).unwrap();
-    toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
 #[test]
 fn every_entry_is_well_formed_and_the_corpus_covers_the_bar() {
     let bundle = swiglu();
     let entries = corpus();
     let mut covered = BTreeSet::new();
-    for (name, dir) in &entries {
-        let e = expect(dir);
+    for entry in &entries {
+        let (name, e) = (&entry.name, &entry.expect);
         assert!(!e.description.is_empty(), "{name}");
         assert!(!e.verdict.is_empty(), "{name}: no verdict");
         for v in &e.verdict {
@@ -86,9 +52,7 @@ fn every_entry_is_well_formed_and_the_corpus_covers_the_bar() {
             assert!(bundle.task.shape(s).is_some(), "{name}: no shape `{s}`");
         }
         let _ = (e.options.heldout, e.options.timeout_s, &e.message_contains);
-        let source = std::fs::read_to_string(dir.join("kernel.cu")).unwrap();
-        let plan = std::fs::read_to_string(dir.join("launch.toml")).unwrap();
-        match candidate_plan(&bundle.task, &source, &plan) {
+        match candidate_plan(&bundle.task, &entry.source, &entry.plan) {
             Ok(_) => assert!(
                 !e.verdict.contains(&"invalid_plan".to_string()),
                 "{name}: plan is valid"
@@ -104,7 +68,7 @@ fn every_entry_is_well_formed_and_the_corpus_covers_the_bar() {
     // The GPU bar: at least ten broken kernels, every failure mode of the brief represented.
     let broken = entries
         .iter()
-        .filter(|(_, d)| expect(d).verdict != vec!["correct"])
+        .filter(|e| e.expect.verdict != vec!["correct"])
         .count();
     assert!(broken >= 10, "only {broken} broken kernels");
     for kind in [
@@ -136,17 +100,15 @@ fn every_entry_compiles_for_sm_90_except_the_compile_error() {
     let compiler = Compiler::new(nvrtc, None);
     let bundle = swiglu();
     let mut compiled = 0;
-    for (name, dir) in corpus() {
-        let e = expect(&dir);
-        let source = std::fs::read_to_string(dir.join("kernel.cu")).unwrap();
-        let plan_text = std::fs::read_to_string(dir.join("launch.toml")).unwrap();
-        let Ok(plan) = candidate_plan(&bundle.task, &source, &plan_text) else {
+    for entry in corpus() {
+        let (name, e, source) = (&entry.name, &entry.expect, &entry.source);
+        let Ok(plan) = candidate_plan(&bundle.task, source, &entry.plan) else {
             continue;
         };
         match compile(
             &compiler,
             &bundle.task,
-            &source,
+            source,
             &plan,
             Arch::DEFAULT,
             "kernel.cu",

@@ -1,0 +1,205 @@
+//! The broken-kernel corpus (`verifier/tests/broken/`): entries with the verdict each must get.
+//! Read by the CPU corpus test, the GPU test that runs the corpus through workers, and
+//! `scripts/gpu-check.sh` (through those tests).
+
+use crate::protocol::EvalOptions;
+use crate::verdict::Verdict;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub description: String,
+    /// The verdict must be one of these kinds.
+    pub verdict: Vec<String>,
+    /// The failing case's shape name.
+    pub shape: Option<String>,
+    /// `base` or `stress`.
+    pub variant: Option<String>,
+    /// Text the verdict's feedback must contain.
+    pub message_contains: Option<String>,
+    #[serde(default)]
+    pub options: RunOptions,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunOptions {
+    pub shapes: Option<Vec<String>>,
+    pub heldout: Option<u32>,
+    pub timeout_s: Option<u64>,
+}
+
+/// Public shapes a corpus entry runs on unless it says otherwise (the task's third, realistic
+/// shape takes long to generate inputs for).
+pub const DEFAULT_SHAPES: &[&str] = &["small", "awkward"];
+pub const DEFAULT_TIMEOUT_S: u64 = 120;
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: String,
+    pub dir: PathBuf,
+    pub source: String,
+    pub plan: String,
+    pub expect: Expect,
+}
+
+impl Entry {
+    /// Options of the strict check for this entry; `fresh_seed` and `heldout_seed` are fixed so
+    /// runs are reproducible.
+    pub fn options(&self) -> EvalOptions {
+        let o = &self.expect.options;
+        EvalOptions {
+            shapes: o
+                .shapes
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SHAPES.iter().map(|s| s.to_string()).collect()),
+            heldout_shapes: o.heldout.unwrap_or(1),
+            heldout_seed: 7,
+            fresh_seed: Some(20261124),
+            ..EvalOptions::default()
+        }
+    }
+
+    pub fn timeout_s(&self) -> u64 {
+        self.expect.options.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S)
+    }
+
+    /// `Ok` when the verdict is what the entry expects, else what differs.
+    pub fn check(&self, v: &Verdict) -> Result<(), String> {
+        let e = &self.expect;
+        if !e.verdict.iter().any(|k| k == v.kind()) {
+            return Err(format!(
+                "expected {}, got {}: {}",
+                e.verdict.join(" or "),
+                v.kind(),
+                first_line(&v.feedback())
+            ));
+        }
+        let case = match v {
+            Verdict::LaunchError { case, .. }
+            | Verdict::RuntimeFault { case, .. }
+            | Verdict::Timeout { case, .. } => case.clone(),
+            Verdict::WrongOutput { case, .. }
+            | Verdict::InputMutated { case, .. }
+            | Verdict::Nondeterministic { case, .. } => Some(case.clone()),
+            _ => None,
+        };
+        if let Some(want) = &e.shape {
+            let got = case.as_ref().map(|c| c.shape.as_str()).unwrap_or("(none)");
+            if got != want {
+                return Err(format!("failed on shape {got}, expected {want}"));
+            }
+        }
+        if let Some(want) = &e.variant {
+            let got = match case.as_ref().map(|c| c.variant) {
+                Some(crate::inputs::Variant::Base) => "base",
+                Some(crate::inputs::Variant::Stress(_)) => "stress",
+                None => "(none)",
+            };
+            if got != want {
+                return Err(format!("failed on {got} inputs, expected {want}"));
+            }
+        }
+        if let Some(want) = &e.message_contains {
+            let fb = v.feedback();
+            if !fb.contains(want.as_str()) {
+                return Err(format!("feedback lacks `{want}`: {}", first_line(&fb)));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// Every entry under `dir`, sorted by name.
+pub fn load(dir: &Path) -> Result<Vec<Entry>, String> {
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for e in rd.flatten() {
+        let d = e.path();
+        if !d.is_dir() {
+            continue;
+        }
+        let read = |n: &str| {
+            std::fs::read_to_string(d.join(n)).map_err(|e| format!("{}: {e}", d.join(n).display()))
+        };
+        let expect_text = read("expect.toml")?;
+        let expect: Expect = toml::from_str(&expect_text)
+            .map_err(|e| format!("{}: {e}", d.join("expect.toml").display()))?;
+        out.push(Entry {
+            name: e.file_name().to_string_lossy().into_owned(),
+            source: read("kernel.cu")?,
+            plan: read("launch.toml")?,
+            dir: d,
+            expect,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::Verdict;
+
+    fn entry(toml_text: &str) -> Entry {
+        Entry {
+            name: "t".into(),
+            dir: PathBuf::new(),
+            source: String::new(),
+            plan: String::new(),
+            expect: toml::from_str(toml_text).unwrap(),
+        }
+    }
+
+    #[test]
+    fn expectations_match_kind_and_message() {
+        let e = entry("description = \"d\"\nverdict = [\"timeout\", \"runtime_fault\"]\nmessage_contains = \"signal 9\"\n");
+        let v = Verdict::RuntimeFault {
+            case: None,
+            message: "worker killed by signal 9".into(),
+            exit: None,
+            stderr_tail: String::new(),
+        };
+        e.check(&v).unwrap();
+        let err = e
+            .check(&Verdict::Correct {
+                cases: 3,
+                nondeterministic_within_tolerance: vec![],
+            })
+            .unwrap_err();
+        assert!(
+            err.starts_with("expected timeout or runtime_fault, got correct"),
+            "{err}"
+        );
+        let e = entry("description = \"d\"\nverdict = [\"launch_error\"]\nshape = \"small\"\n");
+        let err = e
+            .check(&Verdict::LaunchError {
+                case: None,
+                kernel: "k".into(),
+                launch: 0,
+                message: "m".into(),
+            })
+            .unwrap_err();
+        assert_eq!(err, "failed on shape (none), expected small");
+        assert_eq!(e.options().shapes, vec!["small", "awkward"]);
+        assert_eq!(e.timeout_s(), DEFAULT_TIMEOUT_S);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(
+            toml::from_str::<Expect>("description = \"d\"\nverdict = []\nverdikt = 1\n").is_err()
+        );
+        assert!(toml::from_str::<Expect>(
+            "description = \"d\"\nverdict = []\n[options]\nshape = 1\n"
+        )
+        .is_err());
+    }
+}
