@@ -7,13 +7,16 @@ class Model(torch.nn.Module):
 
     def forward(self, x, qweight, scales, zeros, bias):
         K, N = qweight.shape[0] // 3 * 32, qweight.shape[1]
-        w = qweight.long() & 0xFFFFFFFF                                     # unsigned words
-        g = w.view(K // 32, 3, N)
-        bits = g[:, 0] | (g[:, 1] << 32)                                    # bits 0..63
-        j = torch.arange(32, device=x.device).view(1, 32, 1)
-        lo = (bits.unsqueeze(1) >> (3 * j).clamp(max=60)) & 7              # rows 0..20
-        hi = (g[:, 2].unsqueeze(1) >> (3 * j - 64).clamp(min=0)) & 7        # rows 22..31
-        q = torch.where(j < 21, lo, hi)
-        q[:, 21] = ((bits >> 63) & 1) | ((g[:, 2] & 3) << 1)               # row 21 straddles words 1, 2
-        W = scales * q.view(K, N).double() - zeros
-        return (x.double() @ W + bias).float()
+        g = (qweight.long() & 0xFFFFFFFF).view(K // 32, 3, N)             # unsigned words
+        bits = g[:, 0] | (g[:, 1] << 32)                                    # bits 0..63 of each group
+        xd = x.double()
+        y = bias.double().expand(x.shape[0], N).clone()
+        for j in range(32):                                                 # rows k = 32 i + j
+            if j < 21:
+                q = (bits >> (3 * j)) & 7
+            elif j == 21:                                                   # straddles words 1 and 2
+                q = ((bits >> 63) & 1) | ((g[:, 2] & 3) << 1)
+            else:
+                q = (g[:, 2] >> (3 * j - 64)) & 7
+            y += xd[:, j::32] @ (scales.double() * q.double() - zeros.double())
+        return y.float()

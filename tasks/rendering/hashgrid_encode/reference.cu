@@ -66,7 +66,8 @@ hashgrid_encode(const float* __restrict__ x, const __half* __restrict__ tables, 
         const unsigned res = (unsigned)ceilf(sc) + 1u;
         s_scale[tid] = sc;
         s_res[tid] = res;
-        s_dense[tid] = (unsigned long long)res * res * res <= (unsigned long long)T;
+        // res^3 <= T <= 2^24 needs res <= 256; checking that first keeps the cube from overflowing
+        s_dense[tid] = res <= 256u && res * res * res <= (unsigned)T;
     }
     __syncthreads();
 
