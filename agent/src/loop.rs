@@ -146,7 +146,7 @@ pub struct Spend {
 }
 
 impl Spend {
-    fn add(&mut self, r: &LlmCallRecord) {
+    pub(crate) fn add(&mut self, r: &LlmCallRecord) {
         self.llm_calls += 1;
         self.tokens_in += r.tokens_in;
         self.tokens_out += r.tokens_out;
@@ -154,7 +154,7 @@ impl Spend {
         self.usage_estimated |= r.usage_estimated;
     }
 
-    fn exhausted(&self, b: &Budget) -> Option<StopReason> {
+    pub(crate) fn exhausted(&self, b: &Budget) -> Option<StopReason> {
         if b.max_llm_calls.is_some_and(|m| self.llm_calls >= m) {
             return Some(StopReason::CallBudget);
         }
@@ -185,6 +185,8 @@ pub enum StopReason {
     LlmUnavailable,
     Evaluator(String),
     Prompt(String),
+    /// The observer stopped the loop: a run-wide budget ran out, or the result store failed.
+    External(String),
 }
 
 /// What a round's Coder reply came to.
@@ -214,6 +216,17 @@ pub struct CandidateRecord {
     /// The Judge advice the Coder was given for this round.
     pub advice: Option<String>,
     pub outcome: CandidateOutcome,
+    /// Index into the loop's LLM calls of the call that wrote this candidate (none for seeds).
+    #[serde(default)]
+    pub llm_call_index: Option<usize>,
+    /// Evolutionary search: generation and island (0 for the Coder/Judge loop).
+    #[serde(default)]
+    pub generation: u32,
+    #[serde(default)]
+    pub island: u32,
+    /// Round of a second parent (crossover).
+    #[serde(default)]
+    pub second_parent_round: Option<u32>,
 }
 
 impl CandidateRecord {
@@ -224,11 +237,11 @@ impl CandidateRecord {
         }
     }
 
-    fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         self.evaluation().is_some_and(|e| e.verdict.passed())
     }
 
-    fn snapshot(&self) -> Option<KernelSnapshot> {
+    pub(crate) fn snapshot(&self) -> Option<KernelSnapshot> {
         let e = self.evaluation();
         Some(KernelSnapshot {
             source: self.source.clone()?,
@@ -245,6 +258,25 @@ impl CandidateRecord {
 pub trait LoopObserver: Send + Sync {
     fn on_llm_call(&self, _task_id: &str, _record: &LlmCallRecord) {}
     fn on_candidate(&self, _task_id: &str, _candidate: &CandidateRecord) {}
+    /// A call answered from an earlier, interrupted attempt of the same run (see
+    /// [`LoopObserver::replay_call`]); it is not new spending and must not be recorded again.
+    fn on_llm_replayed(&self, _task_id: &str, _record: &LlmCallRecord) {}
+    /// Resuming: the recorded outcome of this exact request if an interrupted attempt of the run
+    /// already made it, so a resumed loop retraces its steps without paying for them twice.
+    fn replay_call(
+        &self,
+        _task_id: &str,
+        _role: &str,
+        _request: &serde_json::Value,
+        _prompt_text: &str,
+    ) -> Option<LlmCall> {
+        None
+    }
+    /// Checked with the loop's own budget: a reason to stop that spans loops (a run-wide budget,
+    /// a failed store).
+    fn should_stop(&self) -> Option<StopReason> {
+        None
+    }
 }
 
 /// An observer that does nothing.
@@ -407,6 +439,10 @@ impl CoderJudgeLoop {
                             extract_notes: Vec::new(),
                             advice: None,
                             outcome: CandidateOutcome::Evaluated(evaluation),
+                            llm_call_index: None,
+                            generation: 0,
+                            island: 0,
+                            second_parent_round: None,
                         },
                     );
                     st.consider_best(0);
@@ -480,6 +516,7 @@ impl CoderJudgeLoop {
                 }
             };
             let call = self.call(&mut st, &self.coder, "coder", prompt).await;
+            let call_index = st.calls.len().saturating_sub(1);
             let parent_round = parent.map(|i| st.candidates[i].round);
             let reply = match call.outcome {
                 Ok(c) => c,
@@ -497,6 +534,10 @@ impl CoderJudgeLoop {
                             extract_notes: Vec::new(),
                             advice,
                             outcome: CandidateOutcome::LlmFailed(e.to_string()),
+                            llm_call_index: Some(call_index),
+                            generation: 0,
+                            island: 0,
+                            second_parent_round: None,
                         },
                     );
                     if llm_failures_in_a_row >= self.settings.max_llm_failures_in_a_row {
@@ -529,6 +570,10 @@ impl CoderJudgeLoop {
                             extract_notes: Vec::new(),
                             advice,
                             outcome: CandidateOutcome::Malformed(e),
+                            llm_call_index: Some(call_index),
+                            generation: 0,
+                            island: 0,
+                            second_parent_round: None,
                         },
                     );
                     // `next` is unchanged: the same request, with the notice.
@@ -560,6 +605,10 @@ impl CoderJudgeLoop {
                     extract_notes: extracted.notes,
                     advice,
                     outcome: CandidateOutcome::Evaluated(evaluation.clone()),
+                    llm_call_index: Some(call_index),
+                    generation: 0,
+                    island: 0,
+                    second_parent_round: None,
                 },
             );
             st.consider_best(idx);
@@ -621,7 +670,9 @@ impl CoderJudgeLoop {
 
     fn check_budget(&self, st: &mut State) -> Option<StopReason> {
         st.spend.wall = st.started.elapsed();
-        st.spend.exhausted(&self.budget)
+        st.spend
+            .exhausted(&self.budget)
+            .or_else(|| self.observer.should_stop())
     }
 
     /// Puts the current best and the recent history into the prompt context.
@@ -644,9 +695,24 @@ impl CoderJudgeLoop {
         role: &str,
         prompt: String,
     ) -> LlmCall {
-        let call = client.chat(role, &[ChatMessage::user(prompt)]).await;
+        let messages = [ChatMessage::user(prompt)];
+        let request = client.request_body(&messages);
+        let call =
+            match self
+                .observer
+                .replay_call(&st.task_id, role, &request, &messages[0].content)
+            {
+                Some(call) => {
+                    self.observer.on_llm_replayed(&st.task_id, &call.record);
+                    call
+                }
+                None => {
+                    let call = client.chat(role, &messages).await;
+                    self.observer.on_llm_call(&st.task_id, &call.record);
+                    call
+                }
+            };
         st.spend.add(&call.record);
-        self.observer.on_llm_call(&st.task_id, &call.record);
         st.calls.push(call.record.clone());
         call
     }
@@ -706,7 +772,7 @@ impl CoderJudgeLoop {
     }
 }
 
-fn history_entry(c: &CandidateRecord) -> HistoryEntry {
+pub(crate) fn history_entry(c: &CandidateRecord) -> HistoryEntry {
     let (verdict, speedup, detail) = match &c.outcome {
         CandidateOutcome::Evaluated(e) => {
             let first_line = e

@@ -1,0 +1,283 @@
+//! Evaluators for the agent's loops: compile-only (`--dry-run`, no GPU needed) and GPU
+//! verification through a worker backend (DESIGN §4, §6).
+//!
+//! Both check the launch plan against the task first (`invalid_plan` with located diagnostics),
+//! then the includes and NVRTC (`compile_error` with the log). The dry run stops there with the
+//! verdict `compiled` and the ptxas resources for the Judge; the GPU evaluator hands the kernel
+//! to a [`KernelRunner`] (the `ksmith worker` pool) for the strict protocol.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+
+use bench_suite::suite::TaskDir;
+use verifier::nvrtc::{Arch, CompileError, CompileRequest, Compiled, Compiler};
+use verifier::plan::Plan;
+
+use crate::r#loop::{Evaluation, Evaluator, EvaluatorError, Verdict};
+
+/// Name the candidate's files carry in diagnostics and compile logs, so that the model reads
+/// `kernel.cu(12): error ...` and `launch.toml:3:9: ...` about its own reply.
+pub const SOURCE_NAME: &str = "kernel.cu";
+pub const PLAN_NAME: &str = "launch.toml";
+
+/// A counting semaphore for blocking threads: compilations are CPU work, and the loops call the
+/// evaluator from tokio's blocking pool, which would otherwise run as many at once as there are
+/// tasks.
+pub struct Slots {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Slots {
+    pub fn new(n: usize) -> Self {
+        Slots {
+            free: Mutex::new(n.max(1)),
+            cv: Condvar::new(),
+        }
+    }
+
+    pub fn acquire(&self) -> SlotGuard<'_> {
+        // A poisoned lock only means another holder panicked; the count itself is intact.
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.cv.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        SlotGuard { slots: self }
+    }
+}
+
+pub struct SlotGuard<'a> {
+    slots: &'a Slots,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        let mut free = self.slots.free.lock().unwrap_or_else(|p| p.into_inner());
+        *free += 1;
+        self.slots.cv.notify_one();
+    }
+}
+
+/// What the static part of an evaluation found: the parsed plan and the compiled module, or the
+/// candidate's failure as an [`Evaluation`].
+pub enum StaticCheck {
+    Passed { plan: Box<Plan>, compiled: Compiled },
+    Failed(Evaluation),
+}
+
+fn failed(verdict: Verdict, feedback: String) -> Evaluation {
+    Evaluation {
+        verdict,
+        feedback,
+        timings: Vec::new(),
+        resources: None,
+        profile_summary: None,
+    }
+}
+
+/// Plan validation, include check and NVRTC compile of one candidate. A harness failure (NVRTC
+/// unusable) is an error; everything the candidate can get wrong is a failed [`Evaluation`].
+pub fn static_check(
+    task: &TaskDir,
+    compiler: &Compiler,
+    arch: Arch,
+    source: &str,
+    plan_toml: &str,
+) -> Result<StaticCheck, EvaluatorError> {
+    let kernels = verifier::source::kernel_names(source);
+    let plan = match Plan::parse(Path::new(PLAN_NAME), plan_toml, &task.task, &kernels) {
+        Ok(p) => p,
+        Err(e) => {
+            let mut feedback = String::from("The launch plan is invalid:\n");
+            for d in e.diagnostics() {
+                feedback.push_str(&d.to_string());
+                feedback.push('\n');
+            }
+            if kernels.is_empty() {
+                feedback.push_str("(The CUDA source defines no __global__ function.)\n");
+            } else {
+                feedback.push_str(&format!(
+                    "(The CUDA source defines these kernels: {}.)\n",
+                    kernels.iter().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+            return Ok(StaticCheck::Failed(failed(Verdict::InvalidPlan, feedback)));
+        }
+    };
+    let mut req = CompileRequest::new(source.to_string(), plan.kernel_names(), arch);
+    req.fast_math = task.task.compile.fast_math;
+    req.program_name = SOURCE_NAME.to_string();
+    match compiler.compile(&req) {
+        Ok(compiled) => Ok(StaticCheck::Passed {
+            plan: Box::new(plan),
+            compiled,
+        }),
+        Err(e @ CompileError::Nvrtc(_)) => Err(EvaluatorError(format!(
+            "NVRTC could not compile anything (a harness problem, not the kernel's): {e}"
+        ))),
+        Err(e) => Ok(StaticCheck::Failed(failed(
+            Verdict::CompileError,
+            e.to_string(),
+        ))),
+    }
+}
+
+/// ptxas resources per kernel, one line each, for the Judge and the Coder.
+pub fn resources_text(compiled: &Compiled) -> Option<String> {
+    let lines: Vec<String> = compiled
+        .kernels
+        .iter()
+        .map(|k| match &k.resources {
+            Some(r) => format!(
+                "{}: {} registers, {} bytes static shared memory, spills {} B stores / {} B loads, stack {} B",
+                k.name, r.registers, r.smem, r.spill_stores, r.spill_loads, r.stack_frame
+            ),
+            None => format!("{}: no ptxas report", k.name),
+        })
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("\n"))
+}
+
+/// Tasks by id, shared by the evaluators.
+pub type TaskMap = BTreeMap<String, Arc<TaskDir>>;
+
+fn task<'a>(tasks: &'a TaskMap, id: &str) -> Result<&'a TaskDir, EvaluatorError> {
+    tasks
+        .get(id)
+        .map(|t| t.as_ref())
+        .ok_or_else(|| EvaluatorError(format!("task `{id}` is not part of this run")))
+}
+
+/// `--dry-run`: plan check + NVRTC compile; verdict `compiled` when both pass.
+pub struct DryRunEvaluator {
+    pub tasks: TaskMap,
+    pub compiler: Compiler,
+    pub arch: Arch,
+    slots: Slots,
+}
+
+impl DryRunEvaluator {
+    /// `jobs` bounds concurrent compilations (the CPU count is a good value).
+    pub fn new(tasks: TaskMap, compiler: Compiler, arch: Arch, jobs: usize) -> Self {
+        DryRunEvaluator {
+            tasks,
+            compiler,
+            arch,
+            slots: Slots::new(jobs),
+        }
+    }
+}
+
+impl Evaluator for DryRunEvaluator {
+    fn evaluate(
+        &self,
+        task_id: &str,
+        source: &str,
+        plan_toml: &str,
+    ) -> Result<Evaluation, EvaluatorError> {
+        let task = task(&self.tasks, task_id)?;
+        let _slot = self.slots.acquire();
+        match static_check(task, &self.compiler, self.arch, source, plan_toml)? {
+            StaticCheck::Failed(e) => Ok(e),
+            StaticCheck::Passed { compiled, .. } => Ok(Evaluation {
+                verdict: Verdict::Compiled,
+                feedback: format!(
+                    "Compiled for {} and the launch plan is valid (dry run: nothing was executed, \
+                     so correctness and speed are unknown).",
+                    compiled.arch
+                ),
+                timings: Vec::new(),
+                resources: resources_text(&compiled),
+                profile_summary: None,
+            }),
+        }
+    }
+}
+
+/// Runs a statically checked kernel on a GPU under the strict protocol. Implemented over the
+/// `ksmith worker` pool (`bench_suite::pool`) by the binary; a trait so that the agent does not
+/// depend on how workers are spawned.
+pub trait KernelRunner: Send + Sync {
+    /// The verifier's verdict for the kernel, or a harness failure (no verdict).
+    fn run(
+        &self,
+        task: &TaskDir,
+        source: &str,
+        plan_toml: &str,
+    ) -> Result<verifier::verdict::Verdict, String>;
+}
+
+/// Verification on a GPU: the static checks here (CPU, bounded by `jobs`), the rest on a worker.
+pub struct GpuEvaluator {
+    pub tasks: TaskMap,
+    pub compiler: Compiler,
+    pub arch: Arch,
+    pub runner: Arc<dyn KernelRunner>,
+    slots: Slots,
+}
+
+impl GpuEvaluator {
+    pub fn new(
+        tasks: TaskMap,
+        compiler: Compiler,
+        arch: Arch,
+        runner: Arc<dyn KernelRunner>,
+        jobs: usize,
+    ) -> Self {
+        GpuEvaluator {
+            tasks,
+            compiler,
+            arch,
+            runner,
+            slots: Slots::new(jobs),
+        }
+    }
+}
+
+/// The agent's verdict for a verifier verdict.
+pub fn agent_verdict(v: &verifier::verdict::Verdict) -> Verdict {
+    use verifier::verdict::Verdict as V;
+    match v {
+        V::CompileError { .. } => Verdict::CompileError,
+        V::InvalidPlan { .. } => Verdict::InvalidPlan,
+        V::LaunchError { .. } => Verdict::LaunchError,
+        V::RuntimeFault { .. } => Verdict::RuntimeFault,
+        V::Timeout { .. } => Verdict::Timeout,
+        V::WrongOutput { .. } => Verdict::WrongOutput,
+        V::InputMutated { .. } => Verdict::InputMutated,
+        V::Nondeterministic { .. } => Verdict::Nondeterministic,
+        V::Correct { .. } => Verdict::Correct,
+    }
+}
+
+impl Evaluator for GpuEvaluator {
+    fn evaluate(
+        &self,
+        task_id: &str,
+        source: &str,
+        plan_toml: &str,
+    ) -> Result<Evaluation, EvaluatorError> {
+        let task = task(&self.tasks, task_id)?;
+        let resources = {
+            let _slot = self.slots.acquire();
+            match static_check(task, &self.compiler, self.arch, source, plan_toml)? {
+                StaticCheck::Failed(e) => return Ok(e),
+                StaticCheck::Passed { compiled, .. } => resources_text(&compiled),
+            }
+        };
+        let verdict = self
+            .runner
+            .run(task, source, plan_toml)
+            .map_err(EvaluatorError)?;
+        Ok(Evaluation {
+            verdict: agent_verdict(&verdict),
+            feedback: verdict.feedback(),
+            // The worker protocol reports verdicts only so far; timings join when it sends them.
+            timings: Vec::new(),
+            resources,
+            profile_summary: None,
+        })
+    }
+}
