@@ -2,6 +2,7 @@
 //! module and returns an exit code.
 
 mod eval;
+mod run;
 mod tasks;
 mod worker;
 
@@ -62,6 +63,10 @@ pub enum Command {
     /// List, show and check the task suite
     #[command(subcommand)]
     Tasks(tasks::TasksCommand),
+    /// Run the agent over tasks (Coder/Judge or evolution), recorded in the store; resumable
+    Run(Box<run::RunArgs>),
+    /// Re-evaluate a run's candidates on this machine's GPU (no LLM calls)
+    Replay(run::ReplayArgs),
     /// Check one kernel against a task with the strict protocol (needs a GPU)
     Eval(eval::EvalArgs),
     /// Serve GPU requests as JSON lines on stdin/stdout (internal; started by the harness)
@@ -88,6 +93,8 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Tasks(cmd) => tasks::run(&cli.global, cmd),
+        Command::Run(a) => run::run(&cli.global, &a),
+        Command::Replay(a) => run::replay(&cli.global, &a),
         Command::Eval(a) => eval::run(&cli.global, &a),
         Command::Worker => worker::run(&cli.global),
     }

@@ -1,0 +1,737 @@
+//! `ksmith run --dry-run` end to end against a scripted OpenAI-compatible server on 127.0.0.1:
+//! 3 real tasks × 5 rounds, replies that contain a compile error fixed in the next reply, and
+//! every fault the client must survive (429 with Retry-After, 500, a stalled reply, malformed
+//! JSON, an empty finish_reason, reasoning_content). Then the database must show every call with
+//! tokens and cost, and a run killed with SIGKILL and resumed must end with exactly the rows of
+//! an uninterrupted run: nothing duplicated, nothing missing.
+//!
+//! The server answers by content: the reply to a request is decided by the task named in the
+//! prompt, the role (coder or judge) and how many different prompts of that kind it has seen;
+//! a prompt seen before gets the same reply again. A resumed run that re-sends a request the
+//! killed one had in flight therefore gets the same answer, as a deterministic model would give.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bench_suite::store::Store;
+
+const TASKS: [&str; 3] = ["swiglu", "softmax_row", "rmsnorm_residual"];
+const TASK_DIRS: [&str; 3] = [
+    "activation/swiglu",
+    "reduction/softmax_row",
+    "normalization/rmsnorm_residual",
+];
+const SECRET: &str = "sk-scripted-secret-0123456789";
+const KEY_VAR: &str = "KSMITH_TEST_SCRIPTED_KEY";
+/// Upper bound on any one test's server; nothing outlives it.
+const SERVER_DEADLINE: Duration = Duration::from_secs(90);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn have_nvrtc(test: &str) -> bool {
+    match verifier::nvrtc::Locator::default().load() {
+        Ok(_) => true,
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!("{test}: NVRTC is required under CI: {e}");
+            }
+            eprintln!("SKIPPED {test}: NVRTC not available: {e}");
+            false
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    TooMany,
+    ServerError,
+    Stall,
+    MalformedJson,
+}
+
+#[derive(Clone)]
+struct Script {
+    /// Per task: the Coder's replies in order, then the Judge's.
+    coder: BTreeMap<&'static str, Vec<String>>,
+    judge: Vec<String>,
+    /// (task, role, reply index) → fault served on the first attempt of that request.
+    faults: HashMap<(&'static str, &'static str, usize), Fault>,
+    delay: Duration,
+}
+
+#[derive(Default)]
+struct ServerState {
+    memo: HashMap<String, String>,
+    counts: HashMap<(&'static str, &'static str), usize>,
+    /// Faults already served, so a retry of the same request succeeds.
+    served_faults: Vec<(&'static str, &'static str, usize)>,
+    /// Every request body, in arrival order (faulted attempts included).
+    bodies: Vec<String>,
+    auth_ok: usize,
+}
+
+struct Server {
+    base_url: String,
+    state: Arc<Mutex<ServerState>>,
+    stop: Arc<AtomicBool>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Server {
+    fn start(script: Script) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let state = Arc::new(Mutex::new(ServerState::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (st, sp, rq) = (Arc::clone(&state), Arc::clone(&stop), Arc::clone(&requests));
+        let script = Arc::new(script);
+        thread::spawn(move || {
+            let deadline = Instant::now() + SERVER_DEADLINE;
+            while Instant::now() < deadline && !sp.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (st, rq, script) =
+                            (Arc::clone(&st), Arc::clone(&rq), Arc::clone(&script));
+                        thread::spawn(move || serve(stream, &script, &st, &rq));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        Server {
+            base_url: format!("http://{addr}/v1"),
+            state,
+            stop,
+            requests,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ServerState> {
+        self.state.lock().expect("server state")
+    }
+}
+
+fn read_request(stream: &mut TcpStream) -> Option<(Vec<(String, String)>, String)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let headers: Vec<(String, String)> = head
+        .split("\r\n")
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[end + 4..].to_vec();
+    while body.len() < len {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some((headers, String::from_utf8_lossy(&body).to_string()))
+}
+
+fn respond(stream: &mut TcpStream, status: u16, headers: &[(&str, &str)], body: &str) {
+    let mut r = format!(
+        "HTTP/1.1 {status} Scripted\r\nContent-Length: {}\r\nConnection: close\r\nContent-Type: application/json\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        r.push_str(&format!("{k}: {v}\r\n"));
+    }
+    r.push_str("\r\n");
+    r.push_str(body);
+    // The client may have given up (the stall); a failed write is expected then.
+    let _ = stream.write_all(r.as_bytes());
+    let _ = stream.flush();
+}
+
+fn serve(mut stream: TcpStream, script: &Script, st: &Mutex<ServerState>, rq: &AtomicUsize) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let Some((headers, body)) = read_request(&mut stream) else {
+        return;
+    };
+    rq.fetch_add(1, Ordering::SeqCst);
+    let prompt = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["messages"][0]["content"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let task = TASKS
+        .iter()
+        .copied()
+        .find(|t| prompt.contains(&format!("(`{t}`,")));
+    let role: &'static str = if prompt.starts_with("You are reviewing") {
+        "judge"
+    } else {
+        "coder"
+    };
+    let authorized = headers
+        .iter()
+        .any(|(k, v)| k == "authorization" && v == &format!("Bearer {SECRET}"));
+    let decided = {
+        let mut s = st.lock().expect("server state");
+        s.bodies.push(body.clone());
+        if authorized {
+            s.auth_ok += 1;
+        }
+        match task {
+            None => Err("no known task in the prompt".to_string()),
+            Some(task) => match s.memo.get(&body) {
+                Some(reply) => Ok((reply.clone(), None)),
+                None => {
+                    let k = *s.counts.get(&(task, role)).unwrap_or(&0);
+                    let fault = script
+                        .faults
+                        .get(&(task, role, k))
+                        .copied()
+                        .filter(|_| !s.served_faults.contains(&(task, role, k)));
+                    if fault.is_some() {
+                        s.served_faults.push((task, role, k));
+                        Ok((String::new(), fault))
+                    } else {
+                        let replies = if role == "judge" {
+                            &script.judge
+                        } else {
+                            &script.coder[task]
+                        };
+                        let reply = replies
+                            .get(k)
+                            .or(replies.last())
+                            .cloned()
+                            .unwrap_or_default();
+                        s.counts.insert((task, role), k + 1);
+                        s.memo.insert(body.clone(), reply.clone());
+                        Ok((reply, None))
+                    }
+                }
+            },
+        }
+    };
+    thread::sleep(script.delay);
+    match decided {
+        Err(e) => respond(
+            &mut stream,
+            400,
+            &[],
+            &format!("{{\"error\":{{\"message\":\"{e}\"}}}}"),
+        ),
+        Ok((_, Some(Fault::TooMany))) => respond(
+            &mut stream,
+            429,
+            &[("Retry-After", "1")],
+            r#"{"error":{"message":"rate limited","type":"rate_limit"}}"#,
+        ),
+        Ok((_, Some(Fault::ServerError))) => respond(
+            &mut stream,
+            500,
+            &[],
+            r#"{"error":{"message":"overloaded"}}"#,
+        ),
+        Ok((_, Some(Fault::MalformedJson))) => {
+            respond(&mut stream, 200, &[], r#"{"id": "x", "choices": [ {"mess"#)
+        }
+        Ok((_, Some(Fault::Stall))) => {
+            // Longer than the profile's request timeout: the client gives up and retries.
+            thread::sleep(Duration::from_millis(2500));
+            respond(&mut stream, 200, &[], r#"{"choices":[]}"#)
+        }
+        Ok((reply, None)) => respond(&mut stream, 200, &[], &reply),
+    }
+}
+
+/// A completion body; `quirk` adds the oddities real servers send.
+fn completion(content: &str, quirk: bool) -> String {
+    let mut message = serde_json::json!({ "role": "assistant", "content": content });
+    let mut finish = serde_json::json!("stop");
+    if quirk {
+        message["reasoning_content"] =
+            serde_json::json!("Let me think about the memory traffic first.");
+        finish = serde_json::json!("");
+    }
+    serde_json::json!({
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion",
+        "model": "scripted-model",
+        "choices": [{ "index": 0, "message": message, "finish_reason": finish }],
+        "usage": { "prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500 },
+        "system_fingerprint": null
+    })
+    .to_string()
+}
+
+fn kernel_reply(source: &str, plan: &str, note: &str) -> String {
+    format!("{note}\n\n```cuda\n{source}\n```\n\n```toml\n{plan}\n```\n")
+}
+
+/// Per task: round 1 does not compile, round 2 fixes it, rounds 3-5 vary the plan text (new
+/// candidates, same source, so compiles come from the cache).
+fn script(delay: Duration, with_faults: bool) -> Script {
+    let mut coder = BTreeMap::new();
+    for (task, dir) in TASKS.iter().zip(TASK_DIRS) {
+        let d = repo().join("tasks").join(dir);
+        let src = std::fs::read_to_string(d.join("reference.cu")).expect("reference.cu");
+        let plan = std::fs::read_to_string(d.join("reference.toml")).expect("reference.toml");
+        let broken = format!(
+            "{src}\n__device__ int ksmith_scripted_helper() {{ return undefined_scripted_symbol; }}\n"
+        );
+        let mut replies = vec![completion(
+            &kernel_reply(&broken, &plan, "First version with a helper."),
+            false,
+        )];
+        for v in 2..=5 {
+            replies.push(completion(
+                &kernel_reply(
+                    &src,
+                    &format!("# variant {v}\n{plan}"),
+                    "Fixed: dropped the helper.",
+                ),
+                with_faults && v == 3,
+            ));
+        }
+        coder.insert(*task, replies);
+    }
+    let judge = vec![completion(
+        "```json\n{\"critical_issue\": \"undefined identifier in a helper\", \"why_it_matters\": \"it does not compile\", \"minimal_fix_hint\": \"remove the helper\"}\n```",
+        with_faults,
+    )];
+    let mut faults = HashMap::new();
+    if with_faults {
+        faults.insert(("swiglu", "coder", 1), Fault::TooMany);
+        faults.insert(("softmax_row", "coder", 2), Fault::ServerError);
+        faults.insert(("rmsnorm_residual", "coder", 1), Fault::Stall);
+        faults.insert(("swiglu", "coder", 3), Fault::MalformedJson);
+        faults.insert(("softmax_row", "judge", 0), Fault::ServerError);
+    }
+    Script {
+        coder,
+        judge,
+        faults,
+        delay,
+    }
+}
+
+fn write_config(dir: &Path, base_url: &str) -> PathBuf {
+    let p = dir.join("ksmith.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[profiles.scripted]\nbase_url = \"{base_url}\"\nmodel = \"scripted-model\"\n\
+             api_key_env = \"{KEY_VAR}\"\nprovider = \"scripted\"\nprice_input_per_mtok = 2.0\n\
+             price_output_per_mtok = 8.0\nrequest_timeout_s = 1.5\nmax_retries = 3\n\
+             backoff_base_ms = 50\nbackoff_max_s = 0.5\nmax_concurrency = 4\n"
+        ),
+    )
+    .expect("write config");
+    p
+}
+
+fn ksmith(dir: &Path, config: &Path, db: &str, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ksmith"));
+    c.current_dir(repo())
+        .env(KEY_VAR, SECRET)
+        .env_remove("KSMITH_DB")
+        .env_remove("KSMITH_CONFIG")
+        .args(["--tasks-dir", &repo().join("tasks").display().to_string()])
+        .args(["--cache-dir", &dir.join("cache").display().to_string()])
+        .args([
+            "run",
+            "--config",
+            &config.display().to_string(),
+            "--db",
+            db,
+            "--json",
+        ])
+        .args(extra);
+    c
+}
+
+fn new_run_args(name: &str) -> Vec<String> {
+    [
+        "--model",
+        "scripted",
+        "--tasks",
+        &TASKS.join(","),
+        "--rounds",
+        "5",
+        "--dry-run",
+        "--name",
+        name,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn run_to_end(mut cmd: Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ksmith");
+    let start = Instant::now();
+    loop {
+        match child.try_wait().expect("wait") {
+            Some(_) => break,
+            None if start.elapsed() > limit => {
+                let _ = child.kill();
+                panic!("ksmith run did not finish within {limit:?}");
+            }
+            None => thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn report(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "report is not JSON ({e}); exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn dry_run_three_tasks_five_rounds_survives_faults_and_records_everything() {
+    if !have_nvrtc("dry_run_three_tasks_five_rounds") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(script(Duration::ZERO, true));
+    let config = write_config(tmp.path(), &server.base_url);
+    let db = format!("sqlite://{}", tmp.path().join("ksmith.db").display());
+    let started = Instant::now();
+    let out = run_to_end(
+        {
+            let mut c = ksmith(tmp.path(), &config, &db, &[]);
+            c.args(new_run_args("dry3"));
+            c
+        },
+        Duration::from_secs(55),
+    );
+    let wall = started.elapsed();
+    eprintln!(
+        "3 tasks x 5 rounds dry run: {:.1} s wall",
+        wall.as_secs_f64()
+    );
+    let rep = report(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{rep:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(rep["status"], "finished", "{rep:#}");
+    assert!(rep["harness_error"].is_null(), "{rep:#}");
+
+    // Every fault was served, and the run went on.
+    {
+        let s = server.state();
+        assert_eq!(
+            s.served_faults.len(),
+            5,
+            "faults served: {:?}",
+            s.served_faults
+        );
+        assert_eq!(
+            s.auth_ok,
+            s.bodies.len(),
+            "every request carries the key in its header"
+        );
+        // The repair prompt carries the compile log of round 1.
+        for task in TASKS {
+            let repair = s
+                .bodies
+                .iter()
+                .filter(|b| b.contains(&format!("(`{task}`,")) && !b.contains("You are reviewing"))
+                .find(|b| b.contains("fix this kernel"))
+                .unwrap_or_else(|| panic!("{task}: no repair prompt was sent"));
+            assert!(
+                repair.contains("undefined_scripted_symbol"),
+                "{task}: the repair prompt lacks the compile error"
+            );
+        }
+    }
+
+    let store = Store::open(&db).expect("open db");
+    let run = store.run_by_name("dry3").expect("run");
+    assert_eq!(run.status.as_str(), "finished");
+    let calls = store.llm_calls_of_run(run.id).expect("calls");
+    // Per task: 5 Coder calls + 1 Judge correction (after the compile error).
+    assert_eq!(
+        calls.len(),
+        18,
+        "{:#?}",
+        calls.iter().map(|c| &c.call.role).collect::<Vec<_>>()
+    );
+    let tasks: BTreeMap<i64, String> = store
+        .tasks_of_run(run.id)
+        .expect("tasks")
+        .into_iter()
+        .map(|t| (t.id, t.task.name))
+        .collect();
+    for c in &calls {
+        let call = &c.call;
+        assert!(call.error.is_none(), "a call failed: {:?}", call.error);
+        assert_eq!(call.tokens_in, 1200);
+        assert_eq!(call.tokens_out, 300);
+        assert!((call.cost_usd - (1200.0 * 2.0 + 300.0 * 8.0) / 1e6).abs() < 1e-12);
+        assert!(call.latency_ms >= 0.0);
+        assert_eq!(call.provider, "scripted");
+        assert_eq!(call.model, "scripted-model");
+        assert!(call.task_id.is_some_and(|t| tasks.contains_key(&t)));
+        for text in [&call.request, &call.response] {
+            assert!(!text.contains(SECRET), "the API key leaked into llm_calls");
+        }
+    }
+    let roles = |task: &str, role: &str| {
+        calls
+            .iter()
+            .filter(|c| tasks[&c.call.task_id.unwrap_or(-1)] == task && c.call.role == role)
+            .count()
+    };
+    for task in TASKS {
+        assert_eq!(roles(task, "coder"), 5, "{task}");
+        assert_eq!(roles(task, "judge_correction"), 1, "{task}");
+    }
+    let total_cost: f64 = calls.iter().map(|c| c.call.cost_usd).sum();
+    assert!((rep["totals"]["usd"].as_f64().unwrap_or(-1.0) - total_cost).abs() < 1e-9);
+
+    // Candidates: the reference + 5 per task, the repair a child of the broken one.
+    let cands = store.candidates_of_run(run.id).expect("candidates");
+    assert_eq!(cands.len(), 18);
+    for task in TASKS {
+        let mine: Vec<_> = cands
+            .iter()
+            .filter(|c| tasks[&c.candidate.task_id] == task)
+            .collect();
+        assert_eq!(mine.len(), 6, "{task}");
+        let verdict = |c: &bench_suite::store::Candidate| {
+            c.candidate.notes["evaluation"]["verdict"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        };
+        assert_eq!(mine[0].candidate.origin.as_str(), "reference");
+        assert_eq!(verdict(mine[0]), "compiled");
+        assert_eq!(verdict(mine[1]), "compile_error", "{task}");
+        assert!(mine[1].candidate.notes["evaluation"]["feedback"]
+            .as_str()
+            .unwrap_or("")
+            .contains("undefined_scripted_symbol"));
+        assert_eq!(verdict(mine[2]), "compiled", "{task}: the fix compiles");
+        assert_eq!(mine[2].candidate.parents.len(), 1);
+        assert_eq!(mine[2].candidate.parents[0].candidate_id, mine[1].id);
+        assert_eq!(mine[2].candidate.parents[0].relation, "correction");
+        for c in &mine[1..] {
+            assert_eq!(c.candidate.origin.as_str(), "llm");
+            let call = c.candidate.llm_call_id.expect("the candidate's call");
+            assert!(calls.iter().any(|x| x.id == call && x.call.role == "coder"));
+        }
+        assert!(mine[2..].iter().all(|c| verdict(c) == "compiled"));
+    }
+    for t in rep["tasks"].as_array().expect("tasks") {
+        assert_eq!(t["status"], "done", "{t}");
+        assert_eq!(t["candidates"], 6, "{t}");
+        assert_eq!(t["passed"], 5, "{t}");
+    }
+    let items = store.items(run.id).expect("items");
+    assert!(items.iter().all(|i| i.status.as_str() == "done"));
+}
+
+type CallKey = (String, String, String);
+/// Task, content hash, origin, parents as `relation:parent hash`.
+type CandKey = (String, String, String, Vec<String>);
+
+fn call_keys(store: &Store, run: &str) -> (Vec<CallKey>, Vec<CandKey>) {
+    let run = store.run_by_name(run).expect("run");
+    let tasks: BTreeMap<i64, String> = store
+        .tasks_of_run(run.id)
+        .expect("tasks")
+        .into_iter()
+        .map(|t| (t.id, t.task.name))
+        .collect();
+    let mut calls: Vec<CallKey> = store
+        .llm_calls_of_run(run.id)
+        .expect("calls")
+        .into_iter()
+        .map(|c| {
+            (
+                c.call
+                    .task_id
+                    .map(|t| tasks[&t].clone())
+                    .unwrap_or_default(),
+                c.call.role,
+                c.call.request,
+            )
+        })
+        .collect();
+    calls.sort();
+    let cands = store.candidates_of_run(run.id).expect("candidates");
+    let hash: HashMap<i64, String> = cands
+        .iter()
+        .map(|c| (c.id, c.content_hash.clone()))
+        .collect();
+    let mut cs: Vec<CandKey> = cands
+        .iter()
+        .map(|c| {
+            (
+                tasks[&c.candidate.task_id].clone(),
+                c.content_hash.clone(),
+                c.candidate.origin.as_str().to_string(),
+                c.candidate
+                    .parents
+                    .iter()
+                    .map(|p| format!("{}:{}", p.relation, hash[&p.candidate_id]))
+                    .collect(),
+            )
+        })
+        .collect();
+    cs.sort();
+    (calls, cs)
+}
+
+#[test]
+fn sigkill_mid_run_then_resume_loses_and_duplicates_nothing() {
+    if !have_nvrtc("sigkill_mid_run_then_resume") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Slow replies, so the kill lands in the middle of the run.
+    let server = Server::start(script(Duration::from_millis(250), false));
+    let config = write_config(tmp.path(), &server.base_url);
+    let db_b = format!("sqlite://{}", tmp.path().join("killed.db").display());
+    let mut child = {
+        let mut c = ksmith(tmp.path(), &config, &db_b, &[]);
+        c.args(new_run_args("killme"));
+        c.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn")
+    };
+    let start = Instant::now();
+    while server.requests.load(Ordering::SeqCst) < 8 {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!("ksmith ended before it could be killed: {status}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the run made no progress"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let requests_before_kill = server.requests.load(Ordering::SeqCst);
+
+    {
+        let store = Store::open(&db_b).expect("open");
+        let run = store.run_by_name("killme").expect("run");
+        assert_eq!(
+            run.status.as_str(),
+            "running",
+            "the killed run cannot have finished"
+        );
+        let done = store
+            .items(run.id)
+            .expect("items")
+            .iter()
+            .filter(|i| i.status.as_str() == "done")
+            .count();
+        assert!(done < 3, "the kill came too late to test anything");
+    }
+
+    let out = run_to_end(
+        ksmith(tmp.path(), &config, &db_b, &["--resume", "killme"]),
+        Duration::from_secs(50),
+    );
+    let rep = report(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{rep:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(rep["status"], "finished");
+    assert!(
+        rep["replayed_calls"].as_u64().unwrap_or(0) > 0,
+        "the resumed run should retrace recorded calls from the store: {rep:#}"
+    );
+    let requests_b = server.requests.load(Ordering::SeqCst);
+
+    // The same run without interruption, against the same (deterministic) server.
+    let db_a = format!("sqlite://{}", tmp.path().join("whole.db").display());
+    let out = run_to_end(
+        {
+            let mut c = ksmith(tmp.path(), &config, &db_a, &[]);
+            c.args(new_run_args("whole"));
+            c
+        },
+        Duration::from_secs(50),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (calls_b, cands_b) = call_keys(&Store::open(&db_b).expect("b"), "killme");
+    let (calls_a, cands_a) = call_keys(&Store::open(&db_a).expect("a"), "whole");
+    assert_eq!(calls_a.len(), 18);
+    assert_eq!(
+        calls_b.len(),
+        calls_a.len(),
+        "LLM call rows differ after kill + resume"
+    );
+    assert_eq!(calls_b, calls_a, "LLM call rows differ after kill + resume");
+    assert_eq!(cands_b.len(), 18);
+    assert_eq!(
+        cands_b, cands_a,
+        "candidates or lineage differ after kill + resume"
+    );
+    // Finished calls were not made again: at most the calls in flight at the kill (one per
+    // task) reached the server twice.
+    assert!(
+        requests_b <= calls_b.len() + TASKS.len(),
+        "{requests_b} requests for {} recorded calls ({requests_before_kill} before the kill)",
+        calls_b.len()
+    );
+}
