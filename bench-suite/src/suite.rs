@@ -177,6 +177,18 @@ fn diag(file: &Path, key: &str, message: impl Into<String>) -> Diagnostic {
     }
 }
 
+/// Points a diagnostic about a top-level key of `task.toml` at that key's value.
+fn located(mut d: Diagnostic, task_text: &[u8]) -> Diagnostic {
+    let text = String::from_utf8_lossy(task_text);
+    let span = verifier::diag::parse_toml(&d.file, &text)
+        .ok()
+        .and_then(|doc| doc.as_table().get(&d.key).and_then(|i| i.span()));
+    if let Some(s) = span {
+        (d.line, d.column) = verifier::diag::line_col(&text, s.start);
+    }
+    d
+}
+
 /// Loads and cross-checks one task directory; every problem found is returned.
 pub fn load_task_dir(dir: &Path) -> Result<TaskDir, Vec<Diagnostic>> {
     let task_path = dir.join(TASK_FILE);
@@ -186,24 +198,30 @@ pub fn load_task_dir(dir: &Path) -> Result<TaskDir, Vec<Diagnostic>> {
 
     let dir_name = file_name(dir);
     if task.id != dir_name {
-        problems.push(diag(
-            &task_path,
-            "id",
-            format!(
-                "id `{}` differs from its directory name `{dir_name}`",
-                task.id
+        problems.push(located(
+            diag(
+                &task_path,
+                "id",
+                format!(
+                    "id `{}` differs from its directory name `{dir_name}`",
+                    task.id
+                ),
             ),
+            &task_text,
         ));
     }
     let cat_name = dir.parent().map(file_name).unwrap_or_default();
     if task.category != cat_name {
-        problems.push(diag(
-            &task_path,
-            "category",
-            format!(
-                "category `{}` differs from its parent directory `{cat_name}`",
-                task.category
+        problems.push(located(
+            diag(
+                &task_path,
+                "category",
+                format!(
+                    "category `{}` differs from its parent directory `{cat_name}`",
+                    task.category
+                ),
             ),
+            &task_text,
         ));
     }
 

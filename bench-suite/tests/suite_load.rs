@@ -167,6 +167,7 @@ fn id_must_equal_the_directory_name() {
     let d = only(load_task_dir(&dir).expect_err("id mismatch"));
     assert!(d.file.ends_with("copy_task/task.toml"), "{d}");
     assert_eq!(d.key, "id");
+    assert_eq!((d.line, d.column), (1, 6), "points at the id's value: {d}");
     assert!(
         d.message
             .contains("`copy_tusk` differs from its directory name `copy_task`"),
@@ -181,6 +182,7 @@ fn category_must_equal_the_parent_directory_name() {
     let d = only(load_task_dir(&dir).expect_err("category mismatch"));
     assert!(d.file.ends_with("task.toml"), "{d}");
     assert_eq!(d.key, "category");
+    assert_eq!((d.line, d.column), (3, 12), "points at the category's value: {d}");
     assert!(d.message.contains("parent directory `norms`"), "{d}");
 }
 
