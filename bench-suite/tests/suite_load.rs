@@ -182,7 +182,11 @@ fn category_must_equal_the_parent_directory_name() {
     let d = only(load_task_dir(&dir).expect_err("category mismatch"));
     assert!(d.file.ends_with("task.toml"), "{d}");
     assert_eq!(d.key, "category");
-    assert_eq!((d.line, d.column), (3, 12), "points at the category's value: {d}");
+    assert_eq!(
+        (d.line, d.column),
+        (3, 12),
+        "points at the category's value: {d}"
+    );
     assert!(d.message.contains("parent directory `norms`"), "{d}");
 }
 
