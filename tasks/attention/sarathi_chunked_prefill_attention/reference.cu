@@ -12,9 +12,11 @@
 //    P re-packed from the S accumulators as the A operand (no smem round trip), online softmax in the
 //    exp2 domain, key tiles visited from the diagonal down so only the first one or two need masks.
 //  - Decode item: the GQA group's G <= 16 query heads form the MMA M dimension (FlashInfer /
-//    FlashDecoding++ "heads as rows" for decode), so each K/V byte feeds G rows; the 64-key tile is
-//    split over the 4 warps (16 keys each, flash-decoding inside the block) and the 4 partial
-//    (max, sum, O) are merged through shared memory at the end.
+//    FlashDecoding++ "heads as rows" for decode), so each K/V byte feeds G rows. Split-KV
+//    (flash-decoding, Dao et al. 2023): a decode's key tiles are cut into nsplit contiguous ranges,
+//    one block each, when there are too few (decode, kv head) items to fill the GPU; inside a block
+//    the 64-key tile is split over the 4 warps (16 keys each). Partial (max, sum, O) states are
+//    merged through shared memory, then across blocks by decode_combine.
 //  - Paged gather inside the load stage: each 16-byte cp.async looks up its key's page in
 //    kv_indices (vLLM/FlashInfer block-table gather); rows past the sequence are zero-filled.
 //  - K(t+1) is prefetched while P V(t) runs and V(t) while Q K(t)^T runs; XOR-swizzled smem tiles
@@ -252,11 +254,15 @@ static __device__ __forceinline__ void prefill_tile(unsigned char* smem, const b
 }
 
 // ---------------------------------------------------------------------------------------------
+// Key tiles [t0, t1) of one decode (kv head hk). With part_o == nullptr the result is final and
+// stored to out; otherwise the block's merged partial state (max m in the exp2 domain, sum l,
+// unnormalized o) goes to part_ml / part_o for decode_combine.
 template <int D>
 static __device__ __forceinline__ void decode_item(unsigned char* smem, const bf16* __restrict__ q,
                                                    const bf16* __restrict__ kc, const bf16* __restrict__ vc,
-                                                   const int* __restrict__ pages, int len, bf16* __restrict__ out,
-                                                   int tok, int Hq, int Hkv, int hk) {
+                                                   const int* __restrict__ pages, int len, int t0, int t1,
+                                                   bf16* __restrict__ out, float* __restrict__ part_ml,
+                                                   float* __restrict__ part_o, int tok, int Hq, int Hkv, int hk) {
     constexpr int TILE = 64 * D * 2, DK = D / 16, DN = D / 8, RC = D / 8;
     unsigned char* sQ = smem;
     unsigned char* sK = sQ + TILE;
@@ -272,7 +278,7 @@ static __device__ __forceinline__ void decode_item(unsigned char* smem, const bf
         const bf16* src = ok ? q + ((size_t)tok * Hq + hk * G + r) * D + c * 8 : q;
         cp_async16(smem_addr(sQ + tile_off<D>(r, c)), src, ok ? 16 : 0);
     }
-    load_kv<D>(sK, kc, pages, 0, len, hk, Hkv, tid);
+    if (t0 < t1) load_kv<D>(sK, kc, pages, t0 * 64, len, hk, Hkv, tid);
     cp_async_commit();
 
     unsigned qf[DK][4];
@@ -283,12 +289,11 @@ static __device__ __forceinline__ void decode_item(unsigned char* smem, const bf
         for (int e = 0; e < 4; ++e) o[d][e] = 0.0f;
     float m[2] = {NEG_INF, NEG_INF};
     float l[2] = {0.0f, 0.0f};
-    const int nt = (len + 63) >> 6;
 
-    for (int kt = 0; kt < nt; ++kt) {
+    for (int kt = t0; kt < t1; ++kt) {
         cp_async_wait_all();
         __syncthreads();
-        if (kt == 0) {
+        if (kt == t0) {
 #pragma unroll
             for (int kk = 0; kk < DK; ++kk)
                 ldmatrix_x4(qf[kk], smem_addr(sQ + tile_off<D>(lane & 15, kk * 2 + (lane >> 4))));
@@ -315,12 +320,13 @@ static __device__ __forceinline__ void decode_item(unsigned char* smem, const bf
 
         cp_async_wait_all();
         __syncthreads();
-        if (kt + 1 < nt) {
+        if (kt + 1 < t1) {
             load_kv<D>(sK, kc, pages, (kt + 1) * 64, len, hk, Hkv, tid);
             cp_async_commit();
         }
         pv_step<D>(o, s[0], s[1], sV, warp * 16, lane);
     }
+    cp_async_wait_all();  // the Q copy when the range is empty
 
     // merge the 4 warps' partial softmax states through shared memory (K and V tiles are free)
     __syncthreads();
@@ -349,15 +355,25 @@ static __device__ __forceinline__ void decode_item(unsigned char* smem, const bf
         const int row = i / D, d = i - row * D;
         float M = NEG_INF;
 #pragma unroll
-        for (int w = 0; w < 4; ++w) M = fmaxf(M, sM[w * 16 + row]);  // finite: warp 0 always sees key 0
+        for (int w = 0; w < 4; ++w) M = fmaxf(M, sM[w * 16 + row]);
         float num = 0.0f, den = 0.0f;
+        if (M != NEG_INF) {  // -inf only for an empty split (no key seen by any warp)
 #pragma unroll
-        for (int w = 0; w < 4; ++w) {
-            const float f = exp2f(sM[w * 16 + row] - M);
-            num += f * sO[(size_t)(w * 16 + row) * D + d];
-            den += f * sL[w * 16 + row];
+            for (int w = 0; w < 4; ++w) {
+                const float f = exp2f(sM[w * 16 + row] - M);
+                num += f * sO[(size_t)(w * 16 + row) * D + d];
+                den += f * sL[w * 16 + row];
+            }
         }
-        out[((size_t)tok * Hq + hk * G + row) * D + d] = __float2bfloat16_rn(num / den);
+        if (part_o == nullptr) {
+            out[((size_t)tok * Hq + hk * G + row) * D + d] = __float2bfloat16_rn(num / den);
+        } else {
+            part_o[(size_t)row * D + d] = num;
+            if (d == 0) {
+                part_ml[2 * row] = M;
+                part_ml[2 * row + 1] = den;
+            }
+        }
     }
 }
 
@@ -366,7 +382,8 @@ template <int D>
 __global__ void __launch_bounds__(THREADS, 1)
 sarathi_attn(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
              const int* __restrict__ kv_indices, const int* __restrict__ dec_indptr,
-             const int* __restrict__ dec_last_len, bf16* __restrict__ o, int C, int PRE, int Hq, int Hkv) {
+             const int* __restrict__ dec_last_len, bf16* __restrict__ o, float* __restrict__ part_ml,
+             float* __restrict__ part_o, int C, int PRE, int Hq, int Hkv, int nsplit) {
     static_assert(D == 64 || D == 128, "head dim");
     extern __shared__ uint4 smem_u4[];
     unsigned char* smem = reinterpret_cast<unsigned char*>(smem_u4);
@@ -378,15 +395,48 @@ sarathi_attn(const bf16* __restrict__ q, const bf16* __restrict__ k_cache, const
         prefill_tile<D>(smem, q, k_cache, v_cache, kv_indices, o, C, PRE, Hq, Hkv, qt, b % Hq);
     } else {
         const int d = b - n_pre;
-        const int i = d / Hkv, hk = d % Hkv;
+        const int item = d / nsplit, split = d % nsplit;  // item = (decode, kv head)
+        const int i = item / Hkv, hk = item % Hkv;
         const int np0 = (PRE + C + 15) >> 4;
         const int p0 = __ldg(dec_indptr + i), p1 = __ldg(dec_indptr + i + 1);
         const int len = (p1 - p0 - 1) * PAGE + __ldg(dec_last_len + i);
-        decode_item<D>(smem, q, k_cache, v_cache, kv_indices + np0 + p0, len, o, C + i, Hq, Hkv, hk);
+        const int nt = (len + 63) >> 6;
+        const int per = (nt + nsplit - 1) / nsplit;
+        const int t0 = min(nt, split * per), t1 = min(nt, t0 + per);
+        float* pml = nsplit > 1 ? part_ml + (size_t)d * 32 : nullptr;
+        float* po = nsplit > 1 ? part_o + (size_t)d * 16 * D : nullptr;
+        decode_item<D>(smem, q, k_cache, v_cache, kv_indices + np0 + p0, len, t0, t1, o, pml, po, C + i, Hq, Hkv,
+                       hk);
+    }
+}
+
+// Split-KV combine: one block per (decode, kv head) merges its nsplit partial states.
+template <int D>
+__global__ void __launch_bounds__(THREADS)
+decode_combine(const float* __restrict__ part_ml, const float* __restrict__ part_o, bf16* __restrict__ o, int C,
+               int Hq, int Hkv, int nsplit) {
+    const int item = blockIdx.x;
+    const int i = item / Hkv, hk = item % Hkv;
+    const int G = Hq / Hkv;
+    const float* ml = part_ml + (size_t)item * nsplit * 32;
+    const float* po = part_o + (size_t)item * nsplit * 16 * D;
+    for (int e = threadIdx.x; e < G * D; e += THREADS) {
+        const int row = e / D, d = e - row * D;
+        float M = NEG_INF;
+        for (int s = 0; s < nsplit; ++s) M = fmaxf(M, ml[s * 32 + 2 * row]);  // finite: split 0 sees key 0
+        float num = 0.0f, den = 0.0f;
+        for (int s = 0; s < nsplit; ++s) {
+            const float f = exp2f(ml[s * 32 + 2 * row] - M);
+            num += f * po[(size_t)s * 16 * D + (size_t)row * D + d];
+            den += f * ml[s * 32 + 2 * row + 1];
+        }
+        o[((size_t)(C + i) * Hq + hk * G + row) * D + d] = __float2bfloat16_rn(num / den);
     }
 }
 
 template __global__ void sarathi_attn<64>(const bf16*, const bf16*, const bf16*, const int*, const int*, const int*,
-                                          bf16*, int, int, int, int);
+                                          bf16*, float*, float*, int, int, int, int, int);
 template __global__ void sarathi_attn<128>(const bf16*, const bf16*, const bf16*, const int*, const int*, const int*,
-                                           bf16*, int, int, int, int);
+                                           bf16*, float*, float*, int, int, int, int, int);
+template __global__ void decode_combine<64>(const float*, const float*, bf16*, int, int, int, int);
+template __global__ void decode_combine<128>(const float*, const float*, bf16*, int, int, int, int);
