@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod pool;
+pub mod profile;
 pub mod report;
 pub mod store;
 pub mod suite;
