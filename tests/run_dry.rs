@@ -735,3 +735,216 @@ fn sigkill_mid_run_then_resume_loses_and_duplicates_nothing() {
         calls_b.len()
     );
 }
+
+/// A script for evolution: every Coder-side prompt (first translation, mutation, crossover) gets
+/// the next of many distinct valid variants; the first reply per task does not compile. The
+/// server stays deterministic (a repeated prompt gets its first reply again), so the search must
+/// make sibling prompts differ or it would breed duplicates.
+fn evolve_script() -> Script {
+    let mut s = script(Duration::ZERO, false);
+    for (task, dir) in TASKS.iter().zip(TASK_DIRS) {
+        let d = repo().join("tasks").join(dir);
+        let src = std::fs::read_to_string(d.join("reference.cu")).expect("reference.cu");
+        let plan = std::fs::read_to_string(d.join("reference.toml")).expect("reference.toml");
+        let replies = s.coder.get_mut(task).expect("task");
+        for v in 6..=30 {
+            replies.push(completion(
+                &kernel_reply(&src, &format!("# evolved {v}\n{plan}"), "Another idea."),
+                false,
+            ));
+        }
+    }
+    s
+}
+
+#[test]
+fn evolve_dry_run_records_islands_generations_and_lineage() {
+    if !have_nvrtc("evolve_dry_run") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(evolve_script());
+    let config = write_config(tmp.path(), &server.base_url);
+    let db = format!("sqlite://{}", tmp.path().join("evolve.db").display());
+    let out = run_to_end(
+        {
+            let mut c = ksmith(tmp.path(), &config, &db, &[]);
+            c.args([
+                "--model",
+                "scripted",
+                "--tasks",
+                "swiglu,softmax_row",
+                "--rounds",
+                "2",
+                "--strategy",
+                "evolve",
+                "--islands",
+                "2",
+                "--dry-run",
+                "--name",
+                "evo",
+            ]);
+            c
+        },
+        Duration::from_secs(55),
+    );
+    let rep = report(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{rep:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(rep["strategy"], "evolve");
+    let store = Store::open(&db).expect("open");
+    let run = store.run_by_name("evo").expect("run");
+    let calls = store.llm_calls_of_run(run.id).expect("calls");
+    let cands = store.candidates_of_run(run.id).expect("candidates");
+    let tasks: BTreeMap<i64, String> = store
+        .tasks_of_run(run.id)
+        .expect("tasks")
+        .into_iter()
+        .map(|t| (t.id, t.task.name))
+        .collect();
+    for task in ["swiglu", "softmax_row"] {
+        let mine: Vec<_> = cands
+            .iter()
+            .filter(|c| tasks[&c.candidate.task_id] == task)
+            .collect();
+        // Reference + one first translation per island + 2 islands x 2 children x 2 generations.
+        assert_eq!(mine.len(), 1 + 2 + 8, "{task}");
+        assert_eq!(mine[0].candidate.origin.as_str(), "reference");
+        let gen0: Vec<_> = mine
+            .iter()
+            .filter(|c| c.candidate.generation == 0 && c.candidate.origin.as_str() == "llm")
+            .collect();
+        assert_eq!(gen0.len(), 2, "{task}: one first translation per island");
+        let islands: std::collections::BTreeSet<i64> =
+            gen0.iter().map(|c| c.candidate.island).collect();
+        assert_eq!(islands.len(), 2, "{task}");
+        let mut mutations = 0;
+        for c in mine.iter().filter(|c| c.candidate.generation >= 1) {
+            assert!((0..2).contains(&c.candidate.island), "{task}");
+            let rel: Vec<&str> = c
+                .candidate
+                .parents
+                .iter()
+                .map(|p| p.relation.as_str())
+                .collect();
+            match rel.as_slice() {
+                ["mutation"] => mutations += 1,
+                ["crossover", "crossover"] => {}
+                other => panic!("{task}: unexpected lineage {other:?}"),
+            }
+            for p in &c.candidate.parents {
+                let parent = mine
+                    .iter()
+                    .find(|x| x.id == p.candidate_id)
+                    .expect("parent in the same task");
+                assert!(parent.candidate.generation < c.candidate.generation);
+            }
+            let call = c.candidate.llm_call_id.expect("call");
+            let role = &calls
+                .iter()
+                .find(|x| x.id == call)
+                .expect("call row")
+                .call
+                .role;
+            assert_eq!(
+                role,
+                if rel.len() == 2 {
+                    "crossover"
+                } else {
+                    "mutate"
+                },
+                "{task}"
+            );
+        }
+        assert!(mutations > 0, "{task}: no mutation");
+    }
+    // A failing first translation is mutated only after a Judge diagnosis.
+    let judge_calls = calls
+        .iter()
+        .filter(|c| c.call.role == "judge_correction")
+        .count();
+    let mutations_of_failures = cands
+        .iter()
+        .filter(|c| {
+            c.candidate.parents.iter().any(|p| {
+                p.relation == "mutation"
+                    && cands.iter().any(|x| {
+                        x.id == p.candidate_id
+                            && x.candidate.notes["evaluation"]["verdict"] == "compile_error"
+                    })
+            })
+        })
+        .count();
+    assert_eq!(judge_calls, mutations_of_failures);
+}
+
+#[test]
+fn replay_without_a_gpu_says_so_and_exits_3() {
+    if verifier::runtime::driver_present() {
+        eprintln!("SKIPPED replay_without_a_gpu: this machine has a CUDA driver");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}", tmp.path().join("r.db").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_ksmith"))
+        .args(["replay", "--run", "anything", "--db", &db])
+        .output()
+        .expect("run ksmith");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("GPU"), "{stderr}");
+    assert!(
+        stderr.contains("libcuda"),
+        "says what was looked for: {stderr}"
+    );
+}
+
+#[test]
+fn run_without_config_or_gpu_is_a_harness_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}", tmp.path().join("c.db").display());
+    let missing = tmp.path().join("nope.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_ksmith"))
+        .current_dir(repo())
+        .env_remove("KSMITH_CONFIG")
+        .args([
+            "run",
+            "--model",
+            "x",
+            "--tasks",
+            "swiglu",
+            "--dry-run",
+            "--db",
+            &db,
+        ])
+        .args(["--config", &missing.display().to_string()])
+        .output()
+        .expect("run ksmith");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("nope.toml"), "{stderr}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ksmith"))
+        .current_dir(repo())
+        .args(["run", "--tasks", "swiglu", "--db", &db])
+        .output()
+        .expect("run ksmith");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--model is required for a new run"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ksmith"))
+        .current_dir(repo())
+        .args(["run", "--resume", "no-such-run", "--db", &db])
+        .output()
+        .expect("run ksmith");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("no-such-run"), "{stderr}");
+}

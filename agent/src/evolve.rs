@@ -87,9 +87,50 @@ struct Ledger {
 /// What one child is: its operator and parents (indices into the candidate list).
 #[derive(Debug, Clone)]
 enum Op {
-    Initial,
-    Mutate { parent: usize },
-    Crossover { a: usize, b: usize },
+    Initial {
+        sibling: u32,
+    },
+    /// `sibling`: how many children of this generation were bred the same way before this one;
+    /// it changes the prompt, so that a deterministic model does not write the same kernel twice.
+    Mutate {
+        parent: usize,
+        sibling: u32,
+    },
+    Crossover {
+        a: usize,
+        b: usize,
+        sibling: u32,
+    },
+}
+
+impl Op {
+    fn key(&self) -> (u8, usize, usize) {
+        match self {
+            Op::Initial { .. } => (0, 0, 0),
+            Op::Mutate { parent, .. } => (1, *parent, 0),
+            Op::Crossover { a, b, .. } => (2, (*a).min(*b), (*a).max(*b)),
+        }
+    }
+
+    fn set_sibling(&mut self, k: u32) {
+        match self {
+            Op::Initial { sibling }
+            | Op::Mutate { sibling, .. }
+            | Op::Crossover { sibling, .. } => *sibling = k,
+        }
+    }
+}
+
+/// The note that sets a sibling apart from the children bred the same way before it.
+fn sibling_note(k: u32) -> Option<String> {
+    (k > 0).then(|| {
+        format!(
+            "{k} other child(ren) of the same parent(s) are being written in this generation. \
+             Make this one different from the obvious first idea: take your idea number {} \
+             in order of expected benefit.",
+            k + 1
+        )
+    })
 }
 
 struct Child {
@@ -210,13 +251,20 @@ impl Evolution {
             let mut plans: Vec<(u32, Op)> = Vec::new();
             for island in 0..islands {
                 if generation == 0 {
-                    plans.push((island, Op::Initial));
+                    plans.push((island, Op::Initial { sibling: 0 }));
                     continue;
                 }
                 for _ in 0..s.offspring.max(1) {
                     let op = self.pick(&cands, &pops[island as usize], &mut rng);
                     plans.push((island, op));
                 }
+            }
+            let mut seen: std::collections::BTreeMap<(u8, usize, usize), u32> =
+                std::collections::BTreeMap::new();
+            for (_, op) in plans.iter_mut() {
+                let k = seen.entry(op.key()).or_insert(0);
+                op.set_sibling(*k);
+                *k += 1;
             }
             // A call budget cuts the generation short rather than overshooting it.
             if let Some(max) = self.budget.max_llm_calls {
@@ -319,7 +367,7 @@ impl Evolution {
 
     fn pick(&self, cands: &[CandidateRecord], pop: &[usize], rng: &mut fastrand::Rng) -> Op {
         if pop.is_empty() {
-            return Op::Initial;
+            return Op::Initial { sibling: 0 };
         }
         let passing: Vec<usize> = pop
             .iter()
@@ -331,10 +379,11 @@ impl Evolution {
             let a = self.draw(cands, &passing, rng);
             let rest: Vec<usize> = passing.iter().copied().filter(|&i| i != a).collect();
             let b = self.draw(cands, &rest, rng);
-            return Op::Crossover { a, b };
+            return Op::Crossover { a, b, sibling: 0 };
         }
         Op::Mutate {
             parent: self.draw(cands, pop, rng),
+            sibling: 0,
         }
     }
 
@@ -409,27 +458,49 @@ impl Evolution {
     ) -> Child {
         let snap = |i: usize| cands[i].snapshot();
         let (role, prompt, parents, advice) = match &child.op {
-            Op::Initial => (
-                "coder",
-                self.renderer.coder(&ctx, &CoderMode::Initial),
-                (None, None),
-                None,
-            ),
-            Op::Mutate { parent } => {
+            Op::Initial { sibling } => {
+                // Islands start from different designs, not k copies of the obvious one.
+                let mut ctx = ctx.clone();
+                if *sibling > 0 {
+                    ctx.rules.extra.push(format!(
+                        "{sibling} other first version(s) of this kernel are being written in \
+                         parallel: choose a different design from the most obvious one (your \
+                         idea number {} in order of expected benefit).",
+                        sibling + 1
+                    ));
+                }
+                (
+                    "coder",
+                    self.renderer.coder(&ctx, &CoderMode::Initial),
+                    (None, None),
+                    None,
+                )
+            }
+            Op::Mutate { parent, sibling } => {
                 let Some(p) = snap(*parent) else {
                     return child;
                 };
                 let advice = self
                     .advice(task_id, &ctx, &cands[*parent], &p, ledger)
                     .await;
+                let direction = match (advice.clone(), sibling_note(*sibling)) {
+                    (Some(a), Some(n)) => Some(format!("{a}\n\n{n}")),
+                    (a, n) => a.or(n),
+                };
                 (
                     "mutate",
-                    self.renderer.mutate(&ctx, &p, advice.as_deref()),
+                    self.renderer.mutate(&ctx, &p, direction.as_deref()),
                     (Some(cands[*parent].round), None),
                     advice,
                 )
             }
-            Op::Crossover { a, b } => {
+            Op::Crossover { a, b, sibling } => {
+                // The pair in a fixed order; a repeated pair is told to differ from its siblings.
+                let (a, b) = (a.min(b), a.max(b));
+                let mut ctx = ctx.clone();
+                if let Some(note) = sibling_note(*sibling) {
+                    ctx.rules.extra.push(note);
+                }
                 let (Some(pa), Some(pb)) = (snap(*a), snap(*b)) else {
                     return child;
                 };
@@ -442,7 +513,7 @@ impl Evolution {
             }
         };
         let action = match &child.op {
-            Op::Initial => "initial",
+            Op::Initial { .. } => "initial",
             Op::Mutate { .. } => "mutate",
             Op::Crossover { .. } => "crossover",
         };
@@ -630,6 +701,180 @@ async fn futures_join<F: std::future::Future>(futs: impl IntoIterator<Item = F>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::Profile;
+    use crate::prompt::ShapeTiming;
+    use crate::r#loop::{NoObserver, Verdict};
+
+    struct Never;
+    impl Evaluator for Never {
+        fn evaluate(&self, _: &str, _: &str, _: &str) -> Result<Evaluation, EvaluatorError> {
+            Err(EvaluatorError("not used".into()))
+        }
+    }
+
+    fn evolution(settings: EvolveSettings) -> Evolution {
+        let client =
+            LlmClient::new("p", Profile::new("http://127.0.0.1:9/v1", "m"), None).expect("client");
+        Evolution {
+            coder: client.clone(),
+            judge: client,
+            renderer: Arc::new(PromptRenderer::builtin().expect("templates")),
+            evaluator: Arc::new(Never),
+            observer: Arc::new(NoObserver),
+            budget: Budget::default(),
+            settings,
+        }
+    }
+
+    /// A candidate with `speedup` (None: failed to compile) and a source made of `words`.
+    fn cand(round: u32, speedup: Option<f64>, words: &str) -> CandidateRecord {
+        let evaluation = Evaluation {
+            verdict: if speedup.is_some() {
+                Verdict::Correct
+            } else {
+                Verdict::CompileError
+            },
+            feedback: String::new(),
+            timings: speedup
+                .map(|s| {
+                    vec![ShapeTiming {
+                        shape: "main".into(),
+                        median_us: Some(100.0 / s),
+                        reference_us: Some(100.0),
+                        sol_pct: Some(50.0),
+                    }]
+                })
+                .unwrap_or_default(),
+            resources: None,
+            profile_summary: None,
+        };
+        CandidateRecord {
+            round,
+            action: "mutate".into(),
+            parent_round: None,
+            source: Some(words.into()),
+            plan: Some("[[launch]]".into()),
+            raw_reply: None,
+            extract_notes: Vec::new(),
+            advice: None,
+            outcome: CandidateOutcome::Evaluated(evaluation),
+            llm_call_index: None,
+            generation: 0,
+            island: 0,
+            second_parent_round: None,
+        }
+    }
+
+    #[test]
+    fn fitness_ranks_failures_out_and_speed_and_sol_in() {
+        assert_eq!(fitness(&cand(0, None, "a")), None);
+        let slow = fitness(&cand(0, Some(1.0), "a")).expect("passes");
+        let fast = fitness(&cand(0, Some(2.0), "a")).expect("passes");
+        assert!(fast > slow);
+        assert!((slow - (1.0 + 0.25 * 0.5)).abs() < 1e-9, "{slow}");
+    }
+
+    #[test]
+    fn selection_prefers_fit_parents_and_never_crosses_failures() {
+        let ev = evolution(EvolveSettings {
+            crossover_rate: 1.0,
+            temperature: 0.1,
+            diversity_weight: 0.0,
+            ..EvolveSettings::default()
+        });
+        let cands = vec![
+            cand(0, Some(1.0), "a b c"),
+            cand(1, None, "a b d"),
+            cand(2, Some(3.0), "a b e"),
+            cand(3, Some(1.1), "x y z"),
+        ];
+        let pop = vec![0, 1, 2, 3];
+        let mut rng = fastrand::Rng::with_seed(1);
+        let mut firsts = [0usize; 4];
+        for _ in 0..200 {
+            match ev.pick(&cands, &pop, &mut rng) {
+                Op::Crossover { a, b, .. } => {
+                    assert_ne!(a, b);
+                    assert!(
+                        a != 1 && b != 1,
+                        "a failing kernel is never a crossover parent"
+                    );
+                    firsts[a] += 1;
+                }
+                other => panic!("crossover_rate 1 with 3 passing members gave {other:?}"),
+            }
+        }
+        assert!(
+            firsts[2] > 150,
+            "the fittest member dominates at low temperature: {firsts:?}"
+        );
+    }
+
+    #[test]
+    fn diversity_lifts_a_different_design_above_a_near_copy() {
+        let ev = evolution(EvolveSettings {
+            diversity_weight: 1.0,
+            ..EvolveSettings::default()
+        });
+        // Best = 0; 1 is a near copy of it, 2 a different design, both equally fast.
+        let cands = vec![
+            cand(0, Some(2.0), "load tile smem sync reduce store"),
+            cand(1, Some(1.0), "load tile smem sync reduce store out"),
+            cand(2, Some(1.0), "warp shuffle vector register"),
+        ];
+        let s = ev.scores(&cands, &[0, 1, 2]);
+        assert!(s[2] > s[1], "{s:?}");
+    }
+
+    #[test]
+    fn culling_keeps_the_cap_and_always_the_best() {
+        let ev = evolution(EvolveSettings {
+            population_cap: 2,
+            diversity_weight: 5.0,
+            ..EvolveSettings::default()
+        });
+        let cands = vec![
+            cand(0, Some(3.0), "best kernel"),
+            cand(1, Some(1.0), "other one entirely"),
+            cand(2, Some(1.0), "yet another design"),
+            cand(3, None, "broken"),
+        ];
+        let mut pop = vec![0, 1, 2, 3];
+        ev.cull(&cands, &mut pop);
+        assert_eq!(pop.len(), 2);
+        assert!(pop.contains(&0), "{pop:?}");
+        assert!(!pop.contains(&3), "{pop:?}");
+    }
+
+    #[test]
+    fn migration_moves_each_island_best_to_the_next() {
+        let ev = evolution(EvolveSettings::default());
+        let cands = vec![
+            cand(0, Some(1.0), "a"),
+            cand(1, Some(2.0), "b"),
+            cand(2, Some(3.0), "c"),
+        ];
+        let mut pops = vec![vec![0, 1], vec![2]];
+        ev.migrate(&cands, &mut pops);
+        assert_eq!(pops, vec![vec![0, 1, 2], vec![2, 1]]);
+    }
+
+    #[test]
+    fn repeated_ops_in_a_generation_get_distinct_sibling_numbers() {
+        let a = Op::Crossover {
+            a: 3,
+            b: 1,
+            sibling: 0,
+        };
+        let b = Op::Crossover {
+            a: 1,
+            b: 3,
+            sibling: 0,
+        };
+        assert_eq!(a.key(), b.key());
+        assert_eq!(sibling_note(0), None);
+        assert!(sibling_note(2).is_some_and(|n| n.contains("idea number 3")));
+    }
 
     #[test]
     fn distance_is_zero_for_same_words_and_one_for_disjoint() {
