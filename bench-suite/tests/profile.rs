@@ -552,6 +552,18 @@ fn captured_samples_parse() {
                 assert!(k.warnings.is_empty(), "{name}: {:?}", k.warnings);
                 eprintln!("{name}: {}", judge::summary(k));
             }
+        } else if name == "ncu_err_unknown_metric.txt" {
+            match ncu::parse(&text) {
+                Err(NcuError::UnknownMetrics { names, .. }) => {
+                    assert_eq!(names, ["ksmith__no_such_metric.sum"], "{name}")
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        } else if name == "ncu_err_no_kernels.txt" {
+            assert!(
+                matches!(ncu::parse(&text), Err(NcuError::NoKernelProfiled { .. })),
+                "{name}"
+            );
         } else if name.starts_with("sanitizer_") {
             let r = sanitizer::parse(&text);
             assert!(r.saw_tool_output, "{name}");
@@ -569,4 +581,36 @@ fn captured_samples_parse() {
             eprintln!("{name}: {}", r.summary());
         }
     }
+}
+
+/// The capture script spells the same command lines as the code (it runs where no Rust is).
+#[test]
+fn capture_script_uses_the_same_command_lines() {
+    let script = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/capture-profile-samples.sh"),
+    )
+    .unwrap();
+    let a = NcuTarget::new("K", 7).args();
+    let i = a.iter().position(|x| x == "-k").unwrap();
+    let before_k = a[..i].join(" ");
+    let after_s = a[i + 4..a.len() - 1].join(" ");
+    assert!(
+        script.contains(&format!(
+            "echo {before_k} -k \"regex:$1\" -s \"$2\" {after_s} \"${{3:-$METRICS}}\""
+        )),
+        "ncu flags differ: {before_k} ... {after_s}"
+    );
+    assert!(
+        script.contains("pub const METRICS"),
+        "metrics read from the source"
+    );
+    let m = Tool::Memcheck
+        .args(None)
+        .join(" ")
+        .replace("memcheck", "\"$1\"");
+    assert!(
+        script.contains(&format!("echo {m}")),
+        "sanitizer flags differ: {m}"
+    );
+    assert!(script.contains("--racecheck-report all"));
 }
