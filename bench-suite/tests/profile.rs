@@ -614,3 +614,87 @@ fn capture_script_uses_the_same_command_lines() {
     );
     assert!(script.contains("--racecheck-report all"));
 }
+
+fn fake_tool(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+#[test]
+fn running_tools_with_fakes() {
+    use bench_suite::profile::{self, ProfileError, ToolError};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let s = samples();
+    // ncu writes the table on stdout and its ==PROF== lines on stderr.
+    let ncu_ok = fake_tool(
+        dir.path(),
+        "ncu",
+        &format!(
+            "grep -v '^==' {0}\ngrep '^==' {0} >&2",
+            s.join("ncu_raw_memory_bound.csv").display()
+        ),
+    );
+    let t = NcuTarget::new("rmsnorm", 0);
+    let r = profile::profile(&ncu_ok, &t, &["prog".into()], Duration::from_secs(30)).unwrap();
+    assert_eq!(r.kernels[0].kernel_name, "rmsnorm_residual");
+    assert_eq!(r.messages.len(), 3);
+
+    let ncu_perm = fake_tool(
+        dir.path(),
+        "ncu_perm",
+        &format!(
+            "cat {} >&2; exit 1",
+            s.join("ncu_err_nvgpuctrperm.txt").display()
+        ),
+    );
+    assert!(matches!(
+        profile::profile(&ncu_perm, &t, &[], Duration::from_secs(30)),
+        Err(ProfileError::Ncu(NcuError::CountersNotPermitted { .. }))
+    ));
+
+    let hang = fake_tool(dir.path(), "ncu_hang", "sleep 60");
+    let t0 = Instant::now();
+    assert!(matches!(
+        profile::profile(&hang, &t, &[], Duration::from_millis(500)),
+        Err(ProfileError::Tool(ToolError::Timeout { .. }))
+    ));
+    assert!(t0.elapsed() < Duration::from_secs(10));
+
+    let missing = dir.path().join("no-ncu");
+    assert!(matches!(
+        profile::profile(&missing, &t, &[], Duration::from_secs(5)),
+        Err(ProfileError::Tool(ToolError::Spawn { .. }))
+    ));
+    let e = profile::locate("ncu", Some(&missing)).unwrap_err();
+    assert!(e.to_string().contains("no-ncu"), "{e}");
+    assert_eq!(profile::locate("ncu", Some(&ncu_ok)).unwrap(), ncu_ok);
+    let e = profile::locate("ksmith-no-such-tool", None).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("ksmith-no-such-tool not found (looked at ksmith-no-such-tool on PATH"),
+        "{e}"
+    );
+
+    let san = fake_tool(
+        dir.path(),
+        "compute-sanitizer",
+        &format!(
+            "echo 'program output'; cat {}",
+            s.join("racecheck.txt").display()
+        ),
+    );
+    let r = profile::sanitize(
+        &san,
+        Tool::Racecheck,
+        Some("reduce"),
+        &["prog".into()],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(r.racecheck_summary, Some([3, 2, 1]));
+    assert_eq!(r.findings.len(), 3);
+}

@@ -13,7 +13,112 @@ pub mod judge;
 pub mod ncu;
 pub mod sanitizer;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Why a tool could not be run to completion.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("{tool} not found (looked at {}); install it or pass its path", searched.join(", "))]
+    NotFound { tool: String, searched: Vec<String> },
+    #[error("cannot run {path}: {source}")]
+    Spawn {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} did not finish within {limit:?} and was killed")]
+    Timeout { path: PathBuf, limit: Duration },
+}
+
+/// Everything a tool printed, stdout then stderr, and its exit code.
+pub struct ToolOutput {
+    pub text: String,
+    pub exit_code: Option<i32>,
+}
+
+/// Runs `tool args... program...` with a wall-clock limit (the profiled program may hang).
+pub fn run_tool(
+    tool: &Path,
+    args: &[String],
+    program: &[OsString],
+    limit: Duration,
+) -> Result<ToolOutput, ToolError> {
+    let mut cmd = Command::new(tool);
+    cmd.args(args).args(program);
+    // Tools report on both streams; keep plenty of each (racecheck can be verbose).
+    let cap = 32 << 20;
+    let done = crate::torch::process::run_capped(cmd, limit, cap, cap).map_err(|source| {
+        ToolError::Spawn {
+            path: tool.to_path_buf(),
+            source,
+        }
+    })?;
+    if done.timed_out {
+        return Err(ToolError::Timeout {
+            path: tool.to_path_buf(),
+            limit,
+        });
+    }
+    let mut text = String::from_utf8_lossy(&done.stdout).into_owned();
+    if !text.ends_with('\n') && !text.is_empty() {
+        text.push('\n');
+    }
+    text += &done.stderr_tail;
+    Ok(ToolOutput {
+        text,
+        exit_code: done.status.and_then(|s| s.code()),
+    })
+}
+
+/// Profiling one launch: the tool failed to run, or ncu said why there is no profile.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error(transparent)]
+    Ncu(#[from] ncu::NcuError),
+}
+
+/// Runs ncu on `program` for `target` and parses the result.
+pub fn profile(
+    ncu_path: &Path,
+    target: &ncu::NcuTarget,
+    program: &[OsString],
+    limit: Duration,
+) -> Result<ncu::NcuReport, ProfileError> {
+    let out = run_tool(ncu_path, &target.args(), program, limit)?;
+    Ok(ncu::parse(&out.text)?)
+}
+
+/// Runs one compute-sanitizer tool on `program` and parses its report.
+pub fn sanitize(
+    sanitizer_path: &Path,
+    tool: sanitizer::Tool,
+    kernel: Option<&str>,
+    program: &[OsString],
+    limit: Duration,
+) -> Result<sanitizer::SanitizerReport, ToolError> {
+    let out = run_tool(sanitizer_path, &tool.args(kernel), program, limit)?;
+    Ok(sanitizer::parse(&out.text))
+}
+
+/// [`find_tool`], or a [`ToolError::NotFound`] listing where it looked.
+pub fn locate(name: &str, explicit: Option<&Path>) -> Result<PathBuf, ToolError> {
+    find_tool(name, explicit).ok_or_else(|| ToolError::NotFound {
+        tool: name.to_string(),
+        searched: match explicit {
+            Some(p) => vec![p.display().to_string()],
+            None => vec![
+                format!("{name} on PATH"),
+                format!("/usr/local/cuda/bin/{name}"),
+                format!("/opt/nvidia/nsight-compute/{name}"),
+                format!("/usr/bin/{name}"),
+            ],
+        },
+    })
+}
 
 /// Where a tool is: an explicit path, else the first `name` on `PATH`, else the CUDA install
 /// locations. `None` when it is nowhere (the caller says "profiling unavailable: ...").

@@ -6,7 +6,8 @@
 //! garbage on stdout — comes back as a [`TorchError`], never a panic. "No torch" and "no python"
 //! are [`TorchError::skip_reason`]s: callers print "PyTorch baselines skipped: <reason>" and go on.
 
-mod process;
+/// Subprocesses with a wall-clock limit, killed as a process group (also used by `profile`).
+pub(crate) mod process;
 mod reply;
 pub mod tensors;
 

@@ -64,18 +64,29 @@ fn kill_group(child: &mut Child) {
     let _ = child.kill();
 }
 
-pub fn run(mut cmd: Command, limit: Duration) -> std::io::Result<Finished> {
+pub fn run(cmd: Command, limit: Duration) -> std::io::Result<Finished> {
+    run_capped(cmd, limit, STDOUT_LIMIT, STDERR_TAIL)
+}
+
+/// [`run`] keeping at most `stdout_cap` bytes of stdout (the start) and `stderr_cap` of stderr
+/// (the end).
+pub fn run_capped(
+    mut cmd: Command,
+    limit: Duration,
+    stdout_cap: usize,
+    stderr_cap: usize,
+) -> std::io::Result<Finished> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
     let mut child = cmd.spawn()?;
     let (out, out_h) = match child.stdout.take() {
-        Some(s) => collect(s, false, STDOUT_LIMIT),
+        Some(s) => collect(s, false, stdout_cap),
         None => (Arc::default(), thread::spawn(|| {})),
     };
     let (err, err_h) = match child.stderr.take() {
-        Some(s) => collect(s, true, STDERR_TAIL),
+        Some(s) => collect(s, true, stderr_cap),
         None => (Arc::default(), thread::spawn(|| {})),
     };
     let deadline = Instant::now() + limit;
