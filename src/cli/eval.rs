@@ -46,7 +46,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub no_stress: bool,
     /// Wall-clock limit of the whole check, in seconds (a kernel still running then is a timeout)
-    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    #[arg(long, default_value_t = 900, value_name = "SECS")]
     pub timeout: u64,
 }
 

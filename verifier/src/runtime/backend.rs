@@ -5,6 +5,7 @@
 use super::error::RuntimeError;
 use super::gpu::{DeviceBuffer, Gpu, GuardDamage, Module};
 use crate::dtype::DType;
+use crate::nvrtc::{Arch, Compiled};
 use crate::plan::ResolvedLaunch;
 
 pub trait Backend {
@@ -29,6 +30,28 @@ pub trait Backend {
     ) -> Result<(), RuntimeError>;
     /// Waits for queued work; kernel faults surface here.
     fn synchronize(&self) -> Result<(), RuntimeError>;
+}
+
+/// A backend that can load NVRTC output: what [`super::evaluate::evaluate`] needs beyond
+/// [`Backend`].
+pub trait Device: Backend {
+    /// The compile target for this device.
+    fn arch(&self) -> Arch;
+    /// One line for logs (name, architecture, SMs).
+    fn describe(&self) -> String;
+    fn load(&self, compiled: &Compiled) -> Result<Self::Program, RuntimeError>;
+}
+
+impl Device for Gpu {
+    fn arch(&self) -> Arch {
+        self.info.arch()
+    }
+    fn describe(&self) -> String {
+        self.info.summary()
+    }
+    fn load(&self, compiled: &Compiled) -> Result<Module, RuntimeError> {
+        Gpu::load(self, compiled)
+    }
 }
 
 impl Backend for Gpu {

@@ -2,8 +2,8 @@
 //! check the candidate's plan, compile both with NVRTC for the device's architecture, load them,
 //! and run the strict protocol with the reference kernel as the oracle.
 
+use super::backend::Device;
 use super::error::RuntimeError;
-use super::gpu::Gpu;
 use super::strict::{self, EvalError, KernelOracle, Outcome, ReferenceCache};
 use crate::diag::LoadError;
 use crate::nvrtc::{Arch, CompileError, CompileRequest, Compiled, Compiler};
@@ -95,10 +95,10 @@ pub fn compile(
     })
 }
 
-/// Evaluates one request on an open GPU. `Ok` carries the verdict; `Err` means the harness
+/// Evaluates one request on an open GPU (or any [`Device`]). `Ok` carries the verdict; `Err` means the harness
 /// failed (unreadable task, NVRTC missing, the reference itself failing).
-pub fn evaluate(
-    gpu: &Gpu,
+pub fn evaluate<D: Device>(
+    gpu: &D,
     compiler: &Compiler,
     cache: &mut ReferenceCache,
     req: &EvaluateRequest,
@@ -115,7 +115,7 @@ pub fn evaluate(
         Ok(p) => p,
         Err(v) => return Ok(verdict_only(*v, vec![])),
     };
-    let arch = gpu.info.arch();
+    let arch = gpu.arch();
     let reference = match compile(
         compiler,
         task,
@@ -140,7 +140,7 @@ pub fn evaluate(
         Err(CompileFailure::Verdict(v)) => return Ok(verdict_only(*v, vec![])),
     };
     let mut log = vec![
-        format!("device: {}", gpu.info.summary()),
+        format!("device: {}", gpu.describe()),
         format!(
             "compiled for {arch} in {:.0} ms{} (NVRTC {}.{})",
             candidate.compile_ms,
@@ -250,5 +250,188 @@ mod tests {
             other => panic!("{:?}", other.map(|_| ())),
         }
         assert!(candidate_plan(&b.task, &b.reference_source, plan).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod fake_device_tests {
+    //! `evaluate` end to end on CPU: real task files and real NVRTC, with the fake device
+    //! running Rust stand-ins for the compiled kernels.
+
+    use super::*;
+    use crate::nvrtc::Locator;
+    use crate::protocol::EvalOptions;
+    use crate::runtime::fake::{Fake, FakeBuf, Kernel};
+    use std::collections::HashMap;
+
+    fn bf16s(b: &FakeBuf) -> Vec<f32> {
+        b.data.borrow()[..b.len]
+            .chunks(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect()
+    }
+
+    /// swiglu_bf16(a, b, y, total) on the host, with `f` computing an element.
+    fn swiglu(f: fn(f32, f32) -> f32) -> HashMap<String, Kernel> {
+        let k: Kernel = Box::new(move |l, buf, _| {
+            let (a, b, y) = (bf16s(&buf("a")), bf16s(&buf("b")), buf("y"));
+            let total = match l.args[3] {
+                crate::plan::ResolvedArg::I64(t) => t as usize,
+                _ => panic!("total"),
+            };
+            let mut d = y.data.borrow_mut();
+            for i in 0..total {
+                let v = half::bf16::from_f32(f(a[i], b[i])).to_le_bytes();
+                d[2 * i..2 * i + 2].copy_from_slice(&v);
+            }
+            Ok(())
+        });
+        [("swiglu_bf16".to_string(), k)].into()
+    }
+
+    fn silu_mul(a: f32, b: f32) -> f32 {
+        a / (1.0 + (-a).exp()) * b
+    }
+
+    /// A copy of the swiglu task with tiny shapes, so a CPU run takes milliseconds.
+    fn small_task() -> tempfile::TempDir {
+        let src = swiglu_dir();
+        let dir = tempfile::tempdir().unwrap();
+        let task = std::fs::read_to_string(src.join("task.toml"))
+            .unwrap()
+            .replace("M = 4096\nN = 4096", "M = 4\nN = 64")
+            .replace("M = 16384\nN = 28672", "M = 3\nN = 40")
+            .replace("M = 777\nN = 13823", "M = 7\nN = 13");
+        std::fs::write(dir.path().join("task.toml"), task).unwrap();
+        for f in ["reference.cu", "reference.toml"] {
+            std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+        }
+        dir
+    }
+
+    fn swiglu_dir() -> PathBuf {
+        crate::nvrtc::project_roots()
+            .into_iter()
+            .map(|r| r.join("tasks/activation/swiglu"))
+            .find(|d| d.join("task.toml").is_file())
+            .unwrap()
+    }
+
+    fn request(dir: &Path, source: &str, plan: &str) -> EvaluateRequest {
+        EvaluateRequest {
+            task_dir: dir.to_path_buf(),
+            source: source.into(),
+            plan: plan.into(),
+            options: EvalOptions {
+                heldout_max_bytes: 1 << 16,
+                fresh_seed: Some(99),
+                ..EvalOptions::default()
+            },
+        }
+    }
+
+    fn compiler() -> Option<Compiler> {
+        match Locator::default().load() {
+            Ok(n) => Some(Compiler::new(n, None)),
+            Err(e) => {
+                if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                    panic!("NVRTC is required under CI: {e}");
+                }
+                eprintln!("skipped: NVRTC not installed ({e})");
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn evaluate_runs_the_whole_request() {
+        let Some(compiler) = compiler() else { return };
+        let dir = small_task();
+        let src = std::fs::read_to_string(dir.path().join("reference.cu")).unwrap();
+        let plan = std::fs::read_to_string(dir.path().join("reference.toml")).unwrap();
+        let mut cache = ReferenceCache::new(1 << 30);
+
+        let dev = Fake::default();
+        dev.programs.borrow_mut().push_back(swiglu(silu_mul));
+        dev.programs.borrow_mut().push_back(swiglu(silu_mul));
+        let out = evaluate(
+            &dev,
+            &compiler,
+            &mut cache,
+            &request(dir.path(), &src, &plan),
+        )
+        .unwrap();
+        assert!(out.verdict.is_correct(), "{}", out.verdict.feedback());
+        let log = out.log.join("\n");
+        assert!(
+            log.contains("device: fake device") && log.contains("compiled for sm_90"),
+            "{log}"
+        );
+        assert!(log.contains("held-out shapes"), "{log}");
+        let Verdict::Correct { cases, .. } = out.verdict else {
+            unreachable!()
+        };
+        // 3 public + 2 held-out shapes, seeds 0, 1 and the fresh one, 3 variants.
+        assert_eq!(cases, 5 * 3 * 3);
+
+        // Wrong arithmetic: a verdict naming the output; reference outputs come from the cache.
+        let hits = cache.hits;
+        dev.programs.borrow_mut().push_back(swiglu(silu_mul));
+        dev.programs.borrow_mut().push_back(swiglu(|a, b| a * b));
+        let out = evaluate(
+            &dev,
+            &compiler,
+            &mut cache,
+            &request(dir.path(), &src, &plan),
+        )
+        .unwrap();
+        match &out.verdict {
+            Verdict::WrongOutput { output, case, .. } => {
+                assert_eq!(output, "y");
+                assert_eq!(case.shape, "small");
+            }
+            v => panic!("{v:?}"),
+        }
+        assert!(
+            cache.hits > hits,
+            "the reference ran again instead of the cache"
+        );
+
+        // Invalid plans and compile errors stop before anything is loaded.
+        let out = evaluate(
+            &dev,
+            &compiler,
+            &mut cache,
+            &request(dir.path(), &src, "[[launch]]\n"),
+        )
+        .unwrap();
+        assert_eq!(out.verdict.kind(), "invalid_plan");
+        let broken = src.replace(
+            "const long long nvec = total / 8;",
+            "const long long nvec = total / 8",
+        );
+        let out = evaluate(
+            &dev,
+            &compiler,
+            &mut cache,
+            &request(dir.path(), &broken, &plan),
+        )
+        .unwrap();
+        match &out.verdict {
+            Verdict::CompileError { log } => assert!(log.contains("kernel.cu("), "{log}"),
+            v => panic!("{v:?}"),
+        }
+        assert_eq!(dev.programs.borrow().len(), 0);
+
+        // A task directory that does not exist is the harness's problem, not a verdict.
+        let e = evaluate(
+            &dev,
+            &compiler,
+            &mut cache,
+            &request(Path::new("/nonexistent"), &src, &plan),
+        )
+        .err()
+        .unwrap();
+        assert!(e.message.contains("/nonexistent/task.toml"), "{e}");
     }
 }

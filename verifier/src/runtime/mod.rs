@@ -11,6 +11,8 @@ pub mod corpus;
 pub mod device;
 pub mod error;
 pub mod evaluate;
+#[cfg(test)]
+pub(crate) mod fake;
 mod gpu;
 pub mod launch;
 pub mod probe;

@@ -262,12 +262,20 @@ fn run_plan<B: Backend>(
 ) -> Result<(), RunError> {
     let address = |n: &str| bufs.address(dev, n);
     for (index, l) in launches.iter().enumerate() {
-        dev.launch(program, l, &address)
-            .map_err(|error| RunError::Launch {
+        if let Err(error) = dev.launch(program, l, &address) {
+            // Launches queued before the refused one still run: wait for them, so a hang or a
+            // fault of theirs is this candidate's, not the next request's.
+            if let Err(e) = dev.synchronize() {
+                if e.is_sticky() {
+                    return Err(RunError::Fault(e));
+                }
+            }
+            return Err(RunError::Launch {
                 index,
                 kernel: l.kernel.clone(),
                 error,
-            })?;
+            });
+        }
     }
     dev.synchronize().map_err(RunError::Fault)?;
     for s in &bufs.slots {
@@ -420,7 +428,14 @@ pub fn cases(task: &Task, opts: &EvalOptions) -> Result<CaseSelection, EvalError
     let stressable = task.inputs.iter().any(|d| {
         d.dtype.is_float()
             && d.init.as_ref().is_some_and(|i| {
-                i.stress && !matches!(i.kind, InitKind::Constant { .. } | InitKind::Generator(_))
+                // Only the continuous distributions have a stress form (inputs::Variant).
+                i.stress
+                    && matches!(
+                        i.kind,
+                        InitKind::Normal { .. }
+                            | InitKind::Uniform { .. }
+                            | InitKind::StudentT { .. }
+                    )
             })
     });
     if opts.stress && stressable {
