@@ -115,6 +115,7 @@ def load_model(torch, spec_path, params, dev):
         if spec is None or spec.loader is None:
             raise ImportError(f"cannot load {spec_path}")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
         spec.loader.exec_module(module)
         cls = getattr(module, "Model", None)
         if cls is None:
@@ -273,8 +274,11 @@ def run(req):
         except Exception as e:
             report[mode] = {"ok": False, "error": f"{type(e).__name__}: {e}",
                             "traceback": tail(traceback.format_exc())}
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
+            try:  # an out-of-memory error leaves the caches full; a sticky error cannot be helped
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()
+            except Exception:
+                pass
     return report
 
 
