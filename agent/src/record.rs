@@ -19,7 +19,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::llm::{parse_completion, LlmCall, LlmCallRecord, LlmError};
-use crate::r#loop::{CandidateOutcome, CandidateRecord, LoopObserver, StopReason, Verdict};
+use crate::r#loop::{
+    CandidateOutcome, CandidateRecord, Evaluation, LoopObserver, StopReason, Verdict,
+};
 
 /// Limits over the whole run (all tasks together). `None`: unlimited.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
@@ -125,7 +127,10 @@ impl RunRecorder {
             totals.tokens_in += u64::try_from(c.call.tokens_in).unwrap_or(0);
             totals.tokens_out += u64::try_from(c.call.tokens_out).unwrap_or(0);
             totals.usd += c.call.cost_usd;
-            if let Some(task) = c.call.task_id {
+            // Failed calls are not replayed: a resume after a provider outage must ask the
+            // provider again, not relive the outage. The retraced loop then gets the next
+            // recorded success one round early, which changes no recorded row.
+            if let (Some(task), None) = (c.call.task_id, &c.call.error) {
                 replay
                     .entry((task, c.call.role.clone(), c.call.request.clone()))
                     .or_default()
@@ -492,5 +497,75 @@ impl LoopObserver for RunRecorder {
             return Some(StopReason::WallTime);
         }
         None
+    }
+}
+
+/// The agent's verdict for a stored one.
+fn agent_verdict(v: store::Verdict) -> Verdict {
+    match v {
+        store::Verdict::CompileError => Verdict::CompileError,
+        store::Verdict::InvalidPlan => Verdict::InvalidPlan,
+        store::Verdict::LaunchError => Verdict::LaunchError,
+        store::Verdict::RuntimeFault => Verdict::RuntimeFault,
+        store::Verdict::Timeout => Verdict::Timeout,
+        store::Verdict::WrongOutput => Verdict::WrongOutput,
+        store::Verdict::InputMutated => Verdict::InputMutated,
+        store::Verdict::Nondeterministic => Verdict::Nondeterministic,
+        store::Verdict::Correct => Verdict::Correct,
+    }
+}
+
+/// A stored evaluation as the loop sees one (details as [`RunRecorder`] writes them).
+pub fn evaluation_from_store(e: &store::Evaluation) -> Evaluation {
+    let d = &e.evaluation.details;
+    let text = |k: &str| d.get(k).and_then(Value::as_str).map(str::to_string);
+    Evaluation {
+        verdict: agent_verdict(e.evaluation.verdict),
+        feedback: text("feedback").unwrap_or_default(),
+        timings: d
+            .get("timings")
+            .and_then(|t| serde_json::from_value(t.clone()).ok())
+            .unwrap_or_default(),
+        resources: text("resources"),
+        profile_summary: text("profile_summary"),
+    }
+}
+
+/// GPU evaluations are content-addressed (DESIGN §8): the same source + plan + task version +
+/// GPU + protocol is looked up in the store, not measured again. This also makes a resumed run
+/// see the verdicts its interrupted attempt saw.
+pub struct CachedEvaluator {
+    pub inner: Arc<dyn crate::r#loop::Evaluator>,
+    pub store: Arc<Store>,
+    /// Content hash per task id.
+    pub task_hashes: BTreeMap<String, String>,
+    pub gpu_key: String,
+    pub protocol: String,
+}
+
+impl crate::r#loop::Evaluator for CachedEvaluator {
+    fn evaluate(
+        &self,
+        task_id: &str,
+        source: &str,
+        plan_toml: &str,
+    ) -> Result<Evaluation, crate::r#loop::EvaluatorError> {
+        if let Some(task_hash) = self.task_hashes.get(task_id) {
+            let hash = candidate_hash(source, plan_toml);
+            let key = EvalKey {
+                candidate_hash: &hash,
+                task_hash,
+                gpu_key: &self.gpu_key,
+                protocol: &self.protocol,
+            }
+            .digest();
+            match self.store.cached_evaluation(&key) {
+                Ok(Some(e)) => return Ok(evaluation_from_store(&e)),
+                Ok(None) => {}
+                // The cache is an optimisation: a read failure costs a measurement, nothing else.
+                Err(e) => tracing::warn!("evaluation cache lookup failed: {e}"),
+            }
+        }
+        self.inner.evaluate(task_id, source, plan_toml)
     }
 }

@@ -107,7 +107,8 @@ pub struct TaskSummary {
     pub status: String,
     pub stop: Option<String>,
     pub candidates: usize,
-    /// Candidates whose evaluation passed (correct, or compiled in a dry run).
+    /// LLM-written candidates whose evaluation passed (correct; compiled in a dry run). The
+    /// reference seed does not count: it says nothing about the model.
     pub passed: usize,
     pub best_round: Option<u32>,
     pub best_verdict: Option<String>,
@@ -190,6 +191,7 @@ fn summarize(task: &str, o: &LoopOutcome) -> TaskSummary {
         passed: o
             .candidates
             .iter()
+            .filter(|c| c.llm_call_index.is_some())
             .filter(|c| c.evaluation().is_some_and(|e| e.verdict.passed()))
             .count(),
         best_round: best.map(|b| b.round),

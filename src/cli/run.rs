@@ -11,7 +11,7 @@ use agent::evaluate::{DryRunEvaluator, GpuEvaluator, KernelRunner, TaskMap};
 use agent::llm::{ClientPool, LlmConfig};
 use agent::prompt::{DeviceFacts, PromptRenderer};
 use agent::r#loop::Evaluator;
-use agent::record::{EvalTarget, ProgressFn, RunBudget, RunEvent};
+use agent::record::{CachedEvaluator, EvalTarget, ProgressFn, RunBudget, RunEvent};
 use agent::run::{execute, load_config, RunConfig, RunReport, RunSetup, Strategy};
 use anyhow::{bail, Context};
 use bench_suite::pool::{Limits, Pool, PoolConfig, WorkerCommand};
@@ -367,8 +367,15 @@ pub fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
             limits: Limits::default(),
         });
         let runner = Arc::new(PoolRunner { pool });
+        let gpu_eval = Arc::new(GpuEvaluator::new(tasks.clone(), comp, arch, runner, jobs));
         (
-            Arc::new(GpuEvaluator::new(tasks.clone(), comp, arch, runner, jobs)),
+            Arc::new(CachedEvaluator {
+                inner: gpu_eval,
+                store: Arc::clone(&store),
+                task_hashes: config.task_hashes.clone(),
+                gpu_key: gpu.gpu_key.clone(),
+                protocol: GPU_PROTOCOL.into(),
+            }),
             EvalTarget::Gpu {
                 gpu_id,
                 gpu_key: gpu.gpu_key,
