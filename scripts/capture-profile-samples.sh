@@ -33,7 +33,8 @@ capture() { # capture FILE CMD... : stdout+stderr to $OUT/FILE, exit code to the
     local file=$1
     shift
     echo "== $file: $*" >>"$LOG"
-    timeout 600 "$@" >"$OUT/$file" 2>&1
+    # A capture that hangs (a deadlocked barrier) must not eat the device call's 10 minutes.
+    timeout "${CAPTURE_TIMEOUT:-120}" "$@" >"$OUT/$file" 2>&1
     echo "   exit $?" >>"$LOG"
 }
 

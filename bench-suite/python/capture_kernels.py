@@ -195,7 +195,8 @@ def run(case, d, mod):
     elif case == "oob":
         n = 1000
         a = d.alloc(4 * n, 0)
-        d.launch(d.function(mod, "oob_write"), (4,), (256,), a, n)
+        # 2048 threads for 1000 elements: writes run 4 KiB past the allocation's end.
+        d.launch(d.function(mod, "oob_write"), (8,), (256,), a, n)
     elif case == "race":
         a, b = d.alloc(4 * 256, ONE), d.alloc(4 * 256, 0)
         d.launch(d.function(mod, "smem_race"), (1,), (256,), a, b)
