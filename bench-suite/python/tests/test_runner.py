@@ -126,6 +126,112 @@ class WithoutTorch(unittest.TestCase):
             self.assertIn("garbage.json", json.loads(p.stdout)["message"])
 
 
+COPY_SPEC = '''
+import sys
+import torch
+
+
+class Model(torch.nn.Module):
+    def __init__(self, N):
+        self.N = N
+
+    def forward(self, x, w):
+        # What each call sees, for the test to check the refresh order.
+        sys.stderr.write("SEEN x=%s w=%s\\n" % (bytes(x.buf).hex(), bytes(w.buf).hex()))
+        return x.clone(), w.clone()
+'''
+
+
+class WithStandInTorch(unittest.TestCase):
+    """The runner's own logic on a CPU stand-in for torch (tests/fake_torch)."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.d = self.tmp.name
+        self.x0, self.x1, self.w = setup_task(self.d)
+        with open(os.path.join(self.d, "spec.py"), "w") as f:
+            f.write(COPY_SPEC)
+        self.env = {"PYTHONPATH": os.path.join(HERE, "fake_torch")}
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def request(self, modes):
+        req = request(self.d, modes)
+        req["inputs"][1]["dtype"] = "u64"
+        req["outputs"] = [{"name": "y", "dtype": "bf16", "dims": [2, 3]},
+                          {"name": "wc", "dtype": "u64", "dims": [3]}]
+        req["l2_bytes"] = 1000
+        req["compile_mode"] = "max-autotune"
+        w = struct.pack("<3Q", 1, 2, 3)
+        raw, _ = kt.read_file(os.path.join(self.d, "in.safetensors"))
+        raw["0/w"] = kt.RawTensor("u64", [3], w)
+        kt.write_file(os.path.join(self.d, "in.safetensors"), raw)
+        self.wbytes = w
+        return req
+
+    def test_every_mode(self):
+        code, reply, err = run(self.d, self.request(("oracle", "eager", "compile")), self.env)
+        self.assertEqual(code, 0, err)
+        self.assertEqual((reply["status"], reply["device_name"]), ("ok", "Stand-in GPU"))
+        self.assertEqual((reply["l2_bytes"], reply["flush_bytes"]), (1000, 2000))
+        self.assertEqual(reply["compile_mode"], "max-autotune")
+        self.assertEqual(reply["oracle"], {"ok": True, "sets": [0, 1],
+                                           "outputs_file": os.path.join(self.d, "out.safetensors")})
+        out, meta = kt.read_file(os.path.join(self.d, "out.safetensors"))
+        self.assertEqual(sorted(out), ["0/wc", "0/y", "1/wc", "1/y"])
+        self.assertEqual(bytes(out["0/y"].data), b"".join(bf16(v) for v in self.x0))
+        self.assertEqual(bytes(out["1/y"].data), b"".join(bf16(v) for v in self.x1))
+        self.assertEqual(bytes(out["1/wc"].data), self.wbytes)
+        self.assertEqual(meta, {"producer": "ksmith torch_runner"})
+        for mode in ("eager", "compile"):
+            r = reply[mode]
+            self.assertTrue(r["ok"], r)
+            self.assertGreaterEqual(r["warmup_calls"], 3)
+            self.assertIn(r["stop_reason"], ("converged", "max_samples", "time_cap"))
+            self.assertTrue(1 <= len(r["samples_ms"]) <= 20)
+            self.assertEqual(r["summary"]["n"], len(r["samples_ms"]))
+        # Calls under graph_below_ms also get a graph-amortized time (eager only).
+        self.assertIn("graph_ms", reply["eager"])
+        self.assertNotIn("graph_ms", reply["compile"])
+
+    def test_timing_refreshes_activations_from_the_pool_and_keeps_weights(self):
+        code, reply, err = run(self.d, self.request(("eager",)), self.env)
+        self.assertEqual(code, 0, err)
+        seen = [l.split()[1:] for l in err.splitlines() if l.startswith("SEEN ")]
+        x0 = "x=" + b"".join(bf16(v) for v in self.x0).hex()
+        x1 = "x=" + b"".join(bf16(v) for v in self.x1).hex()
+        w = "w=" + self.wbytes.hex()
+        self.assertEqual(seen[0], [x0, w], "the output check runs on set 0")
+        timed = seen[1:1 + reply["eager"]["warmup_calls"] + len(reply["eager"]["samples_ms"])]
+        self.assertEqual([s[0] for s in timed[:4]], [x0, x1, x0, x1])
+        self.assertTrue(all(s[1] == w for s in timed))
+
+    def test_output_mismatches_are_mode_errors(self):
+        req = self.request(("oracle", "eager"))
+        req["outputs"][1]["dims"] = [4]
+        code, reply, _ = run(self.d, req, self.env)
+        self.assertEqual(code, 0)
+        self.assertFalse(reply["oracle"]["ok"])
+        self.assertIn("output `wc` has shape [3], the task declares [4]", reply["oracle"]["error"])
+        self.assertFalse(reply["eager"]["ok"])
+        req["outputs"].pop()
+        code, reply, _ = run(self.d, req, self.env)
+        self.assertIn("Model returned 2 value(s), the task declares 1", reply["oracle"]["error"])
+
+    def test_input_file_disagreeing_with_the_request_is_a_bad_request(self):
+        req = self.request(("oracle",))
+        req["inputs"][0]["dtype"] = "f16"
+        code, reply, _ = run(self.d, req, self.env)
+        self.assertEqual(code, 2)
+        self.assertIn("is bf16, the task declares f16", reply["message"])
+        req = self.request(("oracle",))
+        req["sets"][1]["x"] = "7/x"
+        code, reply, _ = run(self.d, req, self.env)
+        self.assertEqual(code, 2)
+        self.assertIn("no tensor named `7/x`", reply["message"])
+
+
 def torch_with_cuda():
     try:
         import torch
