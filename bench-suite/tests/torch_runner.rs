@@ -124,6 +124,7 @@ impl Fixture {
             python: "python3".into(),
             script: RunnerScript::Path(path),
             timeout,
+            env: Vec::new(),
         }
     }
 
@@ -344,6 +345,7 @@ fn missing_python_is_a_skip() {
         python: "/nonexistent/python3".into(),
         script: RunnerScript::Embedded,
         timeout: Duration::from_secs(5),
+        env: Vec::new(),
     };
     let e = expect_err(torch::run(&cfg, &f.job(vec![Mode::Eager])), "no python");
     assert!(matches!(e, TorchError::NoPython { .. }), "{e:?}");
@@ -438,5 +440,62 @@ fn embedded_runner_on_a_real_task() {
                 assert!(b.summary.median_ms > 0.0);
             }
         }
+    }
+}
+
+/// The embedded runner end to end with the CPU stand-in for torch (python/tests/fake_torch):
+/// the request Rust writes is one the runner accepts, the inputs Rust writes are the ones the
+/// spec sees, and the outputs the runner writes come back as the same bytes.
+#[test]
+fn embedded_runner_with_a_stand_in_torch() {
+    if !have_python() {
+        return;
+    }
+    let f = Fixture::new();
+    std::fs::write(
+        f.dir.path().join("spec.py"),
+        "import torch\n\nclass Model(torch.nn.Module):\n    def __init__(self, M, N):\n        assert (M, N) == (2, 4)\n\n    def forward(self, x, w):\n        return x.clone()\n",
+    )
+    .unwrap();
+    let cfg = RunnerConfig {
+        env: vec![(
+            "PYTHONPATH".into(),
+            python_dir().join("tests/fake_torch").display().to_string(),
+        )],
+        timeout: Duration::from_secs(120),
+        ..RunnerConfig::default()
+    };
+    let mut job = f.job(vec![Mode::Oracle, Mode::Eager, Mode::Compile]);
+    job.protocol = Protocol {
+        time_cap: Duration::from_millis(500),
+        ..Protocol::default()
+    };
+    job.oracle_sets = Some(vec![1]);
+    // The stand-in fills its flush buffer in Python: keep it small so warm-up is not cut short
+    // by the time cap.
+    job.l2_bytes = Some(64 << 10);
+    let rep = torch::run(&cfg, &job).unwrap();
+    assert_eq!(rep.torch_version.as_deref(), Some("0.0-standin"));
+    assert_eq!(rep.device_name.as_deref(), Some("Stand-in GPU"));
+    assert_eq!(
+        (rep.l2_bytes, rep.flush_bytes),
+        (Some(64 << 10), Some(128 << 10))
+    );
+    let Some(ModeResult::Ok(oracle)) = &rep.oracle else {
+        panic!("{:?}", rep.oracle)
+    };
+    assert_eq!(oracle.sets.len(), 1);
+    assert_eq!(oracle.sets[0].0, 1);
+    assert_eq!(
+        oracle.sets[0].1[0], f.sets[1][0],
+        "output = input x of set 1"
+    );
+    for b in [&rep.eager, &rep.compile] {
+        let Some(ModeResult::Ok(b)) = b else {
+            panic!("{b:?}")
+        };
+        assert!(b.summary.n >= 1 && b.samples_ms.len() == b.summary.n);
+        assert!(b.stop_reason.is_some());
+        assert!(b.warmup_calls.is_some_and(|w| w >= 10), "{b:?}");
     }
 }

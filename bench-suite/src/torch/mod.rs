@@ -61,6 +61,8 @@ pub struct RunnerConfig {
     pub script: RunnerScript,
     /// Wall-clock limit of one runner invocation, torch.compile's compilation included.
     pub timeout: Duration,
+    /// Extra environment variables (e.g. `CUDA_VISIBLE_DEVICES`, `PYTHONPATH`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for RunnerConfig {
@@ -71,6 +73,7 @@ impl Default for RunnerConfig {
                 .unwrap_or_else(|| PathBuf::from("python3")),
             script: RunnerScript::Embedded,
             timeout: Duration::from_secs(900),
+            env: Vec::new(),
         }
     }
 }
@@ -349,7 +352,10 @@ pub fn run(config: &RunnerConfig, job: &TorchJob) -> Result<TorchReport, TorchEr
     std::fs::write(&request_file, request.to_string()).map_err(io(&request_file))?;
 
     let mut cmd = Command::new(&config.python);
-    cmd.arg(&script).arg(&request_file).current_dir(work.path());
+    cmd.arg(&script)
+        .arg(&request_file)
+        .current_dir(work.path())
+        .envs(config.env.iter().map(|(k, v)| (k, v)));
     let done = process::run(cmd, config.timeout).map_err(|source| TorchError::NoPython {
         python: config.python.clone(),
         source,
