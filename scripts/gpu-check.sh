@@ -140,7 +140,7 @@ run_steps() {
   export KSMITH_HOME=$KIT KSMITH_ROOT=$KIT KSMITH_BIN=$KIT/bin/ksmith KSMITH_REQUIRE_GPU=1
   export KSMITH_TASKS_DIR=$KIT/tasks KSMITH_CACHE_DIR=$KIT/cache
   export LD_LIBRARY_PATH=$KIT/tools/cuda/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  export RUST_BACKTRACE=1
+  export RUST_BACKTRACE=1 KSMITH_KERNEL_TIMEOUT=10
   (nvidia-smi; nvidia-smi -q -d CLOCK,PERFORMANCE) > "$LOGS/nvidia-smi.txt" 2>&1 || true
   say "kit $(cat "$KIT/REVISION" 2>/dev/null || echo '?') unpacked in $KIT; logs in $LOGS"
   FAILED=0

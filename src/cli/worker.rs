@@ -3,19 +3,90 @@
 //! that leaves the CUDA context unusable, so its parent starts a fresh process.
 
 use super::Global;
+use std::fs::File;
 use std::io::{BufRead, Write};
 use std::panic::AssertUnwindSafe;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use verifier::nvrtc::Compiler;
 use verifier::protocol::{
     EvaluateRequest, Evaluation, ProtocolError, Request, RequestBody, Response, ResponseBody,
     WorkerInfo, MAX_LINE_BYTES, PROTOCOL_VERSION,
 };
-use verifier::runtime::strict::{EvalError, Outcome, ReferenceCache};
+use verifier::runtime::strict::{EvalError, Outcome, ReferenceCache, RunHooks};
+use verifier::runtime::watchdog::Watchdog;
 use verifier::runtime::Gpu;
+use verifier::verdict::{Case, Verdict};
 
 /// Reference outputs kept between requests (per worker, in host memory).
 const REFERENCE_CACHE_BYTES: u64 = 4 << 30;
+
+/// Longest one run of a candidate's plan on one case may take before the worker answers
+/// `timeout` for that case and exits; override with this variable (seconds).
+pub const ENV_KERNEL_TIMEOUT: &str = "KSMITH_KERNEL_TIMEOUT";
+const DEFAULT_KERNEL_TIMEOUT: Duration = Duration::from_secs(60);
+
+type Protocol = Arc<Mutex<File>>;
+
+fn send(out: &Protocol, resp: &Response) -> std::io::Result<()> {
+    let mut f = out
+        .lock()
+        .map_err(|_| std::io::Error::other("protocol stream lock poisoned"))?;
+    f.write_all(resp.to_line().as_bytes())?;
+    f.flush()
+}
+
+/// Arms the watchdog while a candidate's kernels run: a kernel that spins forever cannot be
+/// interrupted, so on expiry the watchdog answers the pending request with a `timeout`
+/// verdict naming the case and ends the process (the parent starts a fresh worker).
+struct KernelWatch<'a> {
+    dog: &'a Watchdog,
+    out: Protocol,
+    id: u64,
+    limit: Duration,
+    started: Instant,
+}
+
+impl RunHooks for KernelWatch<'_> {
+    fn running(&self, case: Option<&Case>) {
+        let Some(case) = case else {
+            self.dog.disarm();
+            return;
+        };
+        let (out, id, limit, started) = (Arc::clone(&self.out), self.id, self.limit, self.started);
+        let case = case.clone();
+        self.dog.arm(limit, move || {
+            let resp = Response {
+                id,
+                body: ResponseBody::Evaluated(Evaluation {
+                    verdict: Verdict::Timeout {
+                        case: Some(case),
+                        limit_ms: limit.as_millis() as u64,
+                    },
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                    log: vec![format!(
+                        "one run of the plan took longer than {} s ({ENV_KERNEL_TIMEOUT}); the worker answered and exited",
+                        limit.as_secs_f64()
+                    )],
+                }),
+            };
+            let _ = send(&out, &resp);
+            eprintln!("worker: kernel watchdog expired; exiting");
+            // The main thread is stuck in the driver and cannot be unwound; the driver frees
+            // the GPU when the process ends.
+            verifier::runtime::stdio::exit_now(0)
+        });
+    }
+}
+
+fn kernel_timeout() -> Duration {
+    std::env::var(ENV_KERNEL_TIMEOUT)
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(DEFAULT_KERNEL_TIMEOUT)
+}
 
 struct State<'g> {
     global: &'g Global,
@@ -33,7 +104,11 @@ impl State<'_> {
         g.as_ref().map_err(|e| e.clone())
     }
 
-    fn evaluate(&mut self, req: &EvaluateRequest) -> Result<Outcome, EvalError> {
+    fn evaluate(
+        &mut self,
+        req: &EvaluateRequest,
+        hooks: &dyn RunHooks,
+    ) -> Result<Outcome, EvalError> {
         let global = self.global;
         let compiler = self
             .compiler
@@ -48,7 +123,7 @@ impl State<'_> {
         let Some(Ok(gpu)) = self.gpu.as_ref() else {
             return Err(EvalError::new("GPU not open"));
         };
-        verifier::runtime::evaluate::evaluate(gpu, &compiler, &mut self.cache, req)
+        verifier::runtime::evaluate::evaluate(gpu, &compiler, &mut self.cache, req, hooks)
     }
 }
 
@@ -59,8 +134,12 @@ fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<usi
 }
 
 pub fn run(g: &Global) -> anyhow::Result<u8> {
-    let mut out = verifier::runtime::stdio::take_protocol_stream()
-        .map_err(|e| anyhow::anyhow!("cannot set up the protocol stream: {e}"))?;
+    let out: Protocol = Arc::new(Mutex::new(
+        verifier::runtime::stdio::take_protocol_stream()
+            .map_err(|e| anyhow::anyhow!("cannot set up the protocol stream: {e}"))?,
+    ));
+    let dog = Watchdog::new().map_err(|e| anyhow::anyhow!("cannot start the watchdog: {e}"))?;
+    let limit = kernel_timeout();
     let mut state = State {
         global: g,
         gpu: None,
@@ -99,7 +178,16 @@ pub fn run(g: &Global) -> anyhow::Result<u8> {
             }
             RequestBody::Evaluate(e) => {
                 let start = Instant::now();
-                let result = std::panic::catch_unwind(AssertUnwindSafe(|| state.evaluate(&e)));
+                let watch = KernelWatch {
+                    dog: &dog,
+                    out: Arc::clone(&out),
+                    id: req.id,
+                    limit,
+                    started: start,
+                };
+                let result =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| state.evaluate(&e, &watch)));
+                dog.disarm();
                 let elapsed_ms = start.elapsed().as_millis() as u64;
                 match result {
                     Ok(Ok(outcome)) => {
@@ -132,8 +220,7 @@ pub fn run(g: &Global) -> anyhow::Result<u8> {
             }
         };
         let resp = Response { id: req.id, body };
-        out.write_all(resp.to_line().as_bytes())?;
-        out.flush()?;
+        send(&out, &resp)?;
         if exit_after {
             if !matches!(resp.body, ResponseBody::Bye) {
                 eprintln!("worker: the CUDA context is unusable after this request; exiting so a fresh worker takes over");

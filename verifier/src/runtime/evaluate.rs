@@ -4,7 +4,7 @@
 
 use super::backend::Device;
 use super::error::RuntimeError;
-use super::strict::{self, EvalError, KernelOracle, Outcome, ReferenceCache};
+use super::strict::{self, EvalError, KernelOracle, Outcome, ReferenceCache, RunHooks};
 use crate::diag::LoadError;
 use crate::nvrtc::{Arch, CompileError, CompileRequest, Compiled, Compiler};
 use crate::plan::Plan;
@@ -102,6 +102,7 @@ pub fn evaluate<D: Device>(
     compiler: &Compiler,
     cache: &mut ReferenceCache,
     req: &EvaluateRequest,
+    hooks: &dyn RunHooks,
 ) -> Result<Outcome, EvalError> {
     let OracleKind::ReferenceKernel = req.options.oracle;
     let bundle = TaskBundle::load(&req.task_dir)?;
@@ -195,7 +196,7 @@ pub fn evaluate<D: Device>(
         format!("{}:{arch}", bundle.content),
         cache,
     );
-    let mut out = strict::check(gpu, task, &plan, &module, &mut oracle, &req.options)?;
+    let mut out = strict::check(gpu, task, &plan, &module, &mut oracle, &req.options, hooks)?;
     log.append(&mut out.log);
     out.log = log;
     Ok(out)
@@ -359,6 +360,7 @@ mod fake_device_tests {
             &compiler,
             &mut cache,
             &request(dir.path(), &src, &plan),
+            &strict::NoHooks,
         )
         .unwrap();
         assert!(out.verdict.is_correct(), "{}", out.verdict.feedback());
@@ -383,6 +385,7 @@ mod fake_device_tests {
             &compiler,
             &mut cache,
             &request(dir.path(), &src, &plan),
+            &strict::NoHooks,
         )
         .unwrap();
         match &out.verdict {
@@ -403,6 +406,7 @@ mod fake_device_tests {
             &compiler,
             &mut cache,
             &request(dir.path(), &src, "[[launch]]\n"),
+            &strict::NoHooks,
         )
         .unwrap();
         assert_eq!(out.verdict.kind(), "invalid_plan");
@@ -415,6 +419,7 @@ mod fake_device_tests {
             &compiler,
             &mut cache,
             &request(dir.path(), &broken, &plan),
+            &strict::NoHooks,
         )
         .unwrap();
         match &out.verdict {
@@ -429,6 +434,7 @@ mod fake_device_tests {
             &compiler,
             &mut cache,
             &request(Path::new("/nonexistent"), &src, &plan),
+            &strict::NoHooks,
         )
         .err()
         .unwrap();

@@ -18,6 +18,7 @@ pub mod launch;
 pub mod probe;
 pub mod stdio;
 pub mod strict;
+pub mod watchdog;
 
 pub use device::DeviceInfo;
 pub use error::{is_sticky, CudaError, OverLimits, RuntimeError};

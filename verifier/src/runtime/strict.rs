@@ -57,6 +57,19 @@ pub struct Outcome {
     pub context_lost: bool,
 }
 
+/// Told when a candidate's kernels run on a case and when they have finished: the worker
+/// arms its watchdog in between. `None`: nothing of the candidate is running.
+pub trait RunHooks {
+    fn running(&self, case: Option<&Case>);
+}
+
+/// No hooks (tests, in-process use).
+pub struct NoHooks;
+
+impl RunHooks for NoHooks {
+    fn running(&self, _case: Option<&Case>) {}
+}
+
 /// Where reference outputs come from: the task's reference kernel on the same device
 /// ([`KernelOracle`]), or later a PyTorch process running `spec.py`.
 pub trait Oracle {
@@ -460,6 +473,7 @@ pub fn check<B: Backend>(
     program: &B::Program,
     oracle: &mut dyn Oracle,
     opts: &EvalOptions,
+    hooks: &dyn RunHooks,
 ) -> Result<Outcome, EvalError> {
     let sel = cases(task, opts)?;
     let mut log = sel.notes.clone();
@@ -529,7 +543,10 @@ pub fn check<B: Backend>(
                     |e: RuntimeError| EvalError::runtime(format!("on {}", case.describe()), &e);
 
                 bufs.upload_inputs(dev, &inputs).map_err(harness)?;
-                let persistent = match prepare(dev, program, &prep, &bufs) {
+                hooks.running(Some(&case));
+                let prepared = prepare(dev, program, &prep, &bufs);
+                hooks.running(None);
+                let persistent = match prepared {
                     Ok(p) => p,
                     Err(e) => {
                         let (v, lost) = fail(e);
@@ -542,7 +559,10 @@ pub fn check<B: Backend>(
                         break;
                     }
                     bufs.poison(dev, poison).map_err(harness)?;
-                    if let Err(e) = run_plan(dev, program, &launches, &bufs) {
+                    hooks.running(Some(&case));
+                    let ran = run_plan(dev, program, &launches, &bufs);
+                    hooks.running(None);
+                    if let Err(e) = ran {
                         let (v, lost) = fail(e);
                         return done(v, log, lost);
                     }

@@ -108,7 +108,7 @@ fn run(program: HashMap<String, Kernel>) -> Outcome {
     let reference = elementwise(|_, _, a, b, _| Some(a + b));
     let mut cache = ReferenceCache::new(1 << 30);
     let mut oracle = KernelOracle::new(&dev, &t, &p, &reference, "add-v1".into(), &mut cache);
-    check(&dev, &t, &p, &program, &mut oracle, &opts()).unwrap()
+    check(&dev, &t, &p, &program, &mut oracle, &opts(), &NoHooks).unwrap()
 }
 
 #[test]
@@ -346,7 +346,7 @@ fn reference_outputs_are_cached_across_checks() {
     };
     for round in 0..2 {
         let mut oracle = KernelOracle::new(&dev, &t, &p, &reference, "add-v1".into(), &mut cache);
-        let out = check(&dev, &t, &p, &good, &mut oracle, &o).unwrap();
+        let out = check(&dev, &t, &p, &good, &mut oracle, &o, &NoHooks).unwrap();
         assert!(out.verdict.is_correct());
         // 2 shapes x 3 seeds x 3 variants, computed once.
         assert_eq!(cache.len(), 18);
@@ -354,7 +354,7 @@ fn reference_outputs_are_cached_across_checks() {
     }
     let mut small = ReferenceCache::new(300);
     let mut oracle = KernelOracle::new(&dev, &t, &p, &reference, "add-v1".into(), &mut small);
-    check(&dev, &t, &p, &good, &mut oracle, &o).unwrap();
+    check(&dev, &t, &p, &good, &mut oracle, &o, &NoHooks).unwrap();
     // 256 bytes per small-shape output: one fits in a 300-byte budget.
     assert!(small.len() <= 2, "{}", small.len());
 }
@@ -390,4 +390,35 @@ fn options_that_name_an_unknown_shape_are_a_harness_error() {
     assert_eq!(c.variants, vec![Variant::Base]);
     assert_eq!(c.seeds, vec![0, 1, 12345]);
     let _ = Poison::A;
+}
+
+#[test]
+fn hooks_bracket_every_candidate_run() {
+    struct Record(std::cell::RefCell<Vec<Option<String>>>);
+    impl RunHooks for Record {
+        fn running(&self, case: Option<&Case>) {
+            self.0.borrow_mut().push(case.map(|c| c.describe()));
+        }
+    }
+    let t = task();
+    let p = plan(&t);
+    let dev = Fake::default();
+    let reference = elementwise(|_, _, a, b, _| Some(a + b));
+    let good = elementwise(|_, _, a, b, _| Some(a + b));
+    let mut cache = ReferenceCache::new(1 << 30);
+    let mut oracle = KernelOracle::new(&dev, &t, &p, &reference, "add-v1".into(), &mut cache);
+    let rec = Record(Default::default());
+    let o = EvalOptions {
+        heldout_shapes: 0,
+        ..opts()
+    };
+    let out = check(&dev, &t, &p, &good, &mut oracle, &o, &rec).unwrap();
+    assert!(out.verdict.is_correct());
+    let calls = rec.0.into_inner();
+    // 18 cases x (prepare + two runs), each armed then disarmed.
+    assert_eq!(calls.len(), 18 * 3 * 2);
+    for pair in calls.chunks(2) {
+        assert!(pair[0].is_some() && pair[1].is_none(), "{pair:?}");
+    }
+    assert!(calls[0].as_deref().unwrap().contains("shape small"));
 }
