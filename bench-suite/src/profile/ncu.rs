@@ -578,6 +578,9 @@ pub fn parse(text: &str) -> Result<NcuReport, NcuError> {
             }
         }
     }
+    if rows.is_empty() {
+        return Err(NcuError::NoTable { messages });
+    }
     let (header_line, header) = rows.remove(0);
     for (i, want) in FIXED.iter().enumerate().take(5) {
         if header.get(i).map(String::as_str) != Some(*want) {
