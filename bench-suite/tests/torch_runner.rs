@@ -385,7 +385,12 @@ fn embedded_runner_on_a_real_task() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tasks/normalization/rmsnorm_residual");
     let td = bench_suite::suite::load_task_dir(&dir).expect("rmsnorm_residual loads");
     let task = &td.task;
-    let shape = task.shapes[0].clone();
+    // A small legal shape: the point is the protocol, not the size (and CI writes the inputs).
+    let mut shape = task.shapes[0].clone();
+    shape.name = "tiny".into();
+    shape.values.insert("M".into(), 8);
+    shape.values.insert("N".into(), 256);
+    task.check_shape(&shape).expect("tiny shape is legal");
     let sets: Vec<Vec<HostTensor>> = (1..=2)
         .map(|seed| {
             task.inputs
