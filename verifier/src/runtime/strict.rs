@@ -6,6 +6,13 @@
 //! plan, synchronise, check every error code and the guard zones, check that inputs and
 //! persistent scratch are bit-identical, compare, then run again with the other poison and
 //! compare the two runs. The first failure is the verdict.
+//!
+//! `[[prepare]]` runs once per case rather than once per task: weight inputs are regenerated
+//! for every (shape, seed, variant), and prepare's output depends on them. Persistent scratch
+//! is snapshotted after it and must not change during the runs.
+//!
+//! The timing code (DESIGN §5) reuses [`PlanBuffers`] and [`execute`], and re-validates the
+//! output of the last timed call with [`revalidate`].
 
 use super::backend::Backend;
 use super::error::RuntimeError;
@@ -147,7 +154,7 @@ impl<B: Backend> PlanBuffers<B> {
         })
     }
 
-    fn address(&self, dev: &B, name: &str) -> Option<u64> {
+    pub fn address(&self, dev: &B, name: &str) -> Option<u64> {
         self.slots
             .iter()
             .find(|s| s.name == name)
@@ -158,7 +165,7 @@ impl<B: Backend> PlanBuffers<B> {
         self.slots.iter().filter(move |s| s.role == role)
     }
 
-    fn upload_inputs(&self, dev: &B, inputs: &[HostTensor]) -> Result<(), RuntimeError> {
+    pub fn upload_inputs(&self, dev: &B, inputs: &[HostTensor]) -> Result<(), RuntimeError> {
         for (slot, t) in self.of(Role::Input).zip(inputs) {
             dev.upload(&slot.buf, &t.bytes)?;
         }
@@ -166,7 +173,7 @@ impl<B: Backend> PlanBuffers<B> {
     }
 
     /// Fills outputs and (non-persistent) scratch with a poison pattern.
-    fn poison(&self, dev: &B, poison: Poison) -> Result<(), RuntimeError> {
+    pub fn poison(&self, dev: &B, poison: Poison) -> Result<(), RuntimeError> {
         for s in self.slots.iter() {
             if matches!(s.role, Role::Output | Role::Scratch) {
                 dev.fill(&s.buf, &poison.element(s.dtype))?;
@@ -300,6 +307,19 @@ fn run_plan<B: Backend>(
         }
     }
     Ok(())
+}
+
+/// Runs a plan's resolved launches once on `bufs` (as they are: the caller uploads and
+/// poisons), synchronises and checks the guard zones. On failure: the verdict for `case`, and
+/// whether the CUDA context was lost.
+pub fn execute<B: Backend>(
+    dev: &B,
+    program: &B::Program,
+    launches: &[ResolvedLaunch],
+    bufs: &PlanBuffers<B>,
+    case: &Case,
+) -> Result<(), (Verdict, bool)> {
+    run_plan(dev, program, launches, bufs).map_err(|e| (e.verdict(case), e.sticky()))
 }
 
 /// Poisons persistent scratch, runs `[[prepare]]`, and returns the persistent scratch bytes it
