@@ -318,8 +318,8 @@ pub fn execute<B: Backend>(
     launches: &[ResolvedLaunch],
     bufs: &PlanBuffers<B>,
     case: &Case,
-) -> Result<(), (Verdict, bool)> {
-    run_plan(dev, program, launches, bufs).map_err(|e| (e.verdict(case), e.sticky()))
+) -> Result<(), (Box<Verdict>, bool)> {
+    run_plan(dev, program, launches, bufs).map_err(|e| (Box::new(e.verdict(case)), e.sticky()))
 }
 
 /// Poisons persistent scratch, runs `[[prepare]]`, and returns the persistent scratch bytes it
