@@ -27,6 +27,7 @@ pub const REQUIRED_SYMBOLS: &[&str] = &[
     "cuStreamSynchronize",
     "cuMemAlloc_v2",
     "cuMemFree_v2",
+    "cuMemGetInfo_v2",
     "cuMemcpyHtoDAsync_v2",
     "cuMemcpyDtoHAsync_v2",
     "cuMemcpyDtoDAsync_v2",
@@ -45,7 +46,8 @@ pub const REQUIRED_SYMBOLS: &[&str] = &[
     "cuEventCreate",
     "cuEventRecord",
     "cuEventSynchronize",
-    "cuEventElapsedTime",
+    // CUDA 13 bindings time with the _v2 entry point (drivers from CUDA 12.8 on).
+    "cuEventElapsedTime_v2",
     "cuEventDestroy_v2",
     "cuGetErrorName",
     "cuGetErrorString",
