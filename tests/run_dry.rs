@@ -1061,3 +1061,80 @@ fn dollar_budget_stops_the_whole_run() {
     // Round 1 of every task does not compile and the budget allows no repair.
     assert_eq!(out.status.code(), Some(1), "{rep:#}");
 }
+
+#[test]
+fn evolve_sigkill_then_resume_completes_without_duplicates() {
+    if !have_nvrtc("evolve_sigkill") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut sc = evolve_script();
+    sc.delay = Duration::from_millis(200);
+    let server = Server::start(sc);
+    let config = write_config(tmp.path(), &server.base_url);
+    let db = format!("sqlite://{}", tmp.path().join("evokill.db").display());
+    let args = [
+        "--model",
+        "scripted",
+        "--tasks",
+        "swiglu,softmax_row",
+        "--rounds",
+        "2",
+        "--strategy",
+        "evolve",
+        "--islands",
+        "2",
+        "--dry-run",
+        "--name",
+        "evokill",
+    ];
+    let mut child = {
+        let mut c = ksmith(tmp.path(), &config, &db, &args);
+        c.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn")
+    };
+    let start = Instant::now();
+    while server.requests.load(Ordering::SeqCst) < 8 {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!("ksmith ended before it could be killed: {status}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no progress");
+        thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    let out = run_to_end(
+        ksmith(tmp.path(), &config, &db, &["--resume", "evokill"]),
+        Duration::from_secs(50),
+    );
+    let rep = report(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{rep:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(rep["replayed_calls"].as_u64().unwrap_or(0) > 0, "{rep:#}");
+    let store = Store::open(&db).expect("open");
+    let run = store.run_by_name("evokill").expect("run");
+    let (calls, cands) = call_keys(&store, "evokill");
+    for task in ["swiglu", "softmax_row"] {
+        // Same counts as an uninterrupted search: reference + 2 first versions + 8 children.
+        assert_eq!(cands.iter().filter(|c| c.0 == task).count(), 11, "{task}");
+        let coder_side: Vec<&CallKey> = calls
+            .iter()
+            .filter(|c| c.0 == task && !c.1.starts_with("judge"))
+            .collect();
+        assert_eq!(coder_side.len(), 10, "{task}: one call per bred kernel");
+        let distinct: std::collections::BTreeSet<&&CallKey> = coder_side.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            coder_side.len(),
+            "{task}: a call was made twice"
+        );
+    }
+    assert_eq!(run.status.as_str(), "finished");
+}
