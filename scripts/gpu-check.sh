@@ -18,6 +18,9 @@
 #   run(command="bash scripts/gpu-check.sh run runtime broken", carry=["gpu-carry"])
 #   run(command="bash scripts/gpu-check.sh run eval", carry=["gpu-carry"])
 #   run(command="bash scripts/gpu-check.sh run references", carry=["gpu-carry"])
+# If the references step does not fit in 10 minutes, split it by task id:
+#   run(command="KSMITH_GPU_TASKS=swiglu,gemm_bf16 bash scripts/gpu-check.sh run references", ...)
+# (ids: ls tasks/*/). KSMITH_GPU_FULL=1 checks every public shape instead of the first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=gpu-carry

@@ -2,7 +2,8 @@
 //! oracle and candidate: poison, guard zones, input mutation, two-run agreement, held-out
 //! shapes, launch limits on the real device), each in a `ksmith worker` with a time limit.
 //! By default the first public shape and one held-out shape per task; KSMITH_GPU_FULL=1 checks
-//! every public shape. Without a CUDA driver it prints "skipped: no GPU" and passes, unless
+//! every public shape; KSMITH_GPU_TASKS=id,id,... checks only those tasks (to split the run
+//! across several device calls). Without a CUDA driver it prints "skipped: no GPU" and passes, unless
 //! KSMITH_REQUIRE_GPU=1. KSMITH_BIN / KSMITH_ROOT as in gpu_broken.rs.
 
 use bench_suite::pool::{Limits, Pool, PoolConfig, Reply, WorkerCommand};
@@ -33,10 +34,22 @@ fn every_reference_kernel_passes_its_own_strict_check() {
         return;
     }
     let full = std::env::var("KSMITH_GPU_FULL").is_ok_and(|v| v == "1");
+    let only: Option<Vec<String>> = std::env::var("KSMITH_GPU_TASKS").ok().map(|v| {
+        v.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
     let suite = Suite::discover(&root().join("tasks")).unwrap();
     let mut names = Vec::new();
     let mut jobs = Vec::new();
     for entry in &suite.entries {
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.iter().any(|id| id == entry.id()))
+        {
+            continue;
+        }
         let Entry::Ok(td) = entry else {
             panic!("task {} is invalid", entry.id());
         };
