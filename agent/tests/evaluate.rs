@@ -1,0 +1,154 @@
+//! The evaluators on a real task with real NVRTC: what each kind of broken candidate turns into,
+//! and that the GPU evaluator hands only statically sound kernels to its runner.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use agent::evaluate::{DryRunEvaluator, GpuEvaluator, KernelRunner, TaskMap};
+use agent::{Evaluator, Verdict};
+use bench_suite::suite::{load_task_dir, TaskDir};
+use verifier::nvrtc::{Arch, Compiler, Locator};
+
+fn task() -> TaskDir {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tasks/activation/swiglu");
+    load_task_dir(&dir).unwrap_or_else(|d| panic!("swiglu does not load: {d:?}"))
+}
+
+fn compiler(test: &str) -> Option<Compiler> {
+    match Locator::default().load() {
+        Ok(nv) => Some(Compiler::new(nv, None)),
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!("{test}: NVRTC is required under CI: {e}");
+            }
+            eprintln!("SKIPPED {test}: NVRTC not available: {e}");
+            None
+        }
+    }
+}
+
+fn tasks(t: TaskDir) -> TaskMap {
+    [(t.task.id.clone(), Arc::new(t))].into_iter().collect()
+}
+
+fn reference_plan(t: &TaskDir) -> String {
+    std::fs::read_to_string(t.dir.join("reference.toml")).expect("reference.toml")
+}
+
+#[test]
+fn dry_run_verdicts_for_good_and_broken_candidates() {
+    let Some(comp) = compiler("dry_run_verdicts") else {
+        return;
+    };
+    let t = task();
+    let (src, plan) = (t.reference_source.clone(), reference_plan(&t));
+    let ev = DryRunEvaluator::new(tasks(t), comp, Arch::DEFAULT, 2);
+
+    let ok = ev.evaluate("swiglu", &src, &plan).expect("evaluates");
+    assert_eq!(ok.verdict, Verdict::Compiled);
+    let res = ok.resources.expect("ptxas resources for the Judge");
+    assert!(
+        res.contains("swiglu_bf16: ") && res.contains("registers"),
+        "{res}"
+    );
+
+    // A plan naming a kernel the source does not define: located, with the kernels it has.
+    let bad_plan = plan.replace("kernel = \"swiglu_bf16\"", "kernel = \"swiglu_v2\"");
+    let e = ev.evaluate("swiglu", &src, &bad_plan).expect("evaluates");
+    assert_eq!(e.verdict, Verdict::InvalidPlan);
+    assert!(e.feedback.contains("launch.toml:"), "{}", e.feedback);
+    assert!(e.feedback.contains("swiglu_v2"), "{}", e.feedback);
+    assert!(
+        e.feedback.contains("defines these kernels: swiglu_bf16"),
+        "{}",
+        e.feedback
+    );
+
+    // Unparseable TOML.
+    let e = ev
+        .evaluate("swiglu", &src, "[[launch]\nkernel = ")
+        .expect("evaluates");
+    assert_eq!(e.verdict, Verdict::InvalidPlan);
+
+    // A compile error: the log names the file the model wrote and the line.
+    let broken = format!("{src}\n__device__ int h() {{ return nope_not_declared; }}\n");
+    let e = ev.evaluate("swiglu", &broken, &plan).expect("evaluates");
+    assert_eq!(e.verdict, Verdict::CompileError);
+    assert!(e.feedback.contains("kernel.cu("), "{}", e.feedback);
+    assert!(e.feedback.contains("nope_not_declared"), "{}", e.feedback);
+
+    // An include outside the allowlist never reaches NVRTC.
+    let sneaky = format!("#include \"/etc/passwd\"\n{src}");
+    let e = ev.evaluate("swiglu", &sneaky, &plan).expect("evaluates");
+    assert_eq!(e.verdict, Verdict::CompileError);
+    assert!(e.feedback.contains("disallowed #include"), "{}", e.feedback);
+
+    // A task outside the run is a harness error, not a verdict.
+    assert!(ev.evaluate("no_such_task", &src, &plan).is_err());
+}
+
+struct FakeRunner {
+    calls: AtomicUsize,
+    answer: Result<verifier::verdict::Verdict, String>,
+}
+
+impl KernelRunner for FakeRunner {
+    fn run(
+        &self,
+        task: &TaskDir,
+        _source: &str,
+        _plan: &str,
+    ) -> Result<verifier::verdict::Verdict, String> {
+        assert_eq!(task.task.id, "swiglu");
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.answer.clone()
+    }
+}
+
+#[test]
+fn gpu_evaluator_runs_only_sound_kernels_and_maps_verdicts() {
+    let Some(comp) = compiler("gpu_evaluator") else {
+        return;
+    };
+    let t = task();
+    let (src, plan) = (t.reference_source.clone(), reference_plan(&t));
+    let runner = Arc::new(FakeRunner {
+        calls: AtomicUsize::new(0),
+        answer: Ok(verifier::verdict::Verdict::Timeout {
+            case: None,
+            limit_ms: 1000,
+        }),
+    });
+    let ev = GpuEvaluator::new(
+        tasks(t.clone()),
+        comp.clone(),
+        Arch::DEFAULT,
+        runner.clone(),
+        1,
+    );
+    let e = ev.evaluate("swiglu", &src, &plan).expect("evaluates");
+    assert_eq!(e.verdict, Verdict::Timeout);
+    assert!(!e.feedback.is_empty());
+    assert!(e.resources.is_some());
+    assert_eq!(runner.calls.load(Ordering::SeqCst), 1);
+
+    let broken = format!("{src}\nint x = ;\n");
+    let e = ev.evaluate("swiglu", &broken, &plan).expect("evaluates");
+    assert_eq!(e.verdict, Verdict::CompileError);
+    assert_eq!(
+        runner.calls.load(Ordering::SeqCst),
+        1,
+        "a kernel that does not compile never reaches the GPU"
+    );
+
+    let failing = Arc::new(FakeRunner {
+        calls: AtomicUsize::new(0),
+        answer: Err("worker would not start".into()),
+    });
+    let ev = GpuEvaluator::new(tasks(t), comp, Arch::DEFAULT, failing, 1);
+    let err = ev
+        .evaluate("swiglu", &src, &plan)
+        .expect_err("harness failure");
+    assert!(err.0.contains("worker would not start"), "{err}");
+}
