@@ -108,7 +108,7 @@ step_eval() {
     expect="$d/expect.toml"
     want=$(sed -n 's/^verdict = \[\(.*\)\]/\1/p' "$expect" | tr -d '" ' )
     timeout_s=$(sed -n 's/^timeout_s = \([0-9]*\)/\1/p' "$expect")
-    timeout_s=${timeout_s:-120}
+    timeout_s=${timeout_s:-300}
     local shapes="small,awkward" heldout=1
     if grep -q '^shapes = \["small"\]' "$expect"; then shapes=small; heldout=0; fi
     set +e

@@ -34,7 +34,7 @@ pub struct RunOptions {
 /// Public shapes a corpus entry runs on unless it says otherwise (the task's third, realistic
 /// shape takes long to generate inputs for).
 pub const DEFAULT_SHAPES: &[&str] = &["small", "awkward"];
-pub const DEFAULT_TIMEOUT_S: u64 = 120;
+pub const DEFAULT_TIMEOUT_S: u64 = 300;
 
 #[derive(Debug, Clone)]
 pub struct Entry {
