@@ -11,6 +11,8 @@
 //   (thread 4g + t, t < 2: rows g and g + 8 of the n16 tile, k16 half t of the k32 step).
 // - Block tile 128 (n) x BM (m) x 64 (k), 8 warps as 2 (n) x 4 (m), 3-stage cp.async pipeline with
 //   zero-fill for rows >= M; XOR-swizzled shared tiles make every ldmatrix conflict-free.
+// - mma.sp::ordered_metadata (the PTX ISA advises it over plain mma.sp, which may be much slower on some
+//   targets): it requires p0 < p1 in every group, which the pattern index guarantees.
 // - Fused epilogue: bias + exact GELU in fp32, staged through shared memory for coalesced 16-byte stores.
 #include <cuda_fp16.h>
 
@@ -77,7 +79,7 @@ __device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* p)
 // D(16x8) += A(16x32, 2:4 sparse, compressed 16x16) * B(32x8); metadata from threads t = 0, 1 of each quad.
 __device__ __forceinline__ void mma_sp(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[4], unsigned e)
 {
-    asm volatile("mma.sp.sync.aligned.m16n8k32.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+    asm volatile("mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
                  "{%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, 0x0;\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]),
