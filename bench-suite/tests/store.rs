@@ -765,3 +765,58 @@ fn usable_from_inside_an_async_runtime() {
         drop(store);
     });
 }
+
+fn heartbeat_keeps_a_long_item_claimed(url: &str) {
+    let store = std::sync::Arc::new(Store::open(url).expect("open"));
+    let run = store
+        .write(|tx| tx.create_run(&new_run("hb")))
+        .expect("run");
+    store
+        .add_items(
+            run.id,
+            &[WorkItem {
+                key: "long".into(),
+                task_id: None,
+                payload: json!({}),
+            }],
+        )
+        .expect("items");
+    let lease = Duration::from_millis(600);
+    let mine = WorkerId::named("me/1/1");
+    let other = WorkerId::named("other/2/2");
+    let claim = store
+        .claim_next(run.id, &mine, lease)
+        .expect("claim")
+        .expect("item");
+    let hb = heartbeat(&store, &claim, lease);
+    std::thread::sleep(Duration::from_millis(1500)); // two and a half leases
+    assert!(
+        store
+            .claim_next(run.id, &other, lease)
+            .expect("claim")
+            .is_none(),
+        "still held"
+    );
+    assert!(!hb.lost());
+    drop(hb);
+    std::thread::sleep(Duration::from_millis(700));
+    let taken = store
+        .claim_next(run.id, &other, lease)
+        .expect("claim")
+        .expect("expired");
+    assert_eq!((taken.seq, taken.attempt), (0, 2));
+    // The original holder's heartbeat now finds its claim gone.
+    let hb = heartbeat(&store, &claim, lease);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !hb.lost() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lost claim was never noticed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+both_backends!(
+    heartbeat_keeps_a_long_item_claimed,
+    super::heartbeat_keeps_a_long_item_claimed
+);

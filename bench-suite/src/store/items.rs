@@ -409,6 +409,59 @@ impl Store {
     }
 }
 
+/// Keeps a claim alive from a background thread while its item is worked on (searches can
+/// outlast any fixed lease). Stops when dropped; [`Heartbeat::lost`] tells whether the claim
+/// was taken over anyway (then the item's result will be refused with `ClaimLost`).
+pub struct Heartbeat {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Heartbeat {
+    pub fn lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts renewing `claim` every third of `lease` until the returned guard is dropped.
+pub fn heartbeat(store: &std::sync::Arc<Store>, claim: &Claim, lease: Duration) -> Heartbeat {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (store, claim, flag) = (store.clone(), claim.clone(), lost.clone());
+    let period = (lease / 3).max(Duration::from_millis(10));
+    let thread = std::thread::spawn(move || loop {
+        match rx.recv_timeout(period) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                match store.renew_claim(&claim, lease) {
+                    Ok(()) => {}
+                    Err(StoreError::ClaimLost { .. }) => {
+                        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                        return;
+                    }
+                    // A database hiccup: try again next period; the lease has slack.
+                    Err(e) => tracing::warn!("renewing the claim on item {}: {e}", claim.seq),
+                }
+            }
+            _ => return,
+        }
+    });
+    Heartbeat {
+        stop: Some(tx),
+        thread: Some(thread),
+        lost,
+    }
+}
+
 fn claim_lost(claim: &Claim) -> StoreError {
     StoreError::ClaimLost {
         run: claim.run_id,

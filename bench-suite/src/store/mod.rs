@@ -32,7 +32,8 @@
 //! store.finish_run_if_complete(run.id)?;
 //! ```
 //!
-//! Long items renew their claim with [`Store::renew_claim`] before [`DEFAULT_LEASE`] runs out.
+//! Long items keep their claim alive with [`heartbeat`] (or [`Store::renew_claim`]): a claim
+//! whose lease runs out is taken over by the next `claim_next`, in this process or another.
 
 mod cache;
 mod error;
@@ -46,7 +47,9 @@ mod write;
 pub use cache::{candidate_hash, EvalKey};
 pub use error::{Result, StoreError};
 pub use export::{RunExport, EXPORT_FORMAT, EXPORT_VERSION};
-pub use items::{Claim, Progress, ResumeReport, WorkItem, WorkerId, DEFAULT_LEASE};
+pub use items::{
+    heartbeat, Claim, Heartbeat, Progress, ResumeReport, WorkItem, WorkerId, DEFAULT_LEASE,
+};
 pub use model::*;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
