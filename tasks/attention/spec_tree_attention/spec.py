@@ -20,4 +20,4 @@ class Model(torch.nn.Module):
         v = torch.cat([v_cache, v_tree], 2).float().repeat_interleave(Hq // Hkv, 1)
         s = q.float().transpose(1, 2) @ k.transpose(-1, -2) / math.sqrt(D)         # [B, Hq, T, L+T]
         p = torch.softmax(s.masked_fill(~mask, float("-inf")), dim=-1)
-        return (p @ v).transpose(1, 2).to(torch.bfloat16)                           # [B, T, Hq, D]
+        return (p @ v).transpose(1, 2).contiguous().to(torch.bfloat16)              # [B, T, Hq, D]
