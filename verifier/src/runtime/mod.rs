@@ -7,6 +7,7 @@
 //! The pure parts (limit checks, argument packing, error classification) are tested on CPU.
 
 pub mod backend;
+pub mod calibrate;
 pub mod corpus;
 pub mod device;
 pub mod error;
@@ -18,6 +19,8 @@ pub mod launch;
 pub mod probe;
 pub mod stdio;
 pub mod strict;
+pub mod telemetry;
+pub mod timing;
 pub mod watchdog;
 
 pub use device::DeviceInfo;

@@ -1,0 +1,674 @@
+//! `ksmith gpu calibrate`: the device's measured copy bandwidth and arithmetic peaks, the rates
+//! speed-of-light is computed from (DESIGN §5). Microbenchmarks are compiled with NVRTC for the
+//! device's architecture: a large device-to-device copy kernel and `cuMemcpyDtoD` (best of N),
+//! FMA loops for FP32 / FP64 / INT32, and `mma.sync` loops for the tensor-core types the
+//! architecture has (TF32, FP16, BF16 and INT8 from sm_80, FP8 e4m3 from sm_89).
+//!
+//! Tensor peaks are measured with warp-level `mma.sync`. On sm_90 the warpgroup instructions
+//! (`wgmma`) reach a higher rate than `mma.sync`, so a Hopper kernel built on `wgmma` can beat
+//! a floor computed from these numbers and be quarantined for review; the method is recorded
+//! with every rate so a report can say so.
+
+use super::error::RuntimeError;
+use super::gpu::{DeviceBuffer, Gpu, Module};
+use super::telemetry::{MeasurementTelemetry, Telemetry};
+use crate::dtype::DType;
+use crate::nvrtc::{CompileRequest, Compiler};
+use crate::plan::{ResolvedArg, ResolvedLaunch};
+use crate::task::{Peak, Shape, Task};
+use crate::timing::{floor_ms, sol_percent, Rates};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Bump when a microbenchmark changes what it measures.
+pub const CALIBRATION_VERSION: u32 = 1;
+
+/// One measured rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rate {
+    /// Operations (or bytes) per second, best of the repetitions.
+    pub per_s: f64,
+    /// How it was measured (`mma.sync.m16n8k16 bf16 -> f32`, `copy kernel int4`...).
+    pub method: String,
+    pub repetitions: u32,
+    /// Milliseconds of the best repetition.
+    pub best_ms: f64,
+}
+
+/// Everything `gpu calibrate` measured on one GPU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub version: u32,
+    /// The store's GPU key (name | arch | driver).
+    pub gpu_key: String,
+    pub device: String,
+    pub arch: String,
+    /// Seconds since the epoch.
+    pub measured_at: u64,
+    /// Device copy bandwidth: the better of the copy kernel and `cuMemcpyDtoD` (read + write
+    /// bytes per second).
+    pub bandwidth: Option<Rate>,
+    pub copy_kernel: Option<Rate>,
+    pub memcpy_dtod: Option<Rate>,
+    /// Keyed by the task format's peak names (`fp32`, `bf16_tensor`...).
+    pub peaks: BTreeMap<String, Rate>,
+    /// Peaks not measured on this device, and why.
+    pub skipped: BTreeMap<String, String>,
+    pub telemetry: MeasurementTelemetry,
+}
+
+/// The task format's name of a peak (`task.toml`'s `roofline.peak`).
+pub fn peak_name(p: Peak) -> &'static str {
+    match p {
+        Peak::Fp64 => "fp64",
+        Peak::Fp32 => "fp32",
+        Peak::Tf32Tensor => "tf32_tensor",
+        Peak::Fp16Tensor => "fp16_tensor",
+        Peak::Bf16Tensor => "bf16_tensor",
+        Peak::Fp8Tensor => "fp8_tensor",
+        Peak::Int8Tensor => "int8_tensor",
+        Peak::Int32 => "int32",
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CalibrationError {
+    #[error("calibration file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("no calibration for {peak} on this GPU (run `ksmith gpu calibrate`): {why}")]
+    Missing { peak: String, why: String },
+    #[error("roofline of `{task}` at shape {shape}: {message}")]
+    Roofline {
+        task: String,
+        shape: String,
+        message: String,
+    },
+}
+
+impl Calibration {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    pub fn from_json(text: &str, path: &Path) -> Result<Calibration, CalibrationError> {
+        let c: Calibration = serde_json::from_str(text).map_err(|e| CalibrationError::File {
+            path: path.display().to_string(),
+            message: format!("line {}, column {}: {e}", e.line(), e.column()),
+        })?;
+        if c.version != CALIBRATION_VERSION {
+            return Err(CalibrationError::File {
+                path: path.display().to_string(),
+                message: format!(
+                    "calibration version {} (this build reads {CALIBRATION_VERSION}): run `ksmith gpu calibrate` again",
+                    c.version
+                ),
+            });
+        }
+        let rates = c
+            .peaks
+            .iter()
+            .map(|(n, r)| (n.as_str(), r))
+            .chain(c.bandwidth.iter().map(|r| ("bandwidth", r)));
+        for (name, r) in rates {
+            if !(r.per_s.is_finite() && r.per_s > 0.0) {
+                return Err(CalibrationError::File {
+                    path: path.display().to_string(),
+                    message: format!("`{name}` has rate {} (must be a positive number)", r.per_s),
+                });
+            }
+        }
+        Ok(c)
+    }
+}
+
+impl Calibration {
+    /// The rates a roofline with this `peak` needs.
+    pub fn rates(&self, peak: Peak) -> Result<Rates, CalibrationError> {
+        let name = peak_name(peak);
+        let bw = self
+            .bandwidth
+            .as_ref()
+            .ok_or_else(|| CalibrationError::Missing {
+                peak: "bandwidth".into(),
+                why: "the copy benchmarks did not run".into(),
+            })?;
+        let ops = self
+            .peaks
+            .get(name)
+            .ok_or_else(|| CalibrationError::Missing {
+                peak: name.into(),
+                why: self
+                    .skipped
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| "not measured".into()),
+            })?;
+        Ok(Rates {
+            bytes_per_s: bw.per_s,
+            ops_per_s: ops.per_s,
+        })
+    }
+}
+
+/// Speed-of-light of one measurement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sol {
+    pub bytes: i64,
+    pub flops: i64,
+    pub peak: String,
+    pub floor_ms: f64,
+    /// floor / measured, in percent.
+    pub percent: f64,
+}
+
+/// The task's roofline at `shape` against the calibrated rates, and `measured_ms` as a
+/// percentage of that floor.
+pub fn sol(
+    task: &Task,
+    shape: &Shape,
+    cal: &Calibration,
+    measured_ms: f64,
+) -> Result<Sol, CalibrationError> {
+    let bad = |message: String| CalibrationError::Roofline {
+        task: task.id.clone(),
+        shape: shape.name.clone(),
+        message,
+    };
+    let bytes = task
+        .roofline
+        .bytes
+        .eval(shape)
+        .map_err(|e| bad(format!("bytes: {e}")))?;
+    let flops = task
+        .roofline
+        .flops
+        .eval(shape)
+        .map_err(|e| bad(format!("flops: {e}")))?;
+    let rates = cal.rates(task.roofline.peak)?;
+    let floor = floor_ms(bytes, flops, &rates).ok_or_else(|| {
+        bad(format!(
+            "negative traffic or work (bytes {bytes}, flops {flops})"
+        ))
+    })?;
+    let percent = sol_percent(floor, measured_ms)
+        .ok_or_else(|| bad(format!("measured time {measured_ms} ms is not positive")))?;
+    Ok(Sol {
+        bytes,
+        flops,
+        peak: peak_name(task.roofline.peak).to_string(),
+        floor_ms: floor,
+        percent,
+    })
+}
+
+/// One arithmetic microbenchmark: a kernel `name(float/int* out, int iters)` doing
+/// `ops_per_iter` operations per thread per loop iteration.
+#[derive(Debug, Clone)]
+pub struct ArithBench {
+    pub peak: &'static str,
+    pub kernel: &'static str,
+    pub method: &'static str,
+    pub ops_per_thread_iter: f64,
+    /// Lowest compute capability (major * 10 + minor) with the instruction.
+    pub min_cc: u32,
+    pub source: String,
+}
+
+/// A `mma.sync` loop: 4 independent accumulator chains per warp, fragments from the thread
+/// index (values do not change tensor-core throughput), the sum stored so nothing is dead.
+fn mma_source(kernel: &str, instr: &str, acc: &str, cons: &str) -> String {
+    format!(
+        r#"extern "C" __global__ void {kernel}({acc}* out, int iters) {{
+  unsigned a0 = threadIdx.x, a1 = a0 ^ 1u, a2 = a0 ^ 2u, a3 = a0 ^ 3u, b0 = a0 ^ 4u, b1 = a0 ^ 5u;
+  {acc} c[4][4];
+  #pragma unroll
+  for (int j = 0; j < 4; ++j) {{
+    #pragma unroll
+    for (int k = 0; k < 4; ++k) c[j][k] = ({acc})0;
+  }}
+  for (int i = 0; i < iters; ++i) {{
+    #pragma unroll
+    for (int j = 0; j < 4; ++j) {{
+      asm volatile("{instr} {{%0,%1,%2,%3}}, {{%4,%5,%6,%7}}, {{%8,%9}}, {{%0,%1,%2,%3}};\n"
+                   : "+{cons}"(c[j][0]), "+{cons}"(c[j][1]), "+{cons}"(c[j][2]), "+{cons}"(c[j][3])
+                   : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    }}
+  }}
+  {acc} s = ({acc})0;
+  #pragma unroll
+  for (int j = 0; j < 4; ++j) {{
+    #pragma unroll
+    for (int k = 0; k < 4; ++k) s += c[j][k];
+  }}
+  out[blockIdx.x * blockDim.x + threadIdx.x] = s;
+}}
+"#
+    )
+}
+
+/// An FMA loop with 8 independent chains per thread.
+fn fma_source(kernel: &str, ty: &str, mul: &str, add: &str) -> String {
+    format!(
+        r#"extern "C" __global__ void {kernel}({ty}* out, int iters) {{
+  {ty} x[8];
+  #pragma unroll
+  for (int j = 0; j < 8; ++j) x[j] = ({ty})(threadIdx.x + j);
+  const {ty} m = ({ty}){mul}, a = ({ty}){add};
+  for (int i = 0; i < iters; ++i) {{
+    #pragma unroll
+    for (int j = 0; j < 8; ++j) x[j] = x[j] * m + a;
+  }}
+  {ty} s = ({ty})0;
+  #pragma unroll
+  for (int j = 0; j < 8; ++j) s += x[j];
+  out[blockIdx.x * blockDim.x + threadIdx.x] = s;
+}}
+"#
+    )
+}
+
+/// Every arithmetic microbenchmark.
+pub fn arith_benches() -> Vec<ArithBench> {
+    // Operations per mma: 2 * M * N * K; per thread: that over the 32 lanes of the warp; the
+    // loop body issues 4.
+    let per_thread = |m: f64, n: f64, k: f64| 4.0 * 2.0 * m * n * k / 32.0;
+    vec![
+        ArithBench {
+            peak: "fp32",
+            kernel: "ks_fma_f32",
+            method: "fp32 FMA, 8 chains per thread",
+            ops_per_thread_iter: 16.0,
+            min_cc: 0,
+            source: fma_source("ks_fma_f32", "float", "0.9999f", "0.0001f"),
+        },
+        ArithBench {
+            peak: "fp64",
+            kernel: "ks_fma_f64",
+            method: "fp64 FMA, 8 chains per thread",
+            ops_per_thread_iter: 16.0,
+            min_cc: 0,
+            source: fma_source("ks_fma_f64", "double", "0.9999", "0.0001"),
+        },
+        ArithBench {
+            peak: "int32",
+            kernel: "ks_mad_s32",
+            method: "int32 multiply-add, 8 chains per thread",
+            ops_per_thread_iter: 16.0,
+            min_cc: 0,
+            source: fma_source("ks_mad_s32", "int", "3", "7"),
+        },
+        ArithBench {
+            peak: "tf32_tensor",
+            kernel: "ks_mma_tf32",
+            method: "mma.sync.m16n8k8 tf32 -> f32",
+            ops_per_thread_iter: per_thread(16.0, 8.0, 8.0),
+            min_cc: 80,
+            source: mma_source(
+                "ks_mma_tf32",
+                "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32",
+                "float",
+                "f",
+            ),
+        },
+        ArithBench {
+            peak: "fp16_tensor",
+            kernel: "ks_mma_f16",
+            method: "mma.sync.m16n8k16 f16 -> f32",
+            ops_per_thread_iter: per_thread(16.0, 8.0, 16.0),
+            min_cc: 80,
+            source: mma_source(
+                "ks_mma_f16",
+                "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",
+                "float",
+                "f",
+            ),
+        },
+        ArithBench {
+            peak: "bf16_tensor",
+            kernel: "ks_mma_bf16",
+            method: "mma.sync.m16n8k16 bf16 -> f32",
+            ops_per_thread_iter: per_thread(16.0, 8.0, 16.0),
+            min_cc: 80,
+            source: mma_source(
+                "ks_mma_bf16",
+                "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
+                "float",
+                "f",
+            ),
+        },
+        ArithBench {
+            peak: "int8_tensor",
+            kernel: "ks_mma_s8",
+            method: "mma.sync.m16n8k32 s8 -> s32",
+            ops_per_thread_iter: per_thread(16.0, 8.0, 32.0),
+            min_cc: 80,
+            source: mma_source(
+                "ks_mma_s8",
+                "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32",
+                "int",
+                "r",
+            ),
+        },
+        ArithBench {
+            peak: "fp8_tensor",
+            kernel: "ks_mma_e4m3",
+            method: "mma.sync.m16n8k32 e4m3 -> f32",
+            ops_per_thread_iter: per_thread(16.0, 8.0, 32.0),
+            min_cc: 89,
+            source: mma_source(
+                "ks_mma_e4m3",
+                "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32",
+                "float",
+                "f",
+            ),
+        },
+    ]
+}
+
+/// The copy kernel: 16-byte loads and stores, grid-stride.
+pub const COPY_KERNEL: &str = r#"extern "C" __global__ void ks_copy(const int4* __restrict__ src, int4* __restrict__ dst, long long n) {
+  long long stride = (long long)gridDim.x * blockDim.x;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) dst[i] = src[i];
+}
+"#;
+
+/// What a calibration run is told.
+#[derive(Debug, Clone)]
+pub struct CalibrateOptions {
+    /// Repetitions per benchmark (the best counts).
+    pub repetitions: u32,
+    /// Bytes of the copy source (and destination).
+    pub copy_bytes: u64,
+    /// Target duration of one arithmetic launch.
+    pub target_ms: f64,
+}
+
+impl Default for CalibrateOptions {
+    fn default() -> Self {
+        CalibrateOptions {
+            repetitions: 10,
+            copy_bytes: 1 << 30,
+            target_ms: 20.0,
+        }
+    }
+}
+
+fn launch(kernel: &str, grid: u32, block: u32, args: Vec<ResolvedArg>) -> ResolvedLaunch {
+    ResolvedLaunch {
+        kernel: kernel.to_string(),
+        grid: [grid, 1, 1],
+        block: [block, 1, 1],
+        shared_bytes: 0,
+        args,
+        cluster: None,
+        cooperative: false,
+    }
+}
+
+/// Milliseconds of `f` (work queued on the GPU's stream) between two events, best of `reps`.
+fn best_ms(
+    gpu: &Gpu,
+    reps: u32,
+    mut f: impl FnMut() -> Result<(), RuntimeError>,
+) -> Result<f64, RuntimeError> {
+    let (a, b) = (gpu.event()?, gpu.event()?);
+    f()?; // warm-up: module load, clocks ramping
+    gpu.synchronize()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        a.record()?;
+        f()?;
+        b.record()?;
+        best = best.min(a.elapsed_ms(&b)? as f64);
+    }
+    Ok(best)
+}
+
+/// Runs every microbenchmark on `gpu`. A benchmark the architecture lacks, or whose kernel
+/// does not compile, is listed in `skipped` with the reason; driver errors end the run.
+pub fn calibrate(
+    gpu: &Gpu,
+    compiler: &Compiler,
+    gpu_key: &str,
+    opts: &CalibrateOptions,
+    telemetry: &Telemetry,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Calibration, RuntimeError> {
+    let info = &gpu.info;
+    let arch = info.arch();
+    let cc = info.compute_capability.0 * 10 + info.compute_capability.1;
+    let mut meas = telemetry.begin();
+    let mut peaks = BTreeMap::new();
+    let mut skipped = BTreeMap::new();
+    let reps = opts.repetitions;
+
+    // Copy bandwidth: sized well past L2, and within a quarter of free memory.
+    let (free, _) = gpu.memory()?;
+    let bytes = opts
+        .copy_bytes
+        .min(free / 4)
+        .max(16 * info.l2_cache_bytes.max(1 << 20))
+        / 16
+        * 16;
+    let src = gpu.alloc("copy_src", DType::U8, bytes)?;
+    let dst = gpu.alloc("copy_dst", DType::U8, bytes)?;
+    src.fill(&[0x5A])?;
+    let moved = 2.0 * bytes as f64;
+    let rate = |ms: f64, method: String| Rate {
+        per_s: moved / (ms * 1e-3),
+        method,
+        repetitions: reps,
+        best_ms: ms,
+    };
+    progress("cuMemcpyDtoD");
+    let memcpy_ms = best_ms(gpu, reps, || dst.copy_from(&src))?;
+    let memcpy_dtod = Some(rate(
+        memcpy_ms,
+        format!("cuMemcpyDtoDAsync of {bytes} bytes"),
+    ));
+    progress("copy kernel");
+    let copy_kernel = match compiler.compile(&CompileRequest::new(
+        COPY_KERNEL,
+        vec!["ks_copy".to_string()],
+        arch,
+    )) {
+        Ok(c) => {
+            let m = gpu.load(&c)?;
+            let n = (bytes / 16) as i64;
+            let grid = info.sm_count * 8;
+            let l = launch(
+                "ks_copy",
+                grid,
+                256,
+                vec![
+                    ResolvedArg::Buffer("src".into()),
+                    ResolvedArg::Buffer("dst".into()),
+                    ResolvedArg::I64(n),
+                ],
+            );
+            let addr = |name: &str| match name {
+                "src" => Some(src.address()),
+                "dst" => Some(dst.address()),
+                _ => None,
+            };
+            let ms = best_ms(gpu, reps, || gpu.launch(&m, &l, &addr))?;
+            Some(rate(
+                ms,
+                format!("copy kernel, int4 grid-stride, {bytes} bytes"),
+            ))
+        }
+        Err(e) => {
+            skipped.insert("copy_kernel".to_string(), format!("does not compile: {e}"));
+            None
+        }
+    };
+    drop((src, dst));
+    let bandwidth = [&copy_kernel, &memcpy_dtod]
+        .into_iter()
+        .flatten()
+        .max_by(|a, b| a.per_s.total_cmp(&b.per_s))
+        .cloned();
+
+    for b in arith_benches() {
+        if cc < b.min_cc {
+            skipped.insert(
+                b.peak.to_string(),
+                format!(
+                    "{} needs sm_{} or newer (device is {arch})",
+                    b.method, b.min_cc
+                ),
+            );
+            continue;
+        }
+        progress(b.peak);
+        let compiled = match compiler.compile(&CompileRequest::new(
+            b.source.clone(),
+            vec![b.kernel.to_string()],
+            arch,
+        )) {
+            Ok(c) => c,
+            Err(e) => {
+                skipped.insert(
+                    b.peak.to_string(),
+                    format!("does not compile for {arch}: {e}"),
+                );
+                continue;
+            }
+        };
+        let m = gpu.load(&compiled)?;
+        match measure_arith(gpu, &m, &b, opts)? {
+            Some(r) => {
+                peaks.insert(b.peak.to_string(), r);
+            }
+            None => {
+                skipped.insert(
+                    b.peak.to_string(),
+                    "the loop never took long enough to time".to_string(),
+                );
+            }
+        }
+    }
+    telemetry.end(&mut meas);
+    Ok(Calibration {
+        version: CALIBRATION_VERSION,
+        gpu_key: gpu_key.to_string(),
+        device: info.summary(),
+        arch: arch.to_string(),
+        measured_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        bandwidth,
+        copy_kernel,
+        memcpy_dtod,
+        peaks,
+        skipped,
+        telemetry: meas,
+    })
+}
+
+fn measure_arith(
+    gpu: &Gpu,
+    m: &Module,
+    b: &ArithBench,
+    opts: &CalibrateOptions,
+) -> Result<Option<Rate>, RuntimeError> {
+    let info = &gpu.info;
+    let block = 256u32;
+    let grid = info.sm_count * (info.max_threads_per_sm / block).max(1);
+    let threads = grid as u64 * block as u64;
+    let out: DeviceBuffer = gpu.alloc("out", DType::F64, threads)?;
+    let addr = |name: &str| (name == "out").then(|| out.address());
+    // Double the loop count until one launch takes long enough to time well.
+    let mut iters: i32 = 256;
+    loop {
+        let l = launch(
+            b.kernel,
+            grid,
+            block,
+            vec![ResolvedArg::Buffer("out".into()), ResolvedArg::I32(iters)],
+        );
+        let ms = best_ms(gpu, 1, || gpu.launch(m, &l, &addr))?;
+        if ms >= opts.target_ms / 4.0 || iters >= 1 << 24 {
+            if ms < 0.5 {
+                return Ok(None);
+            }
+            let best = best_ms(gpu, opts.repetitions, || gpu.launch(m, &l, &addr))?;
+            let ops = threads as f64 * iters as f64 * b.ops_per_thread_iter;
+            return Ok(Some(Rate {
+                per_s: ops / (best * 1e-3),
+                method: format!(
+                    "{} ({grid} x {block} threads, {iters} iterations)",
+                    b.method
+                ),
+                repetitions: opts.repetitions,
+                best_ms: best,
+            }));
+        }
+        iters = iters.saturating_mul(2);
+    }
+}
+
+/// Where calibrations are kept on disk: `results/calibration/<key>.json`, the key made
+/// file-name safe.
+pub fn calibration_path(results: &Path, gpu_key: &str) -> std::path::PathBuf {
+    let safe: String = gpu_key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    results.join("calibration").join(format!("{safe}.json"))
+}
+
+/// Reads a stored calibration; `Ok(None)` when there is none for this key.
+pub fn load_calibration(
+    results: &Path,
+    gpu_key: &str,
+) -> Result<Option<Calibration>, CalibrationError> {
+    let p = calibration_path(results, gpu_key);
+    match std::fs::read_to_string(&p) {
+        Ok(text) => Calibration::from_json(&text, &p).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(CalibrationError::File {
+            path: p.display().to_string(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// Writes a calibration where [`load_calibration`] finds it.
+pub fn save_calibration(
+    results: &Path,
+    cal: &Calibration,
+) -> Result<std::path::PathBuf, CalibrationError> {
+    let p = calibration_path(results, &cal.gpu_key);
+    let io = |e: std::io::Error| CalibrationError::File {
+        path: p.display().to_string(),
+        message: e.to_string(),
+    };
+    if let Some(dir) = p.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    std::fs::write(&p, cal.to_json()).map_err(io)?;
+    Ok(p)
+}
+
+/// The key a GPU's results are stored under: name, architecture and driver version.
+pub fn gpu_key(info: &super::DeviceInfo) -> String {
+    format!(
+        "{}|{}|driver {}.{}",
+        info.name,
+        info.arch(),
+        info.driver_version / 1000,
+        (info.driver_version % 1000) / 10
+    )
+}
+
+#[cfg(test)]
+mod tests;

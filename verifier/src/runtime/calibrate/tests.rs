@@ -1,0 +1,215 @@
+use super::*;
+use crate::nvrtc::{Arch, Locator};
+
+fn rate(per_s: f64) -> Rate {
+    Rate {
+        per_s,
+        method: "test".into(),
+        repetitions: 3,
+        best_ms: 1.0,
+    }
+}
+
+/// H100-like figures: 3.0 TB/s copy bandwidth, 60 TFLOP/s fp32, 600 TFLOP/s bf16.
+fn calibration() -> Calibration {
+    let mut peaks = BTreeMap::new();
+    peaks.insert("fp32".to_string(), rate(60e12));
+    peaks.insert("bf16_tensor".to_string(), rate(600e12));
+    let mut skipped = BTreeMap::new();
+    skipped.insert("fp8_tensor".to_string(), "needs sm_89".to_string());
+    Calibration {
+        version: CALIBRATION_VERSION,
+        gpu_key: "NVIDIA H100 80GB HBM3|sm_90|driver 12.4".into(),
+        device: "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs)".into(),
+        arch: "sm_90".into(),
+        measured_at: 1_700_000_000,
+        bandwidth: Some(rate(3.0e12)),
+        copy_kernel: Some(rate(3.0e12)),
+        memcpy_dtod: Some(rate(2.8e12)),
+        peaks,
+        skipped,
+        telemetry: MeasurementTelemetry::unavailable("no NVML in tests"),
+    }
+}
+
+fn swiglu() -> Task {
+    let dir = crate::nvrtc::project_roots()
+        .into_iter()
+        .map(|r| r.join("tasks/activation/swiglu"))
+        .find(|d| d.join("task.toml").is_file())
+        .expect("tasks/activation/swiglu in the repository");
+    Task::load(&dir.join("task.toml")).unwrap()
+}
+
+#[test]
+fn calibrations_round_trip_through_json_and_disk() {
+    let c = calibration();
+    let back = Calibration::from_json(&c.to_json(), Path::new("c.json")).unwrap();
+    assert_eq!(back, c);
+    let dir = tempfile::tempdir().unwrap();
+    assert!(load_calibration(dir.path(), &c.gpu_key).unwrap().is_none());
+    let p = save_calibration(dir.path(), &c).unwrap();
+    assert!(p.starts_with(dir.path().join("calibration")));
+    let name = p.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(name, "NVIDIA_H100_80GB_HBM3_sm_90_driver_12.4.json");
+    assert_eq!(load_calibration(dir.path(), &c.gpu_key).unwrap(), Some(c));
+}
+
+#[test]
+fn malformed_calibrations_name_the_file_and_the_problem() {
+    let p = Path::new("results/calibration/x.json");
+    let e = Calibration::from_json("{\"version\": 1,\n \"gpu_key\": 3}", p).unwrap_err();
+    let s = e.to_string();
+    assert!(
+        s.contains("results/calibration/x.json") && s.contains("line 2"),
+        "{s}"
+    );
+    let e = Calibration::from_json("", p).unwrap_err();
+    assert!(e.to_string().contains("line 1"), "{e}");
+
+    let mut c = calibration();
+    c.version = 99;
+    let s = Calibration::from_json(&c.to_json(), p)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        s.contains("version 99") && s.contains("ksmith gpu calibrate"),
+        "{s}"
+    );
+
+    let mut c = calibration();
+    c.peaks.get_mut("fp32").unwrap().per_s = 0.0;
+    let s = Calibration::from_json(&c.to_json(), p)
+        .unwrap_err()
+        .to_string();
+    assert!(s.contains("`fp32` has rate 0"), "{s}");
+    let mut c = calibration();
+    c.bandwidth.as_mut().unwrap().per_s = -1.0;
+    let s = Calibration::from_json(&c.to_json(), p)
+        .unwrap_err()
+        .to_string();
+    assert!(s.contains("`bandwidth`"), "{s}");
+}
+
+#[test]
+fn sol_comes_from_the_roofline_and_the_stored_rates() {
+    let task = swiglu();
+    let shape = task.shape("small").unwrap().clone();
+    let (m, n) = (shape.values["M"] as f64, shape.values["N"] as f64);
+    let c = calibration();
+    // Memory-bound: 6*M*N bytes at 3 TB/s.
+    let floor = 6.0 * m * n / 3.0e12 * 1e3;
+    let s = sol(&task, &shape, &c, 2.0 * floor).unwrap();
+    assert_eq!(s.bytes, (6.0 * m * n) as i64);
+    assert_eq!(s.flops, (4.0 * m * n) as i64);
+    assert_eq!(s.peak, "fp32");
+    assert!(
+        (s.floor_ms - floor).abs() < 1e-12,
+        "{} vs {floor}",
+        s.floor_ms
+    );
+    assert!((s.percent - 50.0).abs() < 1e-9, "{}", s.percent);
+
+    // Read back from disk, the same answer.
+    let dir = tempfile::tempdir().unwrap();
+    save_calibration(dir.path(), &c).unwrap();
+    let stored = load_calibration(dir.path(), &c.gpu_key).unwrap().unwrap();
+    assert_eq!(sol(&task, &shape, &stored, 2.0 * floor).unwrap(), s);
+
+    // A peak that was skipped says why; a missing bandwidth too.
+    let mut t = swiglu();
+    t.roofline.peak = Peak::Fp8Tensor;
+    let e = sol(&t, &shape, &c, 1.0).unwrap_err().to_string();
+    assert!(e.contains("fp8_tensor") && e.contains("needs sm_89"), "{e}");
+    let mut nb = calibration();
+    nb.bandwidth = None;
+    assert!(sol(&task, &shape, &nb, 1.0)
+        .unwrap_err()
+        .to_string()
+        .contains("bandwidth"));
+    assert!(sol(&task, &shape, &c, 0.0).is_err());
+}
+
+#[test]
+fn peak_names_are_the_task_formats() {
+    use crate::task::PEAKS;
+    for p in [
+        Peak::Fp64,
+        Peak::Fp32,
+        Peak::Tf32Tensor,
+        Peak::Fp16Tensor,
+        Peak::Bf16Tensor,
+        Peak::Fp8Tensor,
+        Peak::Int8Tensor,
+        Peak::Int32,
+    ] {
+        assert!(PEAKS.contains(&peak_name(p)), "{p:?}");
+    }
+    // Every peak a task can name has a microbenchmark.
+    let benches: Vec<&str> = arith_benches().iter().map(|b| b.peak).collect();
+    for p in PEAKS {
+        assert!(benches.contains(p), "no benchmark for {p}");
+    }
+}
+
+#[test]
+fn mma_operation_counts() {
+    let b = arith_benches();
+    let get = |p: &str| b.iter().find(|x| x.peak == p).unwrap().ops_per_thread_iter;
+    // 4 mma per iteration, 2*16*8*16 operations each, shared by 32 lanes.
+    assert_eq!(get("bf16_tensor"), 512.0);
+    assert_eq!(get("fp16_tensor"), 512.0);
+    assert_eq!(get("int8_tensor"), 1024.0);
+    assert_eq!(get("fp8_tensor"), 1024.0);
+    assert_eq!(get("tf32_tensor"), 256.0);
+    assert_eq!(get("fp32"), 16.0);
+}
+
+#[test]
+fn gpu_keys_name_device_arch_and_driver() {
+    let info = crate::runtime::device::tests::h100();
+    assert_eq!(gpu_key(&info), "NVIDIA H100 80GB HBM3|sm_90|driver 12.4");
+}
+
+/// The microbenchmarks are real CUDA: NVRTC compiles each for the architectures that have its
+/// instruction (and the FP8 one is refused below sm_89).
+#[test]
+fn microbenchmarks_compile_with_nvrtc() {
+    let nvrtc = match Locator::default().load() {
+        Ok(n) => n,
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!("NVRTC is required under CI: {e}");
+            }
+            eprintln!("skipped: NVRTC not installed ({e})");
+            return;
+        }
+    };
+    let compiler = Compiler::new(nvrtc, None);
+    let sm = |s: &str| s.parse::<Arch>().unwrap();
+    let c = compiler
+        .compile(&CompileRequest::new(
+            COPY_KERNEL,
+            vec!["ks_copy".into()],
+            sm("sm_90"),
+        ))
+        .unwrap();
+    assert!(!c.cubin.is_empty());
+    for b in arith_benches() {
+        for arch in ["sm_80", "sm_90"] {
+            let a = sm(arch);
+            let cc = a.major * 10 + a.minor;
+            let r = compiler.compile(&CompileRequest::new(
+                b.source.clone(),
+                vec![b.kernel.to_string()],
+                a,
+            ));
+            if cc >= b.min_cc {
+                let c = r.unwrap_or_else(|e| panic!("{} for {arch}: {e}", b.kernel));
+                assert!(!c.cubin.is_empty());
+            } else {
+                assert!(r.is_err(), "{} compiled for {arch}", b.kernel);
+            }
+        }
+    }
+}
