@@ -7,6 +7,7 @@
 //! The pure parts (limit checks, argument packing, error classification) are tested on CPU.
 
 pub mod backend;
+pub mod bench;
 pub mod calibrate;
 pub mod corpus;
 pub mod device;
