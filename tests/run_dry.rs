@@ -1138,3 +1138,62 @@ fn evolve_sigkill_then_resume_completes_without_duplicates() {
     }
     assert_eq!(run.status.as_str(), "finished");
 }
+
+#[test]
+fn ctrl_c_stops_gracefully_and_resume_finishes_the_run() {
+    if !have_nvrtc("ctrl_c") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(script(Duration::from_millis(250), false));
+    let config = write_config(tmp.path(), &server.base_url);
+    let db = format!("sqlite://{}", tmp.path().join("int.db").display());
+    let child = {
+        let mut c = ksmith(tmp.path(), &config, &db, &[]);
+        c.args(new_run_args("intr"));
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let start = Instant::now();
+    while server.requests.load(Ordering::SeqCst) < 5 {
+        assert!(start.elapsed() < Duration::from_secs(30), "no progress");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(sent.success());
+    let out = child.wait_with_output().expect("wait");
+    let rep = report(&out);
+    assert_eq!(out.status.code(), Some(3), "{rep:#}");
+    assert_eq!(rep["status"], "interrupted", "{rep:#}");
+    assert!(
+        rep["harness_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("interrupted by a signal"),
+        "{rep:#}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--resume intr"), "{stderr}");
+    {
+        // Nothing in flight was lost: every call that reached the server is on record.
+        let store = Store::open(&db).expect("open");
+        let run = store.run_by_name("intr").expect("run");
+        let recorded = store.llm_calls_of_run(run.id).expect("calls").len();
+        assert_eq!(recorded, server.requests.load(Ordering::SeqCst));
+        assert!(recorded < 18, "the signal came too late to test anything");
+    }
+    let out = run_to_end(
+        ksmith(tmp.path(), &config, &db, &["--resume", "intr"]),
+        Duration::from_secs(50),
+    );
+    let rep = report(&out);
+    assert_eq!(out.status.code(), Some(0), "{rep:#}");
+    let (calls, cands) = call_keys(&Store::open(&db).expect("open"), "intr");
+    assert_eq!(calls.len(), 18);
+    assert_eq!(cands.len(), 18);
+}

@@ -107,6 +107,7 @@ pub struct RunRecorder {
     failure: Mutex<Option<String>>,
     progress: Option<ProgressFn>,
     replayed_count: Mutex<u64>,
+    cancel: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RunRecorder {
@@ -151,7 +152,18 @@ impl RunRecorder {
             failure: Mutex::new(None),
             progress,
             replayed_count: Mutex::new(0),
+            cancel: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
+    }
+
+    /// Asks every loop to stop before its next LLM call (Ctrl-C): the calls in flight finish
+    /// and are recorded, unfinished tasks go back to the queue for `--resume`.
+    pub fn cancel(&self) {
+        self.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn run_id(&self) -> i64 {
@@ -477,6 +489,9 @@ impl LoopObserver for RunRecorder {
     fn should_stop(&self) -> Option<StopReason> {
         if let Some(f) = self.failure() {
             return Some(StopReason::External(f));
+        }
+        if self.cancelled() {
+            return Some(StopReason::External("interrupted by a signal".into()));
         }
         let t = self.totals();
         let b = &self.budget;

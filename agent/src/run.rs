@@ -97,6 +97,8 @@ pub struct RunSetup {
     pub resume: bool,
     pub suite_label: String,
     pub git_rev: String,
+    /// Stop gracefully on SIGINT / SIGTERM (the CLI; a second signal exits at once).
+    pub handle_signals: bool,
 }
 
 /// One task's result, as stored in its work item's outcome.
@@ -303,6 +305,9 @@ pub fn execute(setup: RunSetup) -> Result<RunReport, RunError> {
         .build()
         .map_err(RunError::Runtime)?;
     let worker_result: Result<(), store::StoreError> = rt.block_on(async {
+        if shared.setup.handle_signals {
+            tokio::spawn(watch_signals(Arc::clone(&recorder)));
+        }
         let mut handles = Vec::new();
         for _ in 0..parallel {
             handles.push(tokio::spawn(worker(Arc::clone(&shared))));
@@ -360,6 +365,43 @@ pub fn execute(setup: RunSetup) -> Result<RunReport, RunError> {
         harness_error,
         wall_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// First signal: finish the calls in flight, record them, hand unfinished tasks back. Second
+/// signal: exit at once (a later `--resume` still loses nothing that was recorded).
+async fn watch_signals(recorder: Arc<RunRecorder>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            tracing::warn!("cannot install signal handlers; Ctrl-C will stop the run abruptly");
+            return;
+        };
+        for n in 0..2 {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            if n == 0 {
+                eprintln!(
+                    "stopping: waiting for the LLM calls in flight (signal again to quit now; \
+                     `--resume` continues either way)"
+                );
+                recorder.cancel();
+            } else {
+                std::process::exit(130);
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            recorder.cancel();
+        }
+    }
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

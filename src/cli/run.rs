@@ -435,6 +435,7 @@ pub fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
             "custom".into()
         },
         git_rev: git_rev(),
+        handle_signals: true,
     })?;
     bar.finish_and_clear();
     print_report(&report, a.json)?;
@@ -461,6 +462,9 @@ fn table() -> Table {
 fn print_report(r: &RunReport, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(r)?);
+        if r.harness_error.is_some() {
+            eprintln!("continue with: ksmith run --resume {}", r.run);
+        }
         return Ok(());
     }
     let mut t = table();
