@@ -172,3 +172,37 @@ fn worker_rejects_garbage_and_exits() {
     assert!(out.stdout.is_empty(), "nothing on the protocol stream");
     assert!(String::from_utf8_lossy(&out.stderr).contains("unreadable request"));
 }
+
+#[test]
+fn worker_restarts_in_place_keeping_pid_and_pipes() {
+    use std::io::{BufRead, BufReader};
+    let mut child = ksmith()
+        .arg("worker")
+        .env("KSMITH_WORKER_RESTART_AFTER_PING", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    // One request at a time, as the pool sends them: the next one is written only after the
+    // answer, possibly while the worker is replacing its image.
+    let mut ask = |line: &str| -> serde_json::Value {
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        let mut l = String::new();
+        stdout.read_line(&mut l).unwrap();
+        serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l:?}"))
+    };
+    let a = ask("{\"id\":1,\"kind\":\"ping\"}\n");
+    let b = ask("{\"id\":2,\"kind\":\"ping\"}\n");
+    let c = ask("{\"id\":3,\"kind\":\"shutdown\"}\n");
+    assert_eq!((a["id"].as_u64(), b["id"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(a["pid"], b["pid"], "same process after the restart");
+    assert_eq!(c["kind"], "bye");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("restarting in place").count(), 2, "{err}");
+}

@@ -1,10 +1,13 @@
 //! `ksmith worker`: the GPU side of worker isolation (DESIGN §6). Reads JSON-line requests on
-//! stdin, answers each on the protocol stream (the original stdout), and exits after a fault
-//! that leaves the CUDA context unusable, so its parent starts a fresh process.
+//! stdin and answers each on the protocol stream (the original stdout). After a fault that
+//! leaves the CUDA context unusable (or a hang caught by its watchdog, or a panic) it answers,
+//! then replaces its own image (exec, same pid and pipes): had it exited instead, the parent
+//! could send the next request before noticing the death and blame that request for it.
 
 use super::Global;
 use std::fs::File;
 use std::io::{BufRead, Write};
+use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,7 +41,7 @@ fn send(out: &Protocol, resp: &Response) -> std::io::Result<()> {
 
 /// Arms the watchdog while a candidate's kernels run: a kernel that spins forever cannot be
 /// interrupted, so on expiry the watchdog answers the pending request with a `timeout`
-/// verdict naming the case and ends the process (the parent starts a fresh worker).
+/// verdict naming the case and restarts the worker in place.
 struct KernelWatch<'a> {
     dog: &'a Watchdog,
     out: Protocol,
@@ -65,18 +68,36 @@ impl RunHooks for KernelWatch<'_> {
                     },
                     elapsed_ms: started.elapsed().as_millis() as u64,
                     log: vec![format!(
-                        "one run of the plan took longer than {} s ({ENV_KERNEL_TIMEOUT}); the worker answered and exited",
+                        "one run of the plan took longer than {} s ({ENV_KERNEL_TIMEOUT}); the worker answered and restarted",
                         limit.as_secs_f64()
                     )],
                 }),
             };
             let _ = send(&out, &resp);
-            eprintln!("worker: kernel watchdog expired; exiting");
-            // The main thread is stuck in the driver and cannot be unwound; the driver frees
-            // the GPU when the process ends.
-            verifier::runtime::stdio::exit_now(0)
+            // The main thread is stuck in the driver and cannot be unwound: start over.
+            restart(&out, "the kernel watchdog expired")
         });
     }
+}
+
+/// Debug knob for tests: restart in place after every `ping` (exercises [`restart`]).
+const ENV_RESTART_AFTER_PING: &str = "KSMITH_WORKER_RESTART_AFTER_PING";
+
+/// After a lost CUDA context (or a panic, or the watchdog): replace the process image in
+/// place, so the parent never sees this worker die between requests. Falls back to exiting.
+fn restart(out: &Protocol, why: &str) -> ! {
+    let fd = match out.lock() {
+        Ok(f) => f.as_raw_fd(),
+        Err(p) => p.into_inner().as_raw_fd(),
+    };
+    if std::env::var("KSMITH_WORKER_NO_RESTART").is_ok_and(|v| v == "1") {
+        eprintln!("worker: {why}; exiting (KSMITH_WORKER_NO_RESTART=1)");
+        verifier::runtime::stdio::exit_now(0)
+    }
+    eprintln!("worker: {why}; restarting in place");
+    let e = verifier::runtime::stdio::restart_in_place(fd);
+    eprintln!("worker: restart failed ({e}); exiting");
+    verifier::runtime::stdio::exit_now(0)
 }
 
 fn kernel_timeout() -> Duration {
@@ -166,12 +187,18 @@ pub fn run(g: &Global) -> anyhow::Result<u8> {
             }
         };
         let mut exit_after = false;
+        let mut restart_after = None;
         let body = match req.body {
-            RequestBody::Ping => ResponseBody::Pong(WorkerInfo {
-                pid: std::process::id(),
-                protocol: PROTOCOL_VERSION,
-                device: state.gpu().ok().map(|g| g.info.summary()),
-            }),
+            RequestBody::Ping => {
+                if std::env::var(ENV_RESTART_AFTER_PING).is_ok_and(|v| v == "1") {
+                    restart_after = Some("restart after ping requested");
+                }
+                ResponseBody::Pong(WorkerInfo {
+                    pid: std::process::id(),
+                    protocol: PROTOCOL_VERSION,
+                    device: state.gpu().ok().map(|g| g.info.summary()),
+                })
+            }
             RequestBody::Shutdown => {
                 exit_after = true;
                 ResponseBody::Bye
@@ -191,7 +218,9 @@ pub fn run(g: &Global) -> anyhow::Result<u8> {
                 let elapsed_ms = start.elapsed().as_millis() as u64;
                 match result {
                     Ok(Ok(outcome)) => {
-                        exit_after = outcome.context_lost;
+                        if outcome.context_lost {
+                            restart_after = Some("the CUDA context is lost");
+                        }
                         ResponseBody::Evaluated(Evaluation {
                             verdict: outcome.verdict,
                             elapsed_ms,
@@ -199,14 +228,16 @@ pub fn run(g: &Global) -> anyhow::Result<u8> {
                         })
                     }
                     Ok(Err(err)) => {
-                        exit_after = err.context_lost;
+                        if err.context_lost {
+                            restart_after = Some("the CUDA context is lost");
+                        }
                         ResponseBody::HarnessError {
                             message: err.message,
                         }
                     }
                     Err(panic) => {
-                        // State may be inconsistent after a panic: answer, then exit.
-                        exit_after = true;
+                        // State may be inconsistent after a panic: answer, then start over.
+                        restart_after = Some("a panic");
                         let what = panic
                             .downcast_ref::<String>()
                             .cloned()
@@ -221,10 +252,12 @@ pub fn run(g: &Global) -> anyhow::Result<u8> {
         };
         let resp = Response { id: req.id, body };
         send(&out, &resp)?;
+        if let Some(why) = restart_after {
+            // Before reading anything more: the next request stays in the pipe for the new image.
+            drop(input);
+            restart(&out, why);
+        }
         if exit_after {
-            if !matches!(resp.body, ResponseBody::Bye) {
-                eprintln!("worker: the CUDA context is unusable after this request; exiting so a fresh worker takes over");
-            }
             return Ok(super::EXIT_OK);
         }
     }

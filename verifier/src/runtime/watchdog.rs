@@ -1,8 +1,8 @@
 //! A one-shot timer on its own thread: armed around each synchronisation with a kernel, it
 //! runs an action if the kernel has not finished in time. The worker uses it to answer with a
-//! `timeout` verdict that names the case, then exit (a spinning kernel cannot be interrupted;
-//! only the end of the process frees the GPU). The parent's per-request limit stays as a
-//! backstop.
+//! `timeout` verdict that names the case, then restart in place (a spinning kernel cannot be
+//! interrupted; only closing the driver's descriptors, at exec or exit, frees the GPU). The
+//! parent's per-request limit stays as a backstop.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
