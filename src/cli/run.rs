@@ -279,13 +279,19 @@ pub fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
                     .iter()
                     .filter_map(|e| match e {
                         Entry::Ok(td) => Some(td.task.id.clone()),
-                        Entry::Broken { .. } => None,
+                        Entry::Broken { id, .. } => {
+                            eprintln!("warning: skipping invalid task `{id}` (see `ksmith tasks check {id}`)");
+                            None
+                        }
                     })
                     .collect(),
                 (Some(s), _) => bail!("unknown suite `{s}` (known: seed)"),
                 (None, false) => a.tasks.clone(),
                 (None, true) => bail!("choose tasks with --tasks a,b,c or --suite seed"),
             };
+            let mut ids = ids;
+            let mut seen = std::collections::BTreeSet::new();
+            ids.retain(|id| seen.insert(id.clone()));
             let tds = valid_tasks(&suite, &ids)?;
             let arch = match &g.arch {
                 Some(x) => x.parse::<Arch>().map_err(anyhow::Error::msg)?,
