@@ -196,17 +196,21 @@ impl Evaluator for DryRunEvaluator {
     }
 }
 
+/// What a GPU run of one kernel reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelRun {
+    pub verdict: verifier::verdict::Verdict,
+    /// Per public shape, side by side with the reference; empty when nothing was timed (a
+    /// failing kernel, or a runner that only verifies).
+    pub timings: Vec<crate::prompt::ShapeTiming>,
+}
+
 /// Runs a statically checked kernel on a GPU under the strict protocol. Implemented over the
 /// `ksmith worker` pool (`bench_suite::pool`) by the binary; a trait so that the agent does not
-/// depend on how workers are spawned.
+/// depend on how workers are spawned, and the seam where timing joins verification.
 pub trait KernelRunner: Send + Sync {
-    /// The verifier's verdict for the kernel, or a harness failure (no verdict).
-    fn run(
-        &self,
-        task: &TaskDir,
-        source: &str,
-        plan_toml: &str,
-    ) -> Result<verifier::verdict::Verdict, String>;
+    /// The verifier's verdict (and timings, when measured), or a harness failure.
+    fn run(&self, task: &TaskDir, source: &str, plan_toml: &str) -> Result<KernelRun, String>;
 }
 
 /// Verification on a GPU: the static checks here (CPU, bounded by `jobs`), the rest on a worker.
@@ -267,15 +271,20 @@ impl Evaluator for GpuEvaluator {
                 StaticCheck::Passed { compiled, .. } => resources_text(&compiled),
             }
         };
-        let verdict = self
+        let run = self
             .runner
             .run(task, source, plan_toml)
             .map_err(EvaluatorError)?;
+        let verdict = agent_verdict(&run.verdict);
         Ok(Evaluation {
-            verdict: agent_verdict(&verdict),
-            feedback: verdict.feedback(),
-            // The worker protocol reports verdicts only so far; timings join when it sends them.
-            timings: Vec::new(),
+            verdict,
+            feedback: run.verdict.feedback(),
+            // Timings of a failing kernel would be meaningless.
+            timings: if verdict == Verdict::Correct {
+                run.timings
+            } else {
+                Vec::new()
+            },
             resources,
             profile_summary: None,
         })

@@ -297,7 +297,10 @@ impl RunRecorder {
                     speedup_ref: e.speedup(),
                     speedup_eager: None,
                     speedup_compile: None,
-                    sol_pct: None,
+                    sol_pct: {
+                        let sol: Vec<f64> = e.timings.iter().filter_map(|t| t.sol_pct).collect();
+                        (!sol.is_empty()).then(|| sol.iter().sum::<f64>() / sol.len() as f64)
+                    },
                     quarantined: false,
                     quarantine_reason: None,
                     cached_from: None,

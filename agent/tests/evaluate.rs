@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use agent::evaluate::{DryRunEvaluator, GpuEvaluator, KernelRunner, TaskMap};
+use agent::evaluate::{DryRunEvaluator, GpuEvaluator, KernelRun, KernelRunner, TaskMap};
+use agent::prompt::ShapeTiming;
 use agent::{Evaluator, Verdict};
 use bench_suite::suite::{load_task_dir, TaskDir};
 use verifier::nvrtc::{Arch, Compiler, Locator};
@@ -93,16 +94,23 @@ struct FakeRunner {
     answer: Result<verifier::verdict::Verdict, String>,
 }
 
+fn timing() -> Vec<ShapeTiming> {
+    vec![ShapeTiming {
+        shape: "small".into(),
+        median_us: Some(50.0),
+        reference_us: Some(100.0),
+        sol_pct: Some(80.0),
+    }]
+}
+
 impl KernelRunner for FakeRunner {
-    fn run(
-        &self,
-        task: &TaskDir,
-        _source: &str,
-        _plan: &str,
-    ) -> Result<verifier::verdict::Verdict, String> {
+    fn run(&self, task: &TaskDir, _source: &str, _plan: &str) -> Result<KernelRun, String> {
         assert_eq!(task.task.id, "swiglu");
         self.calls.fetch_add(1, Ordering::SeqCst);
-        self.answer.clone()
+        self.answer.clone().map(|verdict| KernelRun {
+            verdict,
+            timings: timing(),
+        })
     }
 }
 
@@ -129,6 +137,7 @@ fn gpu_evaluator_runs_only_sound_kernels_and_maps_verdicts() {
     );
     let e = ev.evaluate("swiglu", &src, &plan).expect("evaluates");
     assert_eq!(e.verdict, Verdict::Timeout);
+    assert!(e.timings.is_empty(), "a failing kernel carries no timings");
     assert!(!e.feedback.is_empty());
     assert!(e.resources.is_some());
     assert_eq!(runner.calls.load(Ordering::SeqCst), 1);
@@ -141,6 +150,18 @@ fn gpu_evaluator_runs_only_sound_kernels_and_maps_verdicts() {
         1,
         "a kernel that does not compile never reaches the GPU"
     );
+
+    let correct = Arc::new(FakeRunner {
+        calls: AtomicUsize::new(0),
+        answer: Ok(verifier::verdict::Verdict::Correct {
+            cases: 9,
+            nondeterministic_within_tolerance: Vec::new(),
+        }),
+    });
+    let ev = GpuEvaluator::new(tasks(t.clone()), comp.clone(), Arch::DEFAULT, correct, 1);
+    let e = ev.evaluate("swiglu", &src, &plan).expect("evaluates");
+    assert_eq!(e.verdict, Verdict::Correct);
+    assert_eq!(e.speedup(), Some(2.0));
 
     let failing = Arc::new(FakeRunner {
         calls: AtomicUsize::new(0),
