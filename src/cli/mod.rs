@@ -1,7 +1,10 @@
 //! Command-line interface: argument parsing and dispatch. Each subcommand lives in its own
 //! module and returns an exit code.
 
+mod bench;
 mod eval;
+mod gpu;
+mod report;
 mod run;
 mod tasks;
 mod worker;
@@ -69,6 +72,18 @@ pub enum Command {
     Replay(run::ReplayArgs),
     /// Check one kernel against a task with the strict protocol (needs a GPU)
     Eval(eval::EvalArgs),
+    /// Time reference kernels (and candidates) vs PyTorch eager/compile, with % of speed-of-light
+    Bench(Box<bench::BenchArgs>),
+    /// Device facts (`info`) and speed-of-light calibration (`calibrate`)
+    #[command(subcommand)]
+    Gpu(gpu::GpuCommand),
+    /// Summarize a run: fast_p, geometric-mean speedups, % of speed-of-light, cost (md/json/csv/html)
+    Report(report::ReportArgs),
+    /// Rank runs (agents) across tasks: fast_p, speedups, correctness, cost
+    Leaderboard(report::LeaderboardArgs),
+    /// Inspect the result store; export and import runs as JSON
+    #[command(subcommand)]
+    Db(report::DbCommand),
     /// Serve GPU requests as JSON lines on stdin/stdout (internal; started by the harness)
     #[command(hide = true)]
     Worker,
@@ -96,6 +111,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(a) => run::run(&cli.global, &a),
         Command::Replay(a) => run::replay(&cli.global, &a),
         Command::Eval(a) => eval::run(&cli.global, &a),
+        Command::Bench(a) => bench::run(&cli.global, &a),
+        Command::Gpu(c) => gpu::run(&cli.global, c),
+        Command::Report(a) => report::run_report(&a, None),
+        Command::Leaderboard(a) => report::run_leaderboard(&a, None),
+        Command::Db(c) => report::run_db(&c, None),
         Command::Worker => worker::run(&cli.global),
     }
 }

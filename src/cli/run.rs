@@ -7,7 +7,7 @@
 
 use super::tasks::compiler;
 use super::{Global, EXIT_FAILED, EXIT_HARNESS, EXIT_OK};
-use agent::evaluate::{DryRunEvaluator, GpuEvaluator, KernelRunner, TaskMap};
+use agent::evaluate::{DryRunEvaluator, GpuEvaluator, KernelRun, KernelRunner, TaskMap};
 use agent::llm::{ClientPool, LlmConfig};
 use agent::prompt::{DeviceFacts, PromptRenderer};
 use agent::r#loop::Evaluator;
@@ -186,12 +186,7 @@ struct PoolRunner {
 }
 
 impl KernelRunner for PoolRunner {
-    fn run(
-        &self,
-        task: &TaskDir,
-        source: &str,
-        plan_toml: &str,
-    ) -> Result<verifier::verdict::Verdict, String> {
+    fn run(&self, task: &TaskDir, source: &str, plan_toml: &str) -> Result<KernelRun, String> {
         let fresh = verifier::inputs::fresh_seed();
         let options = EvalOptions {
             fresh_seed: Some(fresh),
@@ -204,8 +199,13 @@ impl KernelRunner for PoolRunner {
             plan: plan_toml.to_string(),
             options,
         };
+        // The worker's `evaluate` verifies only; timings join when it (or a bench request)
+        // reports them.
         match self.pool.evaluate(vec![req]).into_iter().next() {
-            Some(reply) => reply.verdict().cloned(),
+            Some(reply) => reply.verdict().cloned().map(|verdict| KernelRun {
+                verdict,
+                timings: Vec::new(),
+            }),
             None => Err("the worker pool returned no reply".into()),
         }
     }
