@@ -3,7 +3,7 @@
 use super::metrics::HEADLINE_P;
 use super::summary::{Baseline, RunSummary};
 use super::svg::{self, esc, Bar, LineChart, Series};
-use super::text::{opt, p_label, pct, utc};
+use super::text::{opt, p_label, pct, summary_rows, utc};
 use super::Leaderboard;
 use std::fmt::Write;
 
@@ -64,32 +64,8 @@ pub fn run_html(s: &RunSummary) -> String {
         esc(if r.git_rev.is_empty() { "–" } else { &r.git_rev }),
         utc(r.created_at_ms)
     );
-    let c = &s.cost;
     let _ = write!(o, "<table id=\"summary\"><tbody>");
-    let rows = [
-        ("tasks (N)", s.tasks_total.to_string()),
-        (
-            "correct",
-            format!("{} ({})", s.tasks_correct, pct(s.correctness_rate)),
-        ),
-        ("median % of speed-of-light", opt(s.median_sol_pct, "%")),
-        (
-            "quarantined results (not ranked)",
-            s.quarantined.to_string(),
-        ),
-        ("LLM calls", c.llm_calls.to_string()),
-        (
-            "tokens in / out",
-            format!("{} / {}", c.tokens_in, c.tokens_out),
-        ),
-        ("cost", format!("${:.4}", c.cost_usd)),
-        ("cost per task", format!("${:.4}", c.cost_per_task)),
-        ("tokens per task", format!("{:.0}", c.tokens_per_task)),
-        (
-            "median tokens to first correct kernel",
-            opt(c.median_tokens_to_first_correct, ""),
-        ),
-    ];
+    let rows = summary_rows(s);
     for (k, v) in rows {
         let _ = write!(o, "<tr><th class=\"l\">{k}</th><td>{}</td></tr>", esc(&v));
     }

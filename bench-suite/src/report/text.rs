@@ -76,32 +76,8 @@ pub fn run_markdown(s: &RunSummary) -> String {
         }),
         utc(r.created_at_ms)
     );
-    let c = &s.cost;
     let _ = writeln!(o, "| metric | value |\n|---|---|");
-    let rows = [
-        ("tasks (N)", s.tasks_total.to_string()),
-        (
-            "correct",
-            format!("{} ({})", s.tasks_correct, pct(s.correctness_rate)),
-        ),
-        ("median % of speed-of-light", opt(s.median_sol_pct, "%")),
-        (
-            "quarantined results (not ranked)",
-            s.quarantined.to_string(),
-        ),
-        ("LLM calls", c.llm_calls.to_string()),
-        (
-            "tokens in / out",
-            format!("{} / {}", c.tokens_in, c.tokens_out),
-        ),
-        ("cost", format!("${:.4}", c.cost_usd)),
-        ("cost per task", format!("${:.4}", c.cost_per_task)),
-        ("tokens per task", format!("{:.0}", c.tokens_per_task)),
-        (
-            "median tokens to first correct kernel",
-            opt(c.median_tokens_to_first_correct, ""),
-        ),
-    ];
+    let rows = summary_rows(s);
     for (k, v) in rows {
         let _ = writeln!(o, "| {k} | {v} |");
     }
@@ -387,6 +363,35 @@ fn finish_csv(w: csv::Writer<Vec<u8>>) -> Result<String, ReportError> {
         .map_err(|e| ReportError::Csv(e.into_error().into()))?;
     // Every field written was a Rust String, so the bytes are UTF-8.
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The run's headline figures as (label, value) rows, shared by the Markdown and HTML reports.
+pub(super) fn summary_rows(s: &RunSummary) -> Vec<(&'static str, String)> {
+    let c = &s.cost;
+    vec![
+        ("tasks (N)", s.tasks_total.to_string()),
+        (
+            "correct",
+            format!("{} ({})", s.tasks_correct, pct(s.correctness_rate)),
+        ),
+        ("median % of speed-of-light", opt(s.median_sol_pct, "%")),
+        (
+            "quarantined results (not ranked)",
+            s.quarantined.to_string(),
+        ),
+        ("LLM calls", c.llm_calls.to_string()),
+        (
+            "tokens in / out",
+            format!("{} / {}", c.tokens_in, c.tokens_out),
+        ),
+        ("cost", format!("${:.4}", c.cost_usd)),
+        ("cost per task", format!("${:.4}", c.cost_per_task)),
+        ("tokens per task", format!("{:.0}", c.tokens_per_task)),
+        (
+            "median tokens to first correct kernel",
+            opt(c.median_tokens_to_first_correct, ""),
+        ),
+    ]
 }
 
 #[cfg(test)]
