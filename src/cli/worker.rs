@@ -71,6 +71,7 @@ impl RunHooks for KernelWatch<'_> {
                         "one run of the plan took longer than {} s ({ENV_KERNEL_TIMEOUT}); the worker answered and restarted",
                         limit.as_secs_f64()
                     )],
+                    errors: Vec::new(),
                 }),
             };
             let _ = send(&out, &resp);
@@ -225,6 +226,7 @@ pub fn run(g: &Global) -> anyhow::Result<u8> {
                             verdict: outcome.verdict,
                             elapsed_ms,
                             log: outcome.log,
+                            errors: outcome.errors,
                         })
                     }
                     Ok(Err(err)) => {

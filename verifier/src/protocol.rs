@@ -13,7 +13,8 @@
 //! The parent enforces a wall-clock limit per request and kills (SIGKILL) and restarts a worker
 //! that times out, dies, or writes anything that is not a response to the pending request.
 
-use crate::verdict::Verdict;
+use crate::compare::{lenient_f64, Metric};
+use crate::verdict::{Case, Verdict};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -97,6 +98,19 @@ impl Default for EvalOptions {
 pub enum Oracle {
     /// The task's reference.cu + reference.toml, run in the same worker.
     ReferenceKernel,
+    /// The task's spec.py run by PyTorch in a child process of the worker, on the same inputs
+    /// (exchanged as safetensors). Only a worker that can start that process offers it.
+    #[serde(rename = "pytorch")]
+    PyTorch,
+}
+
+impl Oracle {
+    pub fn name(self) -> &'static str {
+        match self {
+            Oracle::ReferenceKernel => "reference_kernel",
+            Oracle::PyTorch => "pytorch",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,6 +148,75 @@ pub struct Evaluation {
     /// Notes for humans (cases skipped, held-out shapes drawn...).
     #[serde(default)]
     pub log: Vec<String>,
+    /// Per output, the largest error against the oracle over the cases compared, a failing one
+    /// included (how close a passing kernel came to its tolerance).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<OutputError>,
+}
+
+/// The worst comparison of one output against the oracle over the cases of a check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputError {
+    pub output: String,
+    pub metric: Metric,
+    /// The case with the largest normalized error.
+    pub case: Case,
+    /// max|y - ref| / max|ref| on that case (max|y - ref| where the reference is all zero).
+    #[serde(with = "lenient_f64")]
+    pub normalized_error: f64,
+    /// The largest max|y - ref| over all cases.
+    #[serde(with = "lenient_f64")]
+    pub max_abs_error: f64,
+    /// The most elements outside the metric in one case (allclose may allow a few).
+    pub mismatches: u64,
+    pub elements: u64,
+    /// How many cases were compared.
+    pub cases: u32,
+}
+
+impl OutputError {
+    /// The error as a fraction of what the metric allows, where the metric has one number to
+    /// compare with: normalized_max's `tol`; for allclose, max abs error over `atol + rtol * max|ref|`
+    /// is not defined per element here, so `None`; exact: 0 or infinity.
+    pub fn fraction_of_tolerance(&self) -> Option<f64> {
+        match self.metric {
+            Metric::NormalizedMax { tol } if tol > 0.0 => Some(self.normalized_error / tol),
+            Metric::Exact => Some(if self.max_abs_error == 0.0 && self.mismatches == 0 {
+                0.0
+            } else {
+                f64::INFINITY
+            }),
+            _ => None,
+        }
+    }
+
+    /// One line: output, error, tolerance, where.
+    pub fn describe(&self) -> String {
+        let err = match self.metric {
+            Metric::NormalizedMax { tol } => format!(
+                "normalized error {:.3e} (tol {tol:.1e}), max abs error {:.3e}",
+                self.normalized_error, self.max_abs_error
+            ),
+            Metric::AllClose {
+                atol,
+                rtol,
+                max_bad_fraction,
+            } => format!(
+                "max abs error {:.3e}, normalized {:.3e}, {} of {} elements outside atol {atol:.1e} + rtol {rtol:.1e} (allowed fraction {max_bad_fraction:.1e})",
+                self.max_abs_error, self.normalized_error, self.mismatches, self.elements
+            ),
+            Metric::Exact => format!(
+                "exact: {} differing element(s), max abs error {:.3e}",
+                self.mismatches, self.max_abs_error
+            ),
+        };
+        format!(
+            "`{}`: {err}; worst at {}; {} case(s)",
+            self.output,
+            self.case.describe(),
+            self.cases
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -249,6 +332,33 @@ mod tests {
                     },
                     elapsed_ms: 5,
                     log: vec![],
+                    errors: vec![],
+                }),
+            },
+            Response {
+                id: 2,
+                body: ResponseBody::Evaluated(Evaluation {
+                    verdict: Verdict::Correct {
+                        cases: 3,
+                        nondeterministic_within_tolerance: vec![],
+                    },
+                    elapsed_ms: 5,
+                    log: vec!["x".into()],
+                    errors: vec![OutputError {
+                        output: "y".into(),
+                        metric: Metric::NormalizedMax { tol: 1e-2 },
+                        case: Case {
+                            shape: "small".into(),
+                            values: [("N".to_string(), 4)].into_iter().collect(),
+                            seed: 0,
+                            variant: crate::inputs::Variant::Base,
+                        },
+                        normalized_error: 2.5e-3,
+                        max_abs_error: 0.01,
+                        mismatches: 0,
+                        elements: 4,
+                        cases: 3,
+                    }],
                 }),
             },
             Response {
@@ -286,6 +396,75 @@ mod tests {
             RequestBody::Evaluate(e) => assert!(!e.options.stress && e.options.determinism),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn oracles_have_stable_names() {
+        for (o, name) in [
+            (Oracle::ReferenceKernel, "reference_kernel"),
+            (Oracle::PyTorch, "pytorch"),
+        ] {
+            assert_eq!(serde_json::to_string(&o).unwrap(), format!("\"{name}\""));
+            assert_eq!(o.name(), name);
+        }
+        let r = Request::from_line(
+            br#"{"id":5,"kind":"evaluate","task_dir":"t","source":"s","plan":"p","options":{"oracle":"pytorch"}}"#,
+        )
+        .unwrap();
+        match r.body {
+            RequestBody::Evaluate(e) => assert_eq!(e.options.oracle, Oracle::PyTorch),
+            other => panic!("{other:?}"),
+        }
+        assert!(Request::from_line(
+            br#"{"id":5,"kind":"evaluate","task_dir":"t","source":"s","plan":"p","options":{"oracle":"numpy"}}"#,
+        )
+        .is_err());
+        // An answer without `errors` (older workers) still reads.
+        let r = Response::from_line(
+            br#"{"id":1,"kind":"evaluated","verdict":{"verdict":"correct","cases":1,"nondeterministic_within_tolerance":[]},"elapsed_ms":1}"#,
+        )
+        .unwrap();
+        match r.body {
+            ResponseBody::Evaluated(e) => assert!(e.errors.is_empty()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn output_errors_describe_themselves_against_the_tolerance() {
+        let case = Case {
+            shape: "small".into(),
+            values: [("N".to_string(), 4)].into_iter().collect(),
+            seed: 0,
+            variant: crate::inputs::Variant::Base,
+        };
+        let mut e = OutputError {
+            output: "y".into(),
+            metric: Metric::NormalizedMax { tol: 1e-2 },
+            case,
+            normalized_error: 5e-3,
+            max_abs_error: 0.02,
+            mismatches: 0,
+            elements: 4,
+            cases: 2,
+        };
+        assert_eq!(e.fraction_of_tolerance(), Some(0.5));
+        let d = e.describe();
+        assert!(d.contains("normalized error 5.000e-3 (tol 1.0e-2)"), "{d}");
+        assert!(d.contains("shape small (N=4), seed 0"), "{d}");
+        e.metric = Metric::AllClose {
+            atol: 1e-3,
+            rtol: 1e-3,
+            max_bad_fraction: 0.0,
+        };
+        assert_eq!(e.fraction_of_tolerance(), None);
+        assert!(
+            e.describe().contains("0 of 4 elements outside"),
+            "{}",
+            e.describe()
+        );
+        e.metric = Metric::Exact;
+        assert_eq!(e.fraction_of_tolerance(), Some(f64::INFINITY));
     }
 
     #[test]

@@ -1,10 +1,15 @@
 //! One evaluation request end to end on the real device: read the task and its reference,
 //! check the candidate's plan, compile both with NVRTC for the device's architecture, load them,
-//! and run the strict protocol with the reference kernel as the oracle.
+//! and run the strict protocol with the reference kernel as the oracle — or, when the request
+//! asks for the PyTorch oracle, with the task's spec.py through the caller's [`SpecOracle`]
+//! (the reference kernel is then not compiled at all).
 
 use super::backend::Device;
 use super::error::RuntimeError;
-use super::strict::{self, EvalError, KernelOracle, Outcome, ReferenceCache, RunHooks};
+use super::strict::{
+    self, EvalError, KernelOracle, Oracle, Outcome, ReferenceCache, RunHooks, SpecOracle,
+    SpecOracleFor,
+};
 use crate::diag::LoadError;
 use crate::nvrtc::{Arch, CompileError, CompileRequest, Compiled, Compiler};
 use crate::plan::Plan;
@@ -17,6 +22,8 @@ use std::path::{Path, PathBuf};
 /// A task with its reference kernel, read from `tasks/<category>/<id>/`.
 pub struct TaskBundle {
     pub task: Task,
+    /// task.toml as read (keys the PyTorch oracle's cached outputs, with spec.py).
+    pub task_text: String,
     pub reference_source: String,
     pub reference_plan: Plan,
     /// SHA-256 over task.toml, reference.cu and reference.toml: keys cached reference outputs.
@@ -47,6 +54,7 @@ impl TaskBundle {
         }
         Ok(TaskBundle {
             task,
+            task_text,
             reference_source,
             reference_plan,
             content: hex::encode(h.finalize()),
@@ -95,8 +103,9 @@ pub fn compile(
     })
 }
 
-/// Evaluates one request on an open GPU (or any [`Device`]). `Ok` carries the verdict; `Err` means the harness
-/// failed (unreadable task, NVRTC missing, the reference itself failing).
+/// Evaluates one request on an open GPU (or any [`Device`]) with the reference kernel as the only
+/// oracle this caller offers. `Ok` carries the verdict; `Err` means the harness failed
+/// (unreadable task, NVRTC missing, the reference itself failing, an oracle not offered here).
 pub fn evaluate<D: Device>(
     gpu: &D,
     compiler: &Compiler,
@@ -104,36 +113,61 @@ pub fn evaluate<D: Device>(
     req: &EvaluateRequest,
     hooks: &dyn RunHooks,
 ) -> Result<Outcome, EvalError> {
-    let OracleKind::ReferenceKernel = req.options.oracle;
+    evaluate_with(gpu, compiler, cache, req, hooks, None)
+}
+
+/// [`evaluate`], with `spec` answering requests for the PyTorch oracle (`None`: such requests
+/// are a harness error saying this process has no PyTorch oracle).
+pub fn evaluate_with<D: Device>(
+    gpu: &D,
+    compiler: &Compiler,
+    cache: &mut ReferenceCache,
+    req: &EvaluateRequest,
+    hooks: &dyn RunHooks,
+    spec: Option<&mut dyn SpecOracle>,
+) -> Result<Outcome, EvalError> {
     let bundle = TaskBundle::load(&req.task_dir)?;
     let task = &bundle.task;
+    let spec = match (req.options.oracle, spec) {
+        (OracleKind::ReferenceKernel, _) => None,
+        (OracleKind::PyTorch, Some(s)) => Some(s),
+        (OracleKind::PyTorch, None) => {
+            return Err(EvalError::new(
+                "this process offers no PyTorch oracle (only a `ksmith worker` runs spec.py)",
+            ))
+        }
+    };
     let verdict_only = |verdict: Verdict, log: Vec<String>| Outcome {
         verdict,
         log,
         context_lost: false,
+        errors: Vec::new(),
     };
     let plan = match candidate_plan(task, &req.source, &req.plan) {
         Ok(p) => p,
         Err(v) => return Ok(verdict_only(*v, vec![])),
     };
     let arch = gpu.arch();
-    let reference = match compile(
-        compiler,
-        task,
-        &bundle.reference_source,
-        &bundle.reference_plan,
-        arch,
-        "reference.cu",
-    ) {
-        Ok(c) => c,
-        Err(CompileFailure::Harness(e)) => return Err(e),
-        Err(CompileFailure::Verdict(v)) => {
-            return Err(EvalError::new(format!(
-                "the reference kernel of `{}` does not compile for {arch}: {}",
-                task.id,
-                v.feedback()
-            )))
-        }
+    let reference = match spec {
+        Some(_) => None,
+        None => match compile(
+            compiler,
+            task,
+            &bundle.reference_source,
+            &bundle.reference_plan,
+            arch,
+            "reference.cu",
+        ) {
+            Ok(c) => Some(c),
+            Err(CompileFailure::Harness(e)) => return Err(e),
+            Err(CompileFailure::Verdict(v)) => {
+                return Err(EvalError::new(format!(
+                    "the reference kernel of `{}` does not compile for {arch}: {}",
+                    task.id,
+                    v.feedback()
+                )))
+            }
+        },
     };
     let candidate = match compile(compiler, task, &req.source, &plan, arch, "kernel.cu") {
         Ok(c) => c,
@@ -162,10 +196,13 @@ pub fn evaluate<D: Device>(
             ));
         }
     }
-    let ref_module = gpu.load(&reference).map_err(|e| EvalError {
-        context_lost: e.is_sticky(),
-        message: format!("loading the reference module: {e}"),
-    })?;
+    let ref_module = match &reference {
+        Some(r) => Some(gpu.load(r).map_err(|e| EvalError {
+            context_lost: e.is_sticky(),
+            message: format!("loading the reference module: {e}"),
+        })?),
+        None => None,
+    };
     let module = match gpu.load(&candidate) {
         Ok(m) => m,
         Err(e) => {
@@ -180,6 +217,7 @@ pub fn evaluate<D: Device>(
                     },
                     log,
                     context_lost: lost,
+                    errors: Vec::new(),
                 });
             }
             return Err(EvalError {
@@ -188,15 +226,27 @@ pub fn evaluate<D: Device>(
             });
         }
     };
-    let mut oracle = KernelOracle::new(
+    let mut oracle: Box<dyn Oracle + '_> = match (spec, &ref_module) {
+        (Some(s), _) => Box::new(SpecOracleFor::new(s, task, &bundle.task_text, cache)?),
+        (None, Some(m)) => Box::new(KernelOracle::new(
+            gpu,
+            task,
+            &bundle.reference_plan,
+            m,
+            format!("{}:{arch}", bundle.content),
+            cache,
+        )),
+        (None, None) => return Err(EvalError::new("no oracle: the reference was not loaded")),
+    };
+    let mut out = strict::check(
         gpu,
         task,
-        &bundle.reference_plan,
-        &ref_module,
-        format!("{}:{arch}", bundle.content),
-        cache,
-    );
-    let mut out = strict::check(gpu, task, &plan, &module, &mut oracle, &req.options, hooks)?;
+        &plan,
+        &module,
+        oracle.as_mut(),
+        &req.options,
+        hooks,
+    )?;
     log.append(&mut out.log);
     out.log = log;
     Ok(out)
@@ -260,6 +310,7 @@ mod fake_device_tests {
     //! running Rust stand-ins for the compiled kernels.
 
     use super::*;
+    use crate::inputs::HostTensor;
     use crate::nvrtc::Locator;
     use crate::protocol::EvalOptions;
     use crate::runtime::fake::{Fake, FakeBuf, Kernel};
@@ -439,5 +490,109 @@ mod fake_device_tests {
         .err()
         .unwrap();
         assert!(e.message.contains("/nonexistent/task.toml"), "{e}");
+    }
+
+    /// swiglu's spec on the host, standing in for PyTorch.
+    struct HostSwiglu {
+        calls: u32,
+    }
+
+    impl SpecOracle for HostSwiglu {
+        fn describe(&self) -> String {
+            "host swiglu".into()
+        }
+
+        fn outputs(&mut self, c: &strict::SpecCase) -> Result<Vec<HostTensor>, EvalError> {
+            self.calls += 1;
+            let f = |t: &HostTensor| -> Vec<f32> {
+                t.bytes
+                    .chunks(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect()
+            };
+            let (a, b) = (f(&c.inputs[0]), f(&c.inputs[1]));
+            Ok(vec![HostTensor {
+                dtype: c.inputs[0].dtype,
+                dims: c.inputs[0].dims.clone(),
+                bytes: a
+                    .iter()
+                    .zip(&b)
+                    .flat_map(|(x, y)| half::bf16::from_f32(silu_mul(*x, *y)).to_le_bytes())
+                    .collect(),
+            }])
+        }
+    }
+
+    #[test]
+    fn the_pytorch_oracle_replaces_the_reference_kernel() {
+        let Some(compiler) = compiler() else { return };
+        let dir = small_task();
+        std::fs::write(dir.path().join("spec.py"), "class Model: pass\n").unwrap();
+        let src = std::fs::read_to_string(dir.path().join("reference.cu")).unwrap();
+        let plan = std::fs::read_to_string(dir.path().join("reference.toml")).unwrap();
+        let mut cache = ReferenceCache::new(1 << 30);
+        let mut req = request(dir.path(), &src, &plan);
+        req.options.oracle = OracleKind::PyTorch;
+        req.options.stress = false;
+
+        // Only the candidate is loaded: one program on the fake device's queue.
+        let dev = Fake::default();
+        dev.programs.borrow_mut().push_back(swiglu(silu_mul));
+        let mut spec = HostSwiglu { calls: 0 };
+        let out = evaluate_with(
+            &dev,
+            &compiler,
+            &mut cache,
+            &req,
+            &strict::NoHooks,
+            Some(&mut spec),
+        )
+        .unwrap();
+        assert!(out.verdict.is_correct(), "{}", out.verdict.feedback());
+        assert_eq!(dev.programs.borrow().len(), 0);
+        // 3 public + 2 held-out shapes x 3 seeds, base inputs only.
+        assert_eq!(spec.calls, 15);
+        assert_eq!(out.errors.len(), 1);
+        assert_eq!(out.errors[0].cases, 15);
+        assert!(
+            out.log.join("\n").contains("reference: host swiglu ("),
+            "{:?}",
+            out.log
+        );
+
+        // A candidate that disagrees with the spec is wrong; the spec's outputs are cached.
+        dev.programs.borrow_mut().push_back(swiglu(|a, b| a * b));
+        let out = evaluate_with(
+            &dev,
+            &compiler,
+            &mut cache,
+            &req,
+            &strict::NoHooks,
+            Some(&mut spec),
+        )
+        .unwrap();
+        assert_eq!(out.verdict.kind(), "wrong_output");
+        assert_eq!(spec.calls, 15);
+
+        // Asked for the PyTorch oracle without one: a harness error, nothing loaded.
+        let e = evaluate(&dev, &compiler, &mut cache, &req, &strict::NoHooks)
+            .err()
+            .unwrap();
+        assert!(e.message.contains("offers no PyTorch oracle"), "{e}");
+
+        // No spec.py: a harness error naming the file.
+        std::fs::remove_file(dir.path().join("spec.py")).unwrap();
+        dev.programs.borrow_mut().push_back(swiglu(silu_mul));
+        let e = evaluate_with(
+            &dev,
+            &compiler,
+            &mut cache,
+            &req,
+            &strict::NoHooks,
+            Some(&mut spec),
+        )
+        .err()
+        .unwrap();
+        assert!(e.message.contains("spec.py"), "{e}");
     }
 }

@@ -17,12 +17,12 @@
 use super::backend::Backend;
 use super::error::RuntimeError;
 use super::gpu::GuardDamage;
-use crate::compare::{compare, compare_runs, coords, Metric, Poison, RunAgreement};
+use crate::compare::{compare, compare_runs, coords, Metric, MismatchReport, Poison, RunAgreement};
 use crate::dtype::DType;
 use crate::heldout::{self, HeldoutOptions};
 use crate::inputs::{dims_of, generate_inputs, HostTensor, StressScale, Variant};
 use crate::plan::{Plan, ResolvedLaunch};
-use crate::protocol::EvalOptions;
+use crate::protocol::{EvalOptions, OutputError};
 use crate::task::{InitKind, Shape, Task};
 use crate::verdict::{Case, MutatedBuffer, Verdict};
 use indexmap::IndexMap;
@@ -62,6 +62,8 @@ pub struct Outcome {
     /// The candidate left the CUDA context unusable (a sticky fault): the worker must exit
     /// after answering.
     pub context_lost: bool,
+    /// Per output, the worst comparison with the oracle among the cases that passed.
+    pub errors: Vec<OutputError>,
 }
 
 /// Told when a candidate's kernels run on a case and when they have finished: the worker
@@ -78,7 +80,7 @@ impl RunHooks for NoHooks {
 }
 
 /// Where reference outputs come from: the task's reference kernel on the same device
-/// ([`KernelOracle`]), or later a PyTorch process running `spec.py`.
+/// ([`KernelOracle`]), or the task's spec.py through a [`SpecOracle`] ([`SpecOracleFor`]).
 pub trait Oracle {
     fn describe(&self) -> String;
     /// The outputs of the task for these inputs, in `task.outputs` order.
@@ -507,11 +509,13 @@ pub fn check<B: Backend>(
     ));
     let mut count = 0u32;
     let mut within_tolerance: Vec<String> = Vec::new();
+    let errors = std::cell::RefCell::new(Vec::<OutputError>::new());
     let done = |verdict: Verdict, log: Vec<String>, context_lost: bool| {
         Ok(Outcome {
             verdict,
             log,
             context_lost,
+            errors: errors.take(),
         })
     };
     for shape in &sel.shapes {
@@ -604,6 +608,7 @@ pub fn check<B: Backend>(
                         if run == 0 {
                             let report = compare(g, r, m, Some(poison))
                                 .map_err(|e| EvalError::new(format!("comparing `{name}`: {e}")))?;
+                            record_error(&mut errors.borrow_mut(), name, &case, &report);
                             if !report.passed() {
                                 return done(
                                     Verdict::WrongOutput {
@@ -655,6 +660,39 @@ pub fn check<B: Backend>(
         log,
         false,
     )
+}
+
+/// Folds one passing or failing comparison into the per-output worst errors.
+fn record_error(errors: &mut Vec<OutputError>, output: &str, case: &Case, r: &MismatchReport) {
+    let i = match errors.iter().position(|e| e.output == output) {
+        Some(i) => i,
+        None => {
+            errors.push(OutputError {
+                output: output.to_string(),
+                metric: r.metric,
+                case: case.clone(),
+                normalized_error: r.normalized_error,
+                max_abs_error: r.max_abs_error,
+                mismatches: r.mismatches,
+                elements: r.elements,
+                cases: 1,
+            });
+            return;
+        }
+    };
+    let e = &mut errors[i];
+    e.cases += 1;
+    // NaN never wins a comparison: a non-finite error (only possible on a failing case) is
+    // taken explicitly.
+    if r.normalized_error > e.normalized_error || !r.normalized_error.is_finite() {
+        e.normalized_error = r.normalized_error;
+        e.case = case.clone();
+        e.elements = r.elements;
+    }
+    if r.max_abs_error > e.max_abs_error || !r.max_abs_error.is_finite() {
+        e.max_abs_error = r.max_abs_error;
+    }
+    e.mismatches = e.mismatches.max(r.mismatches);
 }
 
 /// Re-validates the outputs currently in `bufs` (after the last timed call, DESIGN §4.5)
@@ -832,6 +870,9 @@ impl<B: Backend> Oracle for KernelOracle<'_, B> {
         Ok(out)
     }
 }
+
+mod spec;
+pub use spec::{SpecCase, SpecOracle, SpecOracleFor, SPEC_ORACLE_SKIPPED};
 
 #[cfg(test)]
 mod tests;

@@ -422,3 +422,203 @@ fn hooks_bracket_every_candidate_run() {
     }
     assert!(calls[0].as_deref().unwrap().contains("shape small"));
 }
+
+/// A stand-in for the PyTorch oracle: y = (a + b) * (1 + `rel`) on the host, recording the inputs
+/// it was given.
+struct HostSpec {
+    rel: f32,
+    calls: u32,
+    seen: Vec<Vec<HostTensor>>,
+    /// Return this many outputs instead of the declared one.
+    outputs: usize,
+    fail: Option<String>,
+}
+
+impl HostSpec {
+    fn new(rel: f32) -> HostSpec {
+        HostSpec {
+            rel,
+            calls: 0,
+            seen: Vec::new(),
+            outputs: 1,
+            fail: None,
+        }
+    }
+}
+
+impl SpecOracle for HostSpec {
+    fn describe(&self) -> String {
+        "host stand-in for spec.py".into()
+    }
+
+    fn outputs(&mut self, c: &SpecCase) -> Result<Vec<HostTensor>, EvalError> {
+        self.calls += 1;
+        if let Some(m) = &self.fail {
+            return Err(EvalError::new(m.clone()));
+        }
+        self.seen.push(c.inputs.to_vec());
+        let f = |t: &HostTensor| -> Vec<f32> {
+            t.bytes
+                .chunks(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        };
+        let (a, b) = (f(&c.inputs[0]), f(&c.inputs[1]));
+        let y: Vec<u8> = a
+            .iter()
+            .zip(&b)
+            .flat_map(|(x, y)| ((x + y) * (1.0 + self.rel)).to_le_bytes())
+            .collect();
+        let t = HostTensor {
+            dtype: DType::F32,
+            dims: vec![a.len() as u64],
+            bytes: y,
+        };
+        Ok(vec![t; self.outputs])
+    }
+}
+
+/// The add task written to a directory with a spec.py beside it (the spec oracle keys its
+/// cache on both files).
+fn task_on_disk(spec: &str) -> (tempfile::TempDir, Task) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("task.toml");
+    std::fs::write(&path, TASK).unwrap();
+    std::fs::write(dir.path().join("spec.py"), spec).unwrap();
+    let t = Task::parse(&path, TASK).unwrap();
+    (dir, t)
+}
+
+fn spec_check(
+    spec: &mut HostSpec,
+    t: &Task,
+    cache: &mut ReferenceCache,
+    program: &HashMap<String, Kernel>,
+) -> Result<Outcome, EvalError> {
+    let p = plan(t);
+    let dev = Fake::default();
+    let mut oracle = SpecOracleFor::new(spec, t, TASK, cache)?;
+    assert!(oracle.content().starts_with("spec:"));
+    check(&dev, t, &p, program, &mut oracle, &opts(), &NoHooks)
+}
+
+#[test]
+fn the_spec_oracle_sees_the_candidates_inputs_and_is_cached() {
+    let (_d, t) = task_on_disk("class Model: pass\n");
+    let mut spec = HostSpec::new(0.0);
+    let mut cache = ReferenceCache::new(1 << 30);
+    let good = elementwise(|_, _, a, b, _| Some(a + b));
+    let o = spec_check(&mut spec, &t, &mut cache, &good).unwrap();
+    assert!(o.verdict.is_correct(), "{:?}", o.verdict);
+    assert_eq!(spec.calls, 36);
+    assert!(
+        o.log
+            .iter()
+            .any(|l| l.contains("reference: host stand-in for spec.py (")
+                && l.contains("spec.py)")),
+        "{:?}",
+        o.log
+    );
+    // Exactly the generated inputs of each case, in the order the protocol runs them.
+    let sel = cases(&t, &opts()).unwrap();
+    let mut k = 0;
+    for shape in &sel.shapes {
+        for &seed in &sel.seeds {
+            for &v in &sel.variants {
+                let want = crate::inputs::generate_inputs(&t, shape, seed, v).unwrap();
+                assert_eq!(spec.seen[k], want, "case {k}");
+                k += 1;
+            }
+        }
+    }
+    // Errors are reported per output: exact agreement here.
+    assert_eq!(o.errors.len(), 1);
+    assert_eq!(o.errors[0].output, "y");
+    assert_eq!(o.errors[0].cases, 36);
+    assert_eq!(o.errors[0].normalized_error, 0.0);
+
+    // A second check asks the oracle nothing.
+    let o = spec_check(&mut spec, &t, &mut cache, &good).unwrap();
+    assert!(o.verdict.is_correct());
+    assert_eq!(spec.calls, 36);
+    assert_eq!(cache.hits, 36);
+
+    // Another spec.py is another key.
+    let (_d2, t2) = task_on_disk("class Model: pass  # changed\n");
+    spec_check(&mut spec, &t2, &mut cache, &good).unwrap();
+    assert_eq!(spec.calls, 72);
+}
+
+#[test]
+fn the_spec_oracle_decides_what_is_correct() {
+    let (_d, t) = task_on_disk("class Model: pass\n");
+    let mut cache = ReferenceCache::new(1 << 30);
+    let kernel = elementwise(|_, _, a, b, _| Some(a + b));
+    // A spec that disagrees with the kernel by far more than the tolerance: wrong output.
+    let mut off = HostSpec::new(0.5);
+    let o = spec_check(&mut off, &t, &mut cache, &kernel).unwrap();
+    match &o.verdict {
+        Verdict::WrongOutput { output, case, .. } => {
+            assert_eq!(output, "y");
+            assert_eq!(case.shape, "small");
+        }
+        v => panic!("{v:?}"),
+    }
+    assert!(o.errors[0].normalized_error > 1e-5, "{:?}", o.errors);
+    // Within the tolerance: correct, and the error is reported.
+    let mut cache = ReferenceCache::new(1 << 30);
+    let mut near = HostSpec::new(1e-6);
+    let o = spec_check(&mut near, &t, &mut cache, &kernel).unwrap();
+    assert!(o.verdict.is_correct(), "{:?}", o.verdict);
+    let e = &o.errors[0];
+    assert!(
+        e.normalized_error > 0.0 && e.normalized_error < 1e-5,
+        "{e:?}"
+    );
+    assert!(e.fraction_of_tolerance().is_some_and(|f| f < 1.0));
+    assert!(
+        e.describe().contains("normalized error"),
+        "{}",
+        e.describe()
+    );
+}
+
+#[test]
+fn spec_oracle_failures_are_harness_errors() {
+    let (_d, t) = task_on_disk("class Model: pass\n");
+    let kernel = elementwise(|_, _, a, b, _| Some(a + b));
+    let mut two = HostSpec::new(0.0);
+    two.outputs = 2;
+    let mut cache = ReferenceCache::new(1 << 30);
+    let e = spec_check(&mut two, &t, &mut cache, &kernel).err().unwrap();
+    assert!(
+        e.message
+            .contains("2 output(s) came back, the task declares 1")
+            && e.message.contains("spec.py"),
+        "{e}"
+    );
+    assert!(cache.is_empty(), "a bad answer must not be cached");
+    let mut skip = HostSpec::new(0.0);
+    skip.fail = Some(format!(
+        "{SPEC_ORACLE_SKIPPED} not importable: no module torch"
+    ));
+    let e = spec_check(&mut skip, &t, &mut cache, &kernel)
+        .err()
+        .unwrap();
+    assert!(e.message.starts_with(SPEC_ORACLE_SKIPPED), "{e}");
+    assert!(!e.context_lost);
+
+    // No spec.py beside task.toml: said before anything runs.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("task.toml");
+    std::fs::write(&path, TASK).unwrap();
+    let t = Task::parse(&path, TASK).unwrap();
+    let mut spec = HostSpec::new(0.0);
+    let e = SpecOracleFor::new(&mut spec, &t, TASK, &mut cache)
+        .err()
+        .unwrap();
+    assert!(
+        e.message.contains("the PyTorch oracle needs") && e.message.contains("spec.py"),
+        "{e}"
+    );
+}
