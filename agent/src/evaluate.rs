@@ -203,6 +203,9 @@ pub struct KernelRun {
     /// Per public shape, side by side with the reference; empty when nothing was timed (a
     /// failing kernel, or a runner that only verifies).
     pub timings: Vec<crate::prompt::ShapeTiming>,
+    /// Why a correct kernel is untimed, or only partly timed (the timing run failed, a shape
+    /// could not be measured): shown with the verdict's feedback, never a failure by itself.
+    pub note: Option<String>,
 }
 
 /// Runs a statically checked kernel on a GPU under the strict protocol. Implemented over the
@@ -276,9 +279,14 @@ impl Evaluator for GpuEvaluator {
             .run(task, source, plan_toml)
             .map_err(EvaluatorError)?;
         let verdict = agent_verdict(&run.verdict);
+        let mut feedback = run.verdict.feedback();
+        if let Some(note) = &run.note {
+            feedback.push_str("\n\nTiming: ");
+            feedback.push_str(note);
+        }
         Ok(Evaluation {
             verdict,
-            feedback: run.verdict.feedback(),
+            feedback,
             // Timings of a failing kernel would be meaningless.
             timings: if verdict == Verdict::Correct {
                 run.timings

@@ -742,6 +742,7 @@ mod tests {
                         median_us: Some(100.0 / s),
                         reference_us: Some(100.0),
                         sol_pct: Some(50.0),
+                        floor_us: None,
                     }]
                 })
                 .unwrap_or_default(),

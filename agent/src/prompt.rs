@@ -183,6 +183,10 @@ pub struct ShapeTiming {
     pub reference_us: Option<f64>,
     /// Percent of the speed-of-light floor (100 = at the roofline).
     pub sol_pct: Option<f64>,
+    /// The speed-of-light floor itself, where the GPU is calibrated: a time under it means the
+    /// kernel cannot have done the declared work (the result is quarantined, never ranked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor_us: Option<f64>,
 }
 
 /// A kernel as shown to a model: code, plan, and what is known about it.

@@ -271,7 +271,7 @@ impl RunRecorder {
                     protocol,
                 },
                 Some(e),
-            ) => store_verdict(e.verdict).map(|verdict| {
+            ) => {
                 let hash = candidate_hash(source, plan);
                 let key = EvalKey {
                     candidate_hash: &hash,
@@ -280,32 +280,8 @@ impl RunRecorder {
                     protocol,
                 }
                 .digest();
-                NewEvaluation {
-                    candidate_id: 0,
-                    gpu_id: Some(*gpu_id),
-                    cache_key: key,
-                    protocol: protocol.clone(),
-                    verdict,
-                    details: json!({
-                        "feedback": e.feedback,
-                        "resources": e.resources,
-                        "timings": e.timings,
-                        "profile_summary": e.profile_summary,
-                    }),
-                    compile_ms: None,
-                    timings: Vec::new(),
-                    speedup_ref: e.speedup(),
-                    speedup_eager: None,
-                    speedup_compile: None,
-                    sol_pct: {
-                        let sol: Vec<f64> = e.timings.iter().filter_map(|t| t.sol_pct).collect();
-                        (!sol.is_empty()).then(|| sol.iter().sum::<f64>() / sol.len() as f64)
-                    },
-                    quarantined: false,
-                    quarantine_reason: None,
-                    cached_from: None,
-                }
-            }),
+                evaluation_row(e, 0, *gpu_id, key, protocol)
+            }
             _ => None,
         };
         let id = self
@@ -342,6 +318,69 @@ fn relation(action: &str) -> &'static str {
         "crossover" => "crossover",
         _ => "derived",
     }
+}
+
+fn geomean(v: impl Iterator<Item = f64>) -> Option<f64> {
+    let (mut sum, mut n) = (0.0, 0usize);
+    for x in v.filter(|x| *x > 0.0 && x.is_finite()) {
+        sum += x.ln();
+        n += 1;
+    }
+    (n > 0).then(|| (sum / n as f64).exp())
+}
+
+/// The `evaluations` row of a GPU evaluation: verdict, the loop's view of it in `details`
+/// (what a resumed run or the cache hands back, see [`evaluation_from_store`]), geometric-mean
+/// speedup over the reference and % of speed-of-light across the timed shapes, and the
+/// quarantine flag of DESIGN §5 (faster than the speed-of-light floor, or more than
+/// [`verifier::timing::MAX_PLAUSIBLE_SPEEDUP`] times the reference, at any shape). `None` for a
+/// dry run's `compiled`, which is not a verifier verdict.
+pub fn evaluation_row(
+    e: &Evaluation,
+    candidate_id: i64,
+    gpu_id: i64,
+    cache_key: String,
+    protocol: &str,
+) -> Option<NewEvaluation> {
+    let verdict = store_verdict(e.verdict)?;
+    let quarantine: Vec<String> = e
+        .timings
+        .iter()
+        .filter_map(|t| {
+            let median_ms = t.median_us? / 1e3;
+            let speedup = t.reference_us.map(|r| r / t.median_us.unwrap_or(f64::NAN));
+            verifier::timing::quarantine_reason(
+                median_ms,
+                t.floor_us.map(|f| f / 1e3),
+                speedup.filter(|s| s.is_finite()),
+            )
+            .map(|r| format!("{}: {r}", t.shape))
+        })
+        .collect();
+    Some(NewEvaluation {
+        candidate_id,
+        gpu_id: Some(gpu_id),
+        cache_key,
+        protocol: protocol.to_string(),
+        verdict,
+        details: json!({
+            "feedback": e.feedback,
+            "resources": e.resources,
+            "timings": e.timings,
+            "profile_summary": e.profile_summary,
+        }),
+        compile_ms: None,
+        // The store's per-shape rows want the full sample summary (p20/p80/min/samples), which
+        // the loop's view does not carry; the loop's timings are kept in `details`.
+        timings: Vec::new(),
+        speedup_ref: e.speedup(),
+        speedup_eager: None,
+        speedup_compile: None,
+        sol_pct: geomean(e.timings.iter().filter_map(|t| t.sol_pct)),
+        quarantined: !quarantine.is_empty(),
+        quarantine_reason: (!quarantine.is_empty()).then(|| quarantine.join("; ")),
+        cached_from: None,
+    })
 }
 
 /// The store's verdict for an agent verdict; `compiled` (dry run) has none.

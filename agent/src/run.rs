@@ -66,6 +66,10 @@ pub struct RunConfig {
     pub seed_with_reference: bool,
     #[serde(default)]
     pub evolve: EvolveSettings,
+    /// Verify and time each task at its first N public shapes only (held-out shapes are still
+    /// drawn): quicker, weaker runs. `None`: every public shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_shapes: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]

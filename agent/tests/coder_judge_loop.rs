@@ -67,6 +67,7 @@ impl Evaluator for ScriptedEvaluator {
                 median_us: Some(median),
                 reference_us: Some(500.0),
                 sol_pct: Some(50.0),
+                floor_us: None,
             }],
             resources: Some("k: 32 registers, 0 spills".into()),
             profile_summary: None,

@@ -92,6 +92,8 @@ fn dry_run_verdicts_for_good_and_broken_candidates() {
 struct FakeRunner {
     calls: AtomicUsize,
     answer: Result<verifier::verdict::Verdict, String>,
+    /// A correct kernel whose timing failed: no timings, this reason instead.
+    untimed: Option<String>,
 }
 
 fn timing() -> Vec<ShapeTiming> {
@@ -100,6 +102,7 @@ fn timing() -> Vec<ShapeTiming> {
         median_us: Some(50.0),
         reference_us: Some(100.0),
         sol_pct: Some(80.0),
+        floor_us: None,
     }]
 }
 
@@ -109,7 +112,12 @@ impl KernelRunner for FakeRunner {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.answer.clone().map(|verdict| KernelRun {
             verdict,
-            timings: timing(),
+            timings: if self.untimed.is_some() {
+                Vec::new()
+            } else {
+                timing()
+            },
+            note: self.untimed.clone(),
         })
     }
 }
@@ -127,6 +135,7 @@ fn gpu_evaluator_runs_only_sound_kernels_and_maps_verdicts() {
             case: None,
             limit_ms: 1000,
         }),
+        untimed: None,
     });
     let ev = GpuEvaluator::new(
         tasks(t.clone()),
@@ -157,15 +166,40 @@ fn gpu_evaluator_runs_only_sound_kernels_and_maps_verdicts() {
             cases: 9,
             nondeterministic_within_tolerance: Vec::new(),
         }),
+        untimed: None,
     });
     let ev = GpuEvaluator::new(tasks(t.clone()), comp.clone(), Arch::DEFAULT, correct, 1);
     let e = ev.evaluate("swiglu", &src, &plan).expect("evaluates");
     assert_eq!(e.verdict, Verdict::Correct);
     assert_eq!(e.speedup(), Some(2.0));
+    assert_eq!(e.timings, timing());
+    assert!(!e.feedback.contains("Timing:"), "{}", e.feedback);
+
+    // A timing failure leaves a correct kernel correct, untimed, with the reason in its feedback.
+    let untimed = Arc::new(FakeRunner {
+        calls: AtomicUsize::new(0),
+        answer: Ok(verifier::verdict::Verdict::Correct {
+            cases: 9,
+            nondeterministic_within_tolerance: Vec::new(),
+        }),
+        untimed: Some("the timing run failed: did not finish within 300 s".into()),
+    });
+    let ev = GpuEvaluator::new(tasks(t.clone()), comp.clone(), Arch::DEFAULT, untimed, 1);
+    let e = ev.evaluate("swiglu", &src, &plan).expect("evaluates");
+    assert_eq!(e.verdict, Verdict::Correct);
+    assert!(e.timings.is_empty());
+    assert_eq!(e.speedup(), None);
+    assert!(
+        e.feedback
+            .contains("Timing: the timing run failed: did not finish within 300 s"),
+        "{}",
+        e.feedback
+    );
 
     let failing = Arc::new(FakeRunner {
         calls: AtomicUsize::new(0),
         answer: Err("worker would not start".into()),
+        untimed: None,
     });
     let ev = GpuEvaluator::new(tasks(t), comp, Arch::DEFAULT, failing, 1);
     let err = ev

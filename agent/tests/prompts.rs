@@ -73,6 +73,7 @@ fn kernel(verdict: &str) -> KernelSnapshot {
             median_us: Some(400.0),
             reference_us: Some(500.0),
             sol_pct: Some(71.234),
+            floor_us: None,
         }],
         resources: Some("rmsnorm_residual: 32 registers, 0 spills, 1 KiB smem".into()),
         profile_summary: Some("dram__throughput 71%\nwarp stall long_scoreboard 40%".into()),

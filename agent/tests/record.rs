@@ -216,3 +216,72 @@ fn run_wide_budgets_stop_every_loop() {
     });
     assert_eq!(r.should_stop(), Some(StopReason::WallTime));
 }
+
+fn timed(
+    shape: &str,
+    median_us: f64,
+    reference_us: f64,
+    sol: Option<f64>,
+    floor_us: Option<f64>,
+) -> agent::prompt::ShapeTiming {
+    agent::prompt::ShapeTiming {
+        shape: shape.into(),
+        median_us: Some(median_us),
+        reference_us: Some(reference_us),
+        sol_pct: sol,
+        floor_us,
+    }
+}
+
+#[test]
+fn gpu_evaluation_rows_carry_speedup_sol_and_quarantine() {
+    let mut e = Evaluation {
+        verdict: Verdict::Correct,
+        feedback: "correct".into(),
+        timings: vec![
+            timed("small", 50.0, 100.0, Some(20.0), Some(10.0)),
+            timed("large", 400.0, 800.0, Some(80.0), Some(320.0)),
+        ],
+        resources: None,
+        profile_summary: None,
+    };
+    let row = agent::record::evaluation_row(&e, 7, 3, "key".into(), "strict-timed-v1")
+        .expect("a GPU verdict has a row");
+    assert_eq!(row.candidate_id, 7);
+    assert_eq!(row.gpu_id, Some(3));
+    assert_eq!(row.verdict.as_str(), "correct");
+    assert!((row.speedup_ref.expect("speedup") - 2.0).abs() < 1e-12);
+    // Geometric mean of 20 % and 80 %.
+    assert!((row.sol_pct.expect("sol") - 40.0).abs() < 1e-9);
+    assert!(!row.quarantined && row.quarantine_reason.is_none());
+    assert_eq!(row.details["timings"][1]["floor_us"], 320.0);
+
+    // Faster than the floor at one shape: quarantined, the shape named.
+    e.timings[1] = timed("large", 300.0, 800.0, Some(106.0), Some(320.0));
+    let row = agent::record::evaluation_row(&e, 7, 3, "key".into(), "p").expect("row");
+    assert!(row.quarantined);
+    let why = row.quarantine_reason.expect("reason");
+    assert!(
+        why.starts_with("large: faster than its speed-of-light floor"),
+        "{why}"
+    );
+
+    // More than 10x the reference, no calibration: quarantined too.
+    e.timings = vec![timed("small", 5.0, 100.0, None, None)];
+    let row = agent::record::evaluation_row(&e, 7, 3, "key".into(), "p").expect("row");
+    assert!(row.quarantined, "{row:?}");
+    assert_eq!(row.sol_pct, None);
+    assert!((row.speedup_ref.expect("speedup") - 20.0).abs() < 1e-9);
+
+    // Untimed correct kernel: no speedup, nothing to quarantine.
+    e.timings.clear();
+    let row = agent::record::evaluation_row(&e, 7, 3, "key".into(), "p").expect("row");
+    assert_eq!(
+        (row.speedup_ref, row.sol_pct, row.quarantined),
+        (None, None, false)
+    );
+
+    // A dry run's `compiled` is not a verifier verdict: no row.
+    e.verdict = Verdict::Compiled;
+    assert!(agent::record::evaluation_row(&e, 7, 3, "key".into(), "p").is_none());
+}
