@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """kernelsmith's PyTorch runner: the oracle and the eager / torch.compile baselines of a task.
 
-Run by the harness as `python3 torch_runner.py REQUEST.json`. The request (JSON) names the task's
+Run by the harness as `python3 torch_runner.py REQUEST.json`, or as `python3 torch_runner.py --serve`
+(a session: one request path per line on stdin, one reply line per request on stdout, until stdin
+closes; torch is imported once per session, which is what makes the oracle cheap case after case).
+The request (JSON) names the task's
 spec.py, the task parameters of the shape, a safetensors file of input sets, the declared outputs,
 the modes (oracle | eager | compile) and the timing protocol numbers of `verifier::timing`:
 
@@ -21,7 +24,10 @@ stderr) and exits with:
     2  status "bad_request": the request or the input file is unusable (a harness bug)
     3  status "unavailable": torch does not import or sees no CUDA device (baselines skipped)
     4  status "spec_error": spec.py does not load or Model cannot be built
-Oracle outputs go to `outputs_file` as safetensors, keyed "SET/NAME".
+Oracle outputs go to `outputs_file` as safetensors, keyed "SET/NAME". In a session the exit code
+is carried by the reply instead ("exit"), the session itself exits 0 when stdin closes, and
+torch's global numerics flags (TF32, deterministic algorithms, default dtype) are reset to what
+they were at import before every request, so one spec cannot change the next one's numerics.
 
 Timing follows DESIGN §5: per sample, untimed, the activation inputs are refreshed from the next
 input set of the pool and L2 is flushed by writing a buffer of 2 x L2 on the same stream; then a
@@ -82,6 +88,7 @@ def import_torch(device):
     except Exception as e:  # ImportError, or a broken install raising anything
         raise Finish(EXIT_UNAVAILABLE, "unavailable",
                      reason=f"torch does not import with {sys.executable}: {type(e).__name__}: {e}")
+    FLAGS.capture(torch)
     if not torch.cuda.is_available():
         raise Finish(EXIT_UNAVAILABLE, "unavailable",
                      reason=f"torch {torch.__version__} sees no CUDA device "
@@ -110,7 +117,9 @@ def tensor_bytes(t):
 
 def load_model(torch, spec_path, params, dev):
     try:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(spec_path)))
+        spec_dir = os.path.dirname(os.path.abspath(spec_path))
+        if spec_dir not in sys.path:
+            sys.path.insert(0, spec_dir)
         spec = importlib.util.spec_from_file_location("ksmith_task_spec", spec_path)
         if spec is None or spec.loader is None:
             raise ImportError(f"cannot load {spec_path}")
@@ -284,6 +293,99 @@ def run(req):
 
 # ---------------------------------------------------------------------------- entry point
 
+def answer(path):
+    """(exit code, reply fields) for the request in the file `path`."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            req = Request(json.load(f))
+    except (OSError, ValueError, RequestError) as e:
+        return EXIT_BAD_REQUEST, {"status": "bad_request", "message": f"{path}: {e}"}
+    try:
+        report = run(req)
+    except Finish as f:
+        return f.code, {"status": f.status, **f.fields}
+    return EXIT_OK, {"status": "ok", **report}
+
+
+class GlobalFlags:
+    """torch's process-wide numerics switches, as they were when torch was imported (before any
+    spec ran), restored before each request of a session."""
+
+    def __init__(self):
+        self.saved = None
+
+    @staticmethod
+    def read(torch):
+        return {
+            "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+            "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "default_dtype": torch.get_default_dtype(),
+        }
+
+    def capture(self, torch):
+        if self.saved is not None:
+            return
+        try:
+            self.saved = self.read(torch)
+        except Exception:  # a stand-in or a very old torch: nothing to restore
+            self.saved = {}
+
+    def reset(self):
+        torch = sys.modules.get("torch")
+        if torch is None or not self.saved:
+            return
+        s = self.saved
+        if self.read(torch) == s:
+            return
+        torch.backends.cuda.matmul.allow_tf32 = s["matmul_tf32"]
+        torch.backends.cudnn.allow_tf32 = s["cudnn_tf32"]
+        torch.backends.cudnn.deterministic = s["cudnn_deterministic"]
+        torch.backends.cudnn.benchmark = s["cudnn_benchmark"]
+        torch.use_deterministic_algorithms(s["deterministic"])
+        torch.set_default_dtype(s["default_dtype"])
+
+
+FLAGS = GlobalFlags()
+
+
+def release_memory():
+    """Hands cached GPU memory back between requests: the harness's own kernels share the GPU."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    try:
+        import gc
+
+        gc.collect()
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+    except Exception:
+        pass
+
+
+def serve(reply):
+    flags = FLAGS
+    for line in sys.stdin:
+        path = line.strip()
+        if not path:
+            continue
+        try:
+            flags.reset()
+            code, fields = answer(path)
+        except Exception as e:  # a runner bug: say so and keep the session alive
+            code, fields = EXIT_BAD_REQUEST, {
+                "status": "bad_request",
+                "message": f"the runner failed on {path}: {type(e).__name__}: {e}",
+                "traceback": tail(traceback.format_exc())}
+        reply.write(json.dumps(finite({"version": 1, **fields, "exit": code})) + "\n")
+        reply.flush()
+        release_memory()
+    return EXIT_OK
+
+
 def main(argv):
     # The JSON reply owns the real stdout; anything the spec, torch or the compiler prints
     # (Python or C level) goes to stderr instead of corrupting it.
@@ -291,23 +393,17 @@ def main(argv):
     os.dup2(2, 1)
     sys.stdout = sys.stderr
 
-    def finish(code, status, **fields):
-        reply.write(json.dumps(finite({"version": 1, "status": status, **fields})) + "\n")
+    def finish(code, fields):
+        reply.write(json.dumps(finite({"version": 1, **fields})) + "\n")
         reply.flush()
         return code
 
+    if len(argv) == 2 and argv[1] == "--serve":
+        return serve(reply)
     if len(argv) != 2:
-        return finish(EXIT_BAD_REQUEST, "bad_request", message="usage: torch_runner.py REQUEST.json")
-    try:
-        with open(argv[1], encoding="utf-8") as f:
-            req = Request(json.load(f))
-    except (OSError, ValueError, RequestError) as e:
-        return finish(EXIT_BAD_REQUEST, "bad_request", message=f"{argv[1]}: {e}")
-    try:
-        report = run(req)
-    except Finish as f:
-        return finish(f.code, f.status, **f.fields)
-    return finish(EXIT_OK, "ok", **report)
+        return finish(EXIT_BAD_REQUEST, {"status": "bad_request",
+                                         "message": "usage: torch_runner.py REQUEST.json | --serve"})
+    return finish(*answer(argv[1]))
 
 
 if __name__ == "__main__":

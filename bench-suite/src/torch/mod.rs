@@ -6,12 +6,16 @@
 //! garbage on stdout — comes back as a [`TorchError`], never a panic. "No torch" and "no python"
 //! are [`TorchError::skip_reason`]s: callers print "PyTorch baselines skipped: <reason>" and go on.
 
+mod oracle;
 /// Subprocesses with a wall-clock limit, killed as a process group (also used by `profile`).
 pub(crate) mod process;
 mod reply;
+mod session;
 pub mod tensors;
 
+pub use oracle::{skip_message, TorchOracle, DEFAULT_CASE_TIMEOUT};
 pub use reply::{Baseline, ModeResult, OracleOutputs, TorchReport};
+pub use session::Session;
 
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -285,33 +289,44 @@ fn check_job(job: &TorchJob) -> Result<(), TorchError> {
     Ok(())
 }
 
-/// Runs the job: writes the inputs and the request into a fresh directory, runs the runner, and
-/// parses its reply (and the oracle's outputs).
-pub fn run(config: &RunnerConfig, job: &TorchJob) -> Result<TorchReport, TorchError> {
-    check_job(job)?;
-    let work = tempfile::Builder::new()
-        .prefix("ksmith-torch-")
-        .tempdir()
-        .map_err(|source| TorchError::Io {
-            path: std::env::temp_dir(),
-            source,
-        })?;
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TorchError::Io { path, source }
-    };
-    let script = match &config.script {
-        RunnerScript::Path(p) => p.clone(),
+/// Writes the embedded runner and its modules into `dir`; returns the runner's path.
+fn write_scripts(config: &RunnerConfig, dir: &Path) -> Result<PathBuf, TorchError> {
+    match &config.script {
+        RunnerScript::Path(p) => Ok(p.clone()),
         RunnerScript::Embedded => {
             for (name, text) in EMBEDDED {
-                let p = work.path().join(name);
-                std::fs::write(&p, text).map_err(io(&p))?;
+                let p = dir.join(name);
+                std::fs::write(&p, text).map_err(|source| TorchError::Io { path: p, source })?;
             }
-            work.path().join(EMBEDDED[0].0)
+            Ok(dir.join(EMBEDDED[0].0))
         }
-    };
-    let inputs_file = work.path().join("inputs.safetensors");
-    let outputs_file = work.path().join("outputs.safetensors");
+    }
+}
+
+/// A request written to disk, ready for the runner.
+struct Prepared {
+    request_file: PathBuf,
+    outputs_file: PathBuf,
+    oracle_sets: Vec<usize>,
+}
+
+/// Writes the job's inputs (`inputs.safetensors`) and request (`request.json`) into `dir`,
+/// replacing what an earlier request left there.
+fn prepare(dir: &Path, job: &TorchJob) -> Result<Prepared, TorchError> {
+    check_job(job)?;
+    let inputs_file = dir.join("inputs.safetensors");
+    let outputs_file = dir.join("outputs.safetensors");
+    // A stale outputs file must never pass for this request's.
+    match std::fs::remove_file(&outputs_file) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(TorchError::Io {
+                path: outputs_file,
+                source,
+            })
+        }
+    }
     let names: Vec<String> = job.inputs.iter().map(|d| d.name.clone()).collect();
     let keys = tensors::write_input_sets(&inputs_file, &names, job.sets)?;
     let sets: Vec<serde_json::Map<String, serde_json::Value>> = keys
@@ -348,12 +363,39 @@ pub fn run(config: &RunnerConfig, job: &TorchJob) -> Result<TorchReport, TorchEr
         "compile_mode": job.compile_mode,
         "device": job.device,
     });
-    let request_file = work.path().join("request.json");
-    std::fs::write(&request_file, request.to_string()).map_err(io(&request_file))?;
+    let request_file = dir.join("request.json");
+    std::fs::write(&request_file, request.to_string()).map_err(|source| TorchError::Io {
+        path: request_file.clone(),
+        source,
+    })?;
+    Ok(Prepared {
+        request_file,
+        outputs_file,
+        oracle_sets,
+    })
+}
 
+fn work_dir() -> Result<tempfile::TempDir, TorchError> {
+    tempfile::Builder::new()
+        .prefix("ksmith-torch-")
+        .tempdir()
+        .map_err(|source| TorchError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })
+}
+
+/// Runs the job: writes the inputs and the request into a fresh directory, runs the runner, and
+/// parses its reply (and the oracle's outputs). One process per job: torch is imported each
+/// time; a [`Session`] keeps one process for many jobs.
+pub fn run(config: &RunnerConfig, job: &TorchJob) -> Result<TorchReport, TorchError> {
+    check_job(job)?;
+    let work = work_dir()?;
+    let script = write_scripts(config, work.path())?;
+    let prepared = prepare(work.path(), job)?;
     let mut cmd = Command::new(&config.python);
     cmd.arg(&script)
-        .arg(&request_file)
+        .arg(&prepared.request_file)
         .current_dir(work.path())
         .envs(config.env.iter().map(|(k, v)| (k, v)));
     let done = process::run(cmd, config.timeout).map_err(|source| TorchError::NoPython {
@@ -368,5 +410,5 @@ pub fn run(config: &RunnerConfig, job: &TorchJob) -> Result<TorchReport, TorchEr
         });
     }
     let reply = reply::parse(&done.stdout, done.status, &stderr_tail)?;
-    reply::finish(reply, job, &oracle_sets, &outputs_file)
+    reply::finish(reply, job, &prepared.oracle_sets, &prepared.outputs_file)
 }

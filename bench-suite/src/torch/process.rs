@@ -53,7 +53,7 @@ fn collect(
     (buf, h)
 }
 
-fn kill_group(child: &mut Child) {
+pub(crate) fn kill_group(child: &mut Child) {
     // The child leads its own group (process_group(0)), so -pid names every process in it.
     if let Ok(pid) = i32::try_from(child.id()) {
         // SAFETY: kill(2) with a negative pid only sends a signal; no memory is involved.

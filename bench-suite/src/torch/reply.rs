@@ -60,7 +60,7 @@ pub struct OracleOutputs {
     pub sets: Vec<(usize, Vec<HostTensor>)>,
 }
 
-fn describe(status: Option<ExitStatus>) -> String {
+pub(super) fn describe(status: Option<ExitStatus>) -> String {
     match status {
         Some(s) => match (s.code(), s.signal()) {
             (Some(c), _) => format!("exited with code {c}"),

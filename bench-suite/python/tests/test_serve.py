@@ -1,0 +1,166 @@
+"""torch_runner.py --serve: a session answering one request per stdin line, on stand-in torch.
+
+What a session must get right beyond the one-shot runner: torch imported once, one reply line
+per request in order (the exit code inside it), a failing request not ending the session, the
+numerics flags one spec changes not leaking into the next request, and exit 0 on end of input.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+from tests.test_runner import RUNNER, bf16, request, setup_task
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FAKE = os.path.join(HERE, "fake_torch", "torch", "__init__.py")
+
+# The CPU stand-in plus the process-wide flags the session restores, and a note on import.
+FLAGGED_TORCH = '''
+import importlib.util as _u
+import sys as _sys
+import types as _types
+
+_spec = _u.spec_from_file_location("_standin_base", %r)
+_base = _u.module_from_spec(_spec)
+_spec.loader.exec_module(_base)
+globals().update({k: v for k, v in vars(_base).items() if not k.startswith("__")})
+__version__ = _base.__version__
+
+backends = _types.SimpleNamespace(
+    cuda=_types.SimpleNamespace(matmul=_types.SimpleNamespace(allow_tf32=False)),
+    cudnn=_types.SimpleNamespace(allow_tf32=True, deterministic=False, benchmark=False),
+)
+_state = {"det": False, "dtype": "float32"}
+
+
+def are_deterministic_algorithms_enabled():
+    return _state["det"]
+
+
+def use_deterministic_algorithms(v):
+    _state["det"] = v
+
+
+def get_default_dtype():
+    return _state["dtype"]
+
+
+def set_default_dtype(d):
+    _state["dtype"] = d
+
+
+_sys.stderr.write("STAND-IN TORCH IMPORTED\\n")
+''' % FAKE
+
+# Changes TF32 for everyone when imported.
+MEDDLING_SPEC = '''
+import torch
+
+torch.backends.cuda.matmul.allow_tf32 = True
+torch.use_deterministic_algorithms(True)
+
+
+class Model(torch.nn.Module):
+    def __init__(self, N):
+        pass
+
+    def forward(self, x, w):
+        return x.clone(), w.clone()
+'''
+
+# Fails unless the flags are torch's defaults.
+STRICT_SPEC = '''
+import torch
+
+
+class Model(torch.nn.Module):
+    def __init__(self, N):
+        pass
+
+    def forward(self, x, w):
+        assert torch.backends.cuda.matmul.allow_tf32 is False, "TF32 leaked from another spec"
+        assert not torch.are_deterministic_algorithms_enabled(), "determinism leaked"
+        return x.clone(), w.clone()
+'''
+
+
+class Session(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.d = self.tmp.name
+        pkg = os.path.join(self.d, "fake", "torch")
+        os.makedirs(pkg)
+        with open(os.path.join(pkg, "__init__.py"), "w") as f:
+            f.write(FLAGGED_TORCH)
+        self.env = dict(os.environ, PYTHONPATH=os.path.join(self.d, "fake"))
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def task(self, name, spec):
+        d = os.path.join(self.d, name)
+        os.makedirs(d)
+        x0, _, _ = setup_task(d)
+        with open(os.path.join(d, "spec.py"), "w") as f:
+            f.write(spec)
+        req = request(d)
+        req["outputs"][1] = {"name": "w2", "dtype": "bf16", "dims": [3]}
+        path = os.path.join(d, "request.json")
+        with open(path, "w") as f:
+            json.dump(req, f)
+        return path, x0
+
+    def session(self, lines):
+        p = subprocess.run([sys.executable, RUNNER, "--serve"], input="".join(lines),
+                           capture_output=True, text=True, env=self.env, timeout=120)
+        replies = [json.loads(line) for line in p.stdout.splitlines()]
+        return p.returncode, replies, p.stderr
+
+    def test_requests_are_answered_in_order_by_one_torch(self):
+        meddle, x0 = self.task("meddle", MEDDLING_SPEC)
+        strict, _ = self.task("strict", STRICT_SPEC)
+        broken, _ = self.task("broken", "raise RuntimeError('spec is broken')\n")
+        garbage = os.path.join(self.d, "garbage.json")
+        with open(garbage, "w") as f:
+            f.write("{not json")
+        lines = [meddle + "\n", "\n", strict + "\n", broken + "\n", garbage + "\n",
+                 strict + "\n"]
+        code, replies, err = self.session(lines)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(err.count("STAND-IN TORCH IMPORTED"), 1, err)
+        self.assertEqual([(r["status"], r["exit"]) for r in replies],
+                         [("ok", 0), ("ok", 0), ("spec_error", 4), ("bad_request", 2),
+                          ("ok", 0)], replies)
+        # The flags the first spec set did not reach the second.
+        for r in (replies[1], replies[4]):
+            self.assertTrue(r["oracle"]["ok"], r["oracle"])
+        self.assertIn("spec is broken", replies[2]["message"])
+        self.assertIn("garbage.json", replies[3]["message"])
+        # Each request's outputs are its own.
+        import ksmith_tensors as kt
+
+        out, _ = kt.read_file(os.path.join(self.d, "meddle", "out.safetensors"))
+        self.assertEqual(bytes(out["0/y"].data), b"".join(bf16(v) for v in x0))
+
+    def test_a_session_without_torch_answers_unavailable_each_time(self):
+        with open(os.path.join(self.d, "fake", "torch", "__init__.py"), "w") as f:
+            f.write("raise ImportError('No module named torch (stand-in)')\n")
+        path, _ = self.task("t", STRICT_SPEC)
+        code, replies, err = self.session([path + "\n", path + "\n"])
+        self.assertEqual(code, 0, err)
+        self.assertEqual([r["status"] for r in replies], ["unavailable", "unavailable"])
+        self.assertIn("torch does not import", replies[0]["reason"])
+        self.assertTrue(all(r["exit"] == 3 for r in replies))
+
+    def test_usage(self):
+        p = subprocess.run([sys.executable, RUNNER, "--serve", "extra"], capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--serve", json.loads(p.stdout)["message"])
+
+
+if __name__ == "__main__":
+    unittest.main()
