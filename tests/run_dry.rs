@@ -1,26 +1,27 @@
-//! `ksmith run --dry-run` end to end against a scripted OpenAI-compatible server on 127.0.0.1:
-//! 3 real tasks × 5 rounds, replies that contain a compile error fixed in the next reply, and
-//! every fault the client must survive (429 with Retry-After, 500, a stalled reply, malformed
-//! JSON, an empty finish_reason, reasoning_content). Then the database must show every call with
-//! tokens and cost, and a run killed with SIGKILL and resumed must end with exactly the rows of
-//! an uninterrupted run: nothing duplicated, nothing missing.
-//!
-//! The server answers by content: the reply to a request is decided by the task named in the
-//! prompt, the role (coder or judge) and how many different prompts of that kind it has seen;
-//! a prompt seen before gets the same reply again. A resumed run that re-sends a request the
-//! killed one had in flight therefore gets the same answer, as a deterministic model would give.
+//! `ksmith run --dry-run` end to end against a scripted OpenAI-compatible server on 127.0.0.1
+//! (tests/support/scripted.rs): 3 real tasks × 5 rounds, replies that contain a compile error
+//! fixed in the next reply, and every fault the client must survive (429 with Retry-After, 429
+//! without it and with an HTML body, 500s, a stalled reply, malformed JSON, an empty
+//! finish_reason, reasoning_content and other extra fields, a reply cut off by the token limit
+//! in the middle of its code). Then the database must show every call with tokens and cost, and
+//! a run killed with SIGKILL and resumed must end with exactly the rows of an uninterrupted run:
+//! nothing duplicated, nothing missing.
+
+mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bench_suite::store::Store;
+use support::scripted::{
+    broken, completion, completion_with, judge_reply, kernel_reply, reference, report, run_to_end,
+    write_config, Fault, Script, Server, KEY_VAR, SECRET,
+};
 
 const TASKS: [&str; 3] = ["swiglu", "softmax_row", "rmsnorm_residual"];
 const TASK_DIRS: [&str; 3] = [
@@ -28,11 +29,6 @@ const TASK_DIRS: [&str; 3] = [
     "reduction/softmax_row",
     "normalization/rmsnorm_residual",
 ];
-const SECRET: &str = "sk-scripted-secret-0123456789";
-const KEY_VAR: &str = "KSMITH_TEST_SCRIPTED_KEY";
-/// Upper bound on any one test's server; nothing outlives it.
-const SERVER_DEADLINE: Duration = Duration::from_secs(90);
-
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -50,283 +46,32 @@ fn have_nvrtc(test: &str) -> bool {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Fault {
-    TooMany,
-    ServerError,
-    Stall,
-    MalformedJson,
-}
-
-#[derive(Clone)]
-struct Script {
-    /// Per task: the Coder's replies in order, then the Judge's.
-    coder: BTreeMap<&'static str, Vec<String>>,
-    judge: Vec<String>,
-    /// (task, role, reply index) → fault served on the first attempt of that request.
-    faults: HashMap<(&'static str, &'static str, usize), Fault>,
-    delay: Duration,
-    /// While set, every request about this task gets a 503 (a provider outage).
-    outage: Option<(&'static str, Arc<AtomicBool>)>,
-}
-
-#[derive(Default)]
-struct ServerState {
-    memo: HashMap<String, String>,
-    counts: HashMap<(&'static str, &'static str), usize>,
-    /// Faults already served, so a retry of the same request succeeds.
-    served_faults: Vec<(&'static str, &'static str, usize)>,
-    /// Every request body, in arrival order (faulted attempts included).
-    bodies: Vec<String>,
-    auth_ok: usize,
-}
-
-struct Server {
-    base_url: String,
-    state: Arc<Mutex<ServerState>>,
-    stop: Arc<AtomicBool>,
-    requests: Arc<AtomicUsize>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Server {
-    fn start(script: Script) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let state = Arc::new(Mutex::new(ServerState::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let requests = Arc::new(AtomicUsize::new(0));
-        let (st, sp, rq) = (Arc::clone(&state), Arc::clone(&stop), Arc::clone(&requests));
-        let script = Arc::new(script);
-        thread::spawn(move || {
-            let deadline = Instant::now() + SERVER_DEADLINE;
-            while Instant::now() < deadline && !sp.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let (st, rq, script) =
-                            (Arc::clone(&st), Arc::clone(&rq), Arc::clone(&script));
-                        thread::spawn(move || serve(stream, &script, &st, &rq));
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        thread::sleep(Duration::from_millis(5))
-                    }
-                    Err(_) => break,
-                }
-            }
-        });
-        Server {
-            base_url: format!("http://{addr}/v1"),
-            state,
-            stop,
-            requests,
-        }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, ServerState> {
-        self.state.lock().expect("server state")
-    }
-}
-
-fn read_request(stream: &mut TcpStream) -> Option<(Vec<(String, String)>, String)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let end = loop {
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p;
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).to_string();
-    let headers: Vec<(String, String)> = head
-        .split("\r\n")
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = buf[end + 4..].to_vec();
-    while body.len() < len {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
-        }
-    }
-    Some((headers, String::from_utf8_lossy(&body).to_string()))
-}
-
-fn respond(stream: &mut TcpStream, status: u16, headers: &[(&str, &str)], body: &str) {
-    let mut r = format!(
-        "HTTP/1.1 {status} Scripted\r\nContent-Length: {}\r\nConnection: close\r\nContent-Type: application/json\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        r.push_str(&format!("{k}: {v}\r\n"));
-    }
-    r.push_str("\r\n");
-    r.push_str(body);
-    // The client may have given up (the stall); a failed write is expected then.
-    let _ = stream.write_all(r.as_bytes());
-    let _ = stream.flush();
-}
-
-fn serve(mut stream: TcpStream, script: &Script, st: &Mutex<ServerState>, rq: &AtomicUsize) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let Some((headers, body)) = read_request(&mut stream) else {
-        return;
-    };
-    rq.fetch_add(1, Ordering::SeqCst);
-    let prompt = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["messages"][0]["content"].as_str().map(str::to_string))
-        .unwrap_or_default();
-    let task = TASKS
-        .iter()
-        .copied()
-        .find(|t| prompt.contains(&format!("(`{t}`,")));
-    let role: &'static str = if prompt.starts_with("You are reviewing") {
-        "judge"
-    } else {
-        "coder"
-    };
-    let authorized = headers
-        .iter()
-        .any(|(k, v)| k == "authorization" && v == &format!("Bearer {SECRET}"));
-    let decided = {
-        let mut s = st.lock().expect("server state");
-        s.bodies.push(body.clone());
-        if authorized {
-            s.auth_ok += 1;
-        }
-        let down = matches!(
-            (&script.outage, task),
-            (Some((t, on)), Some(task)) if *t == task && on.load(Ordering::SeqCst)
-        );
-        match task {
-            None => Err("no known task in the prompt".to_string()),
-            Some(_) if down => Err("outage".to_string()),
-            Some(task) => match s.memo.get(&body) {
-                Some(reply) => Ok((reply.clone(), None)),
-                None => {
-                    let k = *s.counts.get(&(task, role)).unwrap_or(&0);
-                    let fault = script
-                        .faults
-                        .get(&(task, role, k))
-                        .copied()
-                        .filter(|_| !s.served_faults.contains(&(task, role, k)));
-                    if fault.is_some() {
-                        s.served_faults.push((task, role, k));
-                        Ok((String::new(), fault))
-                    } else {
-                        let replies = if role == "judge" {
-                            &script.judge
-                        } else {
-                            &script.coder[task]
-                        };
-                        let reply = replies
-                            .get(k)
-                            .or(replies.last())
-                            .cloned()
-                            .unwrap_or_default();
-                        s.counts.insert((task, role), k + 1);
-                        s.memo.insert(body.clone(), reply.clone());
-                        Ok((reply, None))
-                    }
-                }
-            },
-        }
-    };
-    thread::sleep(script.delay);
-    match decided {
-        Err(e) if e == "outage" => respond(
-            &mut stream,
-            503,
-            &[],
-            r#"{"error":{"message":"service unavailable"}}"#,
-        ),
-        Err(e) => respond(
-            &mut stream,
-            400,
-            &[],
-            &format!("{{\"error\":{{\"message\":\"{e}\"}}}}"),
-        ),
-        Ok((_, Some(Fault::TooMany))) => respond(
-            &mut stream,
-            429,
-            &[("Retry-After", "1")],
-            r#"{"error":{"message":"rate limited","type":"rate_limit"}}"#,
-        ),
-        Ok((_, Some(Fault::ServerError))) => respond(
-            &mut stream,
-            500,
-            &[],
-            r#"{"error":{"message":"overloaded"}}"#,
-        ),
-        Ok((_, Some(Fault::MalformedJson))) => {
-            respond(&mut stream, 200, &[], r#"{"id": "x", "choices": [ {"mess"#)
-        }
-        Ok((_, Some(Fault::Stall))) => {
-            // Longer than the profile's request timeout: the client gives up and retries.
-            thread::sleep(Duration::from_millis(2500));
-            respond(&mut stream, 200, &[], r#"{"choices":[]}"#)
-        }
-        Ok((reply, None)) => respond(&mut stream, 200, &[], &reply),
-    }
-}
-
-/// A completion body; `quirk` adds the oddities real servers send.
-fn completion(content: &str, quirk: bool) -> String {
-    let mut message = serde_json::json!({ "role": "assistant", "content": content });
-    let mut finish = serde_json::json!("stop");
-    if quirk {
-        message["reasoning_content"] =
-            serde_json::json!("Let me think about the memory traffic first.");
-        finish = serde_json::json!("");
-    }
-    serde_json::json!({
-        "id": "chatcmpl-scripted",
-        "object": "chat.completion",
-        "model": "scripted-model",
-        "choices": [{ "index": 0, "message": message, "finish_reason": finish }],
-        "usage": { "prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500 },
-        "system_fingerprint": null
-    })
-    .to_string()
-}
-
-fn kernel_reply(source: &str, plan: &str, note: &str) -> String {
-    format!("{note}\n\n```cuda\n{source}\n```\n\n```toml\n{plan}\n```\n")
-}
-
 /// Per task: round 1 does not compile, round 2 fixes it, rounds 3-5 vary the plan text (new
-/// candidates, same source, so compiles come from the cache).
+/// candidates, same source, so compiles come from the cache). With faults, rmsnorm_residual's
+/// fourth reply is cut off by the token limit in the middle of its code (no kernel: the same
+/// request goes out again with a notice, and the fifth reply is used).
 fn script(delay: Duration, with_faults: bool) -> Script {
-    let mut coder = BTreeMap::new();
+    let mut sc = Script::new(&TASKS);
     for (task, dir) in TASKS.iter().zip(TASK_DIRS) {
-        let d = repo().join("tasks").join(dir);
-        let src = std::fs::read_to_string(d.join("reference.cu")).expect("reference.cu");
-        let plan = std::fs::read_to_string(d.join("reference.toml")).expect("reference.toml");
-        let broken = format!(
-            "{src}\n__device__ int ksmith_scripted_helper() {{ return undefined_scripted_symbol; }}\n"
-        );
+        let (src, plan) = reference(&repo().join("tasks").join(dir));
         let mut replies = vec![completion(
-            &kernel_reply(&broken, &plan, "First version with a helper."),
+            &kernel_reply(&broken(&src), &plan, "First version with a helper."),
             false,
         )];
         for v in 2..=5 {
+            if with_faults && *task == "rmsnorm_residual" && v == 4 {
+                let cut = src.len() / 2;
+                let cut = (0..=cut)
+                    .rev()
+                    .find(|i| src.is_char_boundary(*i))
+                    .unwrap_or(0);
+                replies.push(completion_with(
+                    &format!("Vectorized the loads.\n\n```cuda\n{}", &src[..cut]),
+                    false,
+                    "length",
+                ));
+                continue;
+            }
             replies.push(completion(
                 &kernel_reply(
                     &src,
@@ -336,42 +81,24 @@ fn script(delay: Duration, with_faults: bool) -> Script {
                 with_faults && v == 3,
             ));
         }
-        coder.insert(*task, replies);
+        sc.coder.insert(*task, replies);
     }
-    let judge = vec![completion(
-        "```json\n{\"critical_issue\": \"undefined identifier in a helper\", \"why_it_matters\": \"it does not compile\", \"minimal_fix_hint\": \"remove the helper\"}\n```",
-        with_faults,
-    )];
-    let mut faults = HashMap::new();
+    sc.judge = vec![judge_reply(with_faults)];
     if with_faults {
-        faults.insert(("swiglu", "coder", 1), Fault::TooMany);
-        faults.insert(("softmax_row", "coder", 2), Fault::ServerError);
-        faults.insert(("rmsnorm_residual", "coder", 1), Fault::Stall);
-        faults.insert(("swiglu", "coder", 3), Fault::MalformedJson);
-        faults.insert(("softmax_row", "judge", 0), Fault::ServerError);
+        sc.faults.insert(("swiglu", "coder", 1), Fault::TooMany);
+        sc.faults
+            .insert(("softmax_row", "coder", 2), Fault::ServerError);
+        sc.faults
+            .insert(("rmsnorm_residual", "coder", 1), Fault::Stall);
+        sc.faults
+            .insert(("swiglu", "coder", 3), Fault::MalformedJson);
+        sc.faults
+            .insert(("softmax_row", "judge", 0), Fault::ServerError);
+        sc.faults
+            .insert(("rmsnorm_residual", "coder", 2), Fault::TooManyPlain);
     }
-    Script {
-        coder,
-        judge,
-        faults,
-        delay,
-        outage: None,
-    }
-}
-
-fn write_config(dir: &Path, base_url: &str) -> PathBuf {
-    let p = dir.join("ksmith.toml");
-    std::fs::write(
-        &p,
-        format!(
-            "[profiles.scripted]\nbase_url = \"{base_url}\"\nmodel = \"scripted-model\"\n\
-             api_key_env = \"{KEY_VAR}\"\nprovider = \"scripted\"\nprice_input_per_mtok = 2.0\n\
-             price_output_per_mtok = 8.0\nrequest_timeout_s = 1.5\nmax_retries = 3\n\
-             backoff_base_ms = 50\nbackoff_max_s = 0.5\nmax_concurrency = 4\n"
-        ),
-    )
-    .expect("write config");
-    p
+    sc.delay = delay;
+    sc
 }
 
 fn ksmith(dir: &Path, config: &Path, db: &str, extra: &[&str]) -> Command {
@@ -409,37 +136,6 @@ fn new_run_args(name: &str) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
-}
-
-fn run_to_end(mut cmd: Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ksmith");
-    let start = Instant::now();
-    loop {
-        match child.try_wait().expect("wait") {
-            Some(_) => break,
-            None if start.elapsed() > limit => {
-                let _ = child.kill();
-                panic!("ksmith run did not finish within {limit:?}");
-            }
-            None => thread::sleep(Duration::from_millis(50)),
-        }
-    }
-    child.wait_with_output().expect("output")
-}
-
-fn report(out: &Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "report is not JSON ({e}); exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 #[test]
@@ -480,7 +176,7 @@ fn dry_run_three_tasks_five_rounds_survives_faults_and_records_everything() {
         let s = server.state();
         assert_eq!(
             s.served_faults.len(),
-            5,
+            6,
             "faults served: {:?}",
             s.served_faults
         );
@@ -502,6 +198,14 @@ fn dry_run_three_tasks_five_rounds_survives_faults_and_records_everything() {
                 "{task}: the repair prompt lacks the compile error"
             );
         }
+        // The reply cut off by the token limit became a notice in the next Coder prompt.
+        assert!(
+            s.bodies
+                .iter()
+                .any(|b| b.contains("(`rmsnorm_residual`,")
+                    && b.contains("hit the output token limit")),
+            "no prompt told the Coder its reply was truncated"
+        );
     }
 
     let store = Store::open(&db).expect("open db");
@@ -548,15 +252,27 @@ fn dry_run_three_tasks_five_rounds_survives_faults_and_records_everything() {
     let total_cost: f64 = calls.iter().map(|c| c.call.cost_usd).sum();
     assert!((rep["totals"]["usd"].as_f64().unwrap_or(-1.0) - total_cost).abs() < 1e-9);
 
-    // Candidates: the reference + 5 per task, the repair a child of the broken one.
+    // The truncated reply is on record as a call (it was paid for) with its finish_reason.
+    assert!(
+        calls.iter().any(
+            |c| tasks[&c.call.task_id.unwrap_or(-1)] == "rmsnorm_residual"
+                && c.call.role == "coder"
+                && c.call.response.contains("\"finish_reason\":\"length\"")
+        ),
+        "the truncated reply is not on record"
+    );
+
+    // Candidates: the reference + 5 per task (4 for rmsnorm_residual, whose truncated reply held
+    // no kernel), the repair a child of the broken one.
     let cands = store.candidates_of_run(run.id).expect("candidates");
-    assert_eq!(cands.len(), 18);
+    assert_eq!(cands.len(), 17);
     for task in TASKS {
         let mine: Vec<_> = cands
             .iter()
             .filter(|c| tasks[&c.candidate.task_id] == task)
             .collect();
-        assert_eq!(mine.len(), 6, "{task}");
+        let truncated = task == "rmsnorm_residual";
+        assert_eq!(mine.len(), if truncated { 5 } else { 6 }, "{task}");
         let verdict = |c: &bench_suite::store::Candidate| {
             c.candidate.notes["evaluation"]["verdict"]
                 .as_str()
@@ -582,11 +298,13 @@ fn dry_run_three_tasks_five_rounds_survives_faults_and_records_everything() {
         assert!(mine[2..].iter().all(|c| verdict(c) == "compiled"));
     }
     for t in rep["tasks"].as_array().expect("tasks") {
+        let truncated = t["task"] == "rmsnorm_residual";
         assert_eq!(t["status"], "done", "{t}");
-        assert_eq!(t["candidates"], 6, "{t}");
+        assert_eq!(t["candidates"], if truncated { 5 } else { 6 }, "{t}");
         assert_eq!(
-            t["passed"], 4,
-            "{t}: rounds 2-5 compile (the reference is not counted)"
+            t["passed"],
+            if truncated { 3 } else { 4 },
+            "{t}: rounds 2-5 compile (the reference is not counted; a truncated reply has no kernel)"
         );
     }
     let items = store.items(run.id).expect("items");
@@ -1196,4 +914,48 @@ fn ctrl_c_stops_gracefully_and_resume_finishes_the_run() {
     let (calls, cands) = call_keys(&Store::open(&db).expect("open"), "intr");
     assert_eq!(calls.len(), 18);
     assert_eq!(cands.len(), 18);
+}
+
+#[test]
+fn run_without_dry_run_on_a_machine_without_gpu_exits_3_before_any_llm_call() {
+    if verifier::runtime::driver_present() {
+        eprintln!("SKIPPED run_without_dry_run_without_gpu: this machine has a CUDA driver");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(script(Duration::ZERO, false));
+    let config = write_config(tmp.path(), &server.base_url);
+    let db = format!("sqlite://{}", tmp.path().join("nogpu.db").display());
+    let out = run_to_end(
+        ksmith(
+            tmp.path(),
+            &config,
+            &db,
+            &[
+                "--model", "scripted", "--tasks", "swiglu", "--rounds", "2", "--name", "nogpu",
+            ],
+        ),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("GPU"), "{stderr}");
+    assert!(
+        stderr.contains("libcuda"),
+        "says what was looked for: {stderr}"
+    );
+    assert!(
+        stderr.contains("--dry-run"),
+        "says what works instead: {stderr}"
+    );
+    assert_eq!(
+        server.requests.load(Ordering::SeqCst),
+        0,
+        "no LLM call is paid for a run that cannot evaluate"
+    );
+    let store = Store::open(&db).expect("open");
+    assert!(
+        store.run_by_name("nogpu").is_err(),
+        "no run is left behind to resume"
+    );
 }

@@ -5,17 +5,19 @@
 //! 1 the run finished but some task has none; 3 the harness could not run or was interrupted
 //! (no config, NVRTC or GPU; provider or store failure) — `--resume RUN` continues it.
 
+use super::bench::{run_child, ChildFailure};
+use super::gpu::{new_gpu, results_dir};
 use super::tasks::compiler;
 use super::{Global, EXIT_FAILED, EXIT_HARNESS, EXIT_OK};
 use agent::evaluate::{DryRunEvaluator, GpuEvaluator, KernelRun, KernelRunner, TaskMap};
 use agent::llm::{ClientPool, LlmConfig};
-use agent::prompt::{DeviceFacts, PromptRenderer};
+use agent::prompt::{DeviceFacts, PromptRenderer, ShapeTiming};
 use agent::r#loop::Evaluator;
 use agent::record::{CachedEvaluator, EvalTarget, ProgressFn, RunBudget, RunEvent};
 use agent::run::{execute, load_config, RunConfig, RunReport, RunSetup, Strategy};
 use anyhow::{bail, Context};
 use bench_suite::pool::{Limits, Pool, PoolConfig, WorkerCommand};
-use bench_suite::store::{self, EvalKey, NewEvaluation, NewGpu, Store};
+use bench_suite::store::{self, EvalKey, NewGpu, Store};
 use bench_suite::suite::{self, Entry, Suite, TaskDir};
 use clap::{Args, ValueEnum};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, ContentArrangement, Table};
@@ -23,13 +25,29 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use verifier::nvrtc::Arch;
 use verifier::protocol::{EvalOptions, EvaluateRequest};
+use verifier::runtime::bench::{BenchCandidate, BenchReport, BenchRequest};
+use verifier::runtime::calibrate::{gpu_key, load_calibration, sol, Calibration};
+use verifier::task::Task;
 
-/// Protocol label of GPU evaluations made by the agent and by replays (part of the cache key).
-const GPU_PROTOCOL: &str = "strict-v1";
+/// Protocol label of GPU evaluations made by the agent and by replays (part of the cache key):
+/// the strict check, then the timing protocol side by side with the reference for a correct
+/// kernel. Runs restricted to the first N public shapes get their own label
+/// ([`gpu_protocol`]), so that their weaker results never stand in for a full evaluation.
+const GPU_PROTOCOL: &str = "strict-timed-v1";
+
+/// The kernel's name in its timing run (the task's reference is `reference` there).
+const TIMED_NAME: &str = "candidate";
+
+fn gpu_protocol(first_shapes: Option<u32>) -> String {
+    match first_shapes {
+        None => GPU_PROTOCOL.to_string(),
+        Some(n) => format!("{GPU_PROTOCOL}+first{}", n.max(1)),
+    }
+}
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum StrategyArg {
@@ -89,6 +107,13 @@ pub struct RunArgs {
     /// Do not start from the task's reference kernel
     #[arg(long)]
     pub no_seed: bool,
+    /// Verify and time each task at its first N public shapes only (held-out shapes are still
+    /// drawn): quicker, weaker evaluations, stored under their own protocol label
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub first_shapes: Option<u32>,
+    /// Where GPU calibrations are kept, for % of speed-of-light [default: results]
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
@@ -102,9 +127,12 @@ pub struct ReplayArgs {
     /// Result database URL [default: $KSMITH_DB, else sqlite://results/ksmith.db]
     #[arg(long, value_name = "URL")]
     pub db: Option<String>,
-    /// Wall-clock limit per candidate, in seconds
+    /// Wall-clock limit per candidate, in seconds (verification and timing each)
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub timeout: u64,
+    /// Where GPU calibrations are kept, for % of speed-of-light [default: results]
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
@@ -180,17 +208,257 @@ fn worker_command(g: &Global) -> anyhow::Result<WorkerCommand> {
     Ok(cmd)
 }
 
-/// The strict protocol on `ksmith worker` subprocesses (one per visible GPU 0).
+/// A copy of the global flags for the timing children (`Global` itself is not `Clone`).
+fn global_copy(g: &Global) -> Global {
+    Global {
+        tasks_dir: g.tasks_dir.clone(),
+        nvrtc: g.nvrtc.clone(),
+        cuda_include: g.cuda_include.clone(),
+        arch: g.arch.clone(),
+        cache_dir: g.cache_dir.clone(),
+        no_cache: g.no_cache,
+        verbose: g.verbose,
+    }
+}
+
+/// The public shapes a run checks and times (`--first-shapes`); empty: all of them.
+fn shapes_of(task: &Task, first_shapes: Option<u32>) -> Vec<String> {
+    match first_shapes {
+        None => Vec::new(),
+        Some(n) => task
+            .shapes
+            .iter()
+            .take(n.max(1) as usize)
+            .map(|s| s.name.clone())
+            .collect(),
+    }
+}
+
+/// Times a correct kernel side by side with its task's reference (DESIGN §5).
+trait KernelTimer: Send + Sync {
+    /// The timing report, or why there is none.
+    fn time(
+        &self,
+        task: &TaskDir,
+        source: &str,
+        plan_toml: &str,
+        shapes: &[String],
+    ) -> Result<BenchReport, String>;
+}
+
+/// Timing in a `ksmith gpu serve` child, as `ksmith bench` times a candidate: a kernel that
+/// faults or hangs while it is timed costs that child, not the run.
+struct ServeTimer {
+    global: Global,
+    limit: Duration,
+}
+
+impl KernelTimer for ServeTimer {
+    fn time(
+        &self,
+        task: &TaskDir,
+        source: &str,
+        plan_toml: &str,
+        shapes: &[String],
+    ) -> Result<BenchReport, String> {
+        let req = BenchRequest {
+            task_dir: std::fs::canonicalize(&task.dir).unwrap_or_else(|_| task.dir.clone()),
+            candidates: vec![BenchCandidate {
+                name: TIMED_NAME.into(),
+                source: source.to_string(),
+                plan: plan_toml.to_string(),
+            }],
+            shapes: shapes.to_vec(),
+            timing: Default::default(),
+            // The kernel has just passed the full strict check in a worker; the timing run's
+            // own check is only the gate that keeps a kernel which misbehaves in this process
+            // from being timed (one seed at the timed shapes), and re-validation of the last
+            // timed call still compares every output.
+            check: EvalOptions {
+                seeds: vec![0],
+                fresh_seed: None,
+                shapes: shapes.to_vec(),
+                heldout_shapes: 0,
+                stress: false,
+                determinism: false,
+                ..EvalOptions::default()
+            },
+        };
+        match run_child(&self.global, &req, self.limit) {
+            Ok(Ok(report)) => Ok(report),
+            Ok(Err(ChildFailure::Harness(m))) => {
+                Err(format!("the timing process could not run: {m}"))
+            }
+            Ok(Err(ChildFailure::Task(m))) => Err(format!("the timing run failed: {m}")),
+            Err(e) => Err(format!("the timing process could not start: {e:#}")),
+        }
+    }
+}
+
+fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut s: String = text.chars().take(max).collect();
+    s.push_str(" ...");
+    s
+}
+
+/// The agent's per-shape timings of the kernel named [`TIMED_NAME`] in a timing report: median,
+/// the reference's median from the same interleaved run, and % of speed-of-light (and its
+/// floor) where the GPU is calibrated. The note says why the kernel is untimed or only partly
+/// timed. A kernel whose output failed re-validation after timing gets no timings at all: its
+/// result changed under the timing loop's input refresh, so no time of it can be credited.
+fn timings_from_report(
+    task: &Task,
+    report: &BenchReport,
+    cal: Option<&Calibration>,
+) -> (Vec<ShapeTiming>, Option<String>) {
+    const UNTIMED: &str = "the kernel is correct but untimed";
+    match report.candidates.iter().find(|c| c.name == TIMED_NAME) {
+        Some(c) if c.timed => {}
+        Some(c) => {
+            return (
+                Vec::new(),
+                Some(format!(
+                    "the check before timing found {}: {}; {UNTIMED}",
+                    c.verdict.kind(),
+                    clip(&c.verdict.feedback(), 600)
+                )),
+            )
+        }
+        None => {
+            return (
+                Vec::new(),
+                Some(format!(
+                    "the timing report does not list the kernel; {UNTIMED}"
+                )),
+            )
+        }
+    }
+    let mut timings = Vec::new();
+    let mut notes = Vec::new();
+    for st in &report.shapes {
+        if let Some(f) = st
+            .subjects
+            .first()
+            .filter(|r| r.name == "reference")
+            .and_then(|r| r.revalidation_failure.as_ref())
+        {
+            notes.push(format!(
+                "the reference's output at shape {} failed re-validation after timing: {f}",
+                st.shape
+            ));
+        }
+        let Some(j) = st.subjects.iter().position(|s| s.name == TIMED_NAME) else {
+            notes.push(format!("shape {}: the kernel was not timed", st.shape));
+            continue;
+        };
+        let s = &st.subjects[j];
+        if let Some(f) = &s.revalidation_failure {
+            return (
+                Vec::new(),
+                Some(format!(
+                    "at shape {} the output of the last timed call was wrong ({}): a kernel \
+                     whose results change under the timing loop is credited with no time",
+                    st.shape,
+                    clip(f, 400)
+                )),
+            );
+        }
+        let median_ms = s.summary.median_ms;
+        let reference_ms = j
+            .checked_sub(1)
+            .and_then(|i| st.speedups.get(i))
+            .and_then(|x| x.as_ref())
+            .map(|sp| median_ms * sp.ratio_of_medians)
+            .or_else(|| {
+                st.subjects
+                    .first()
+                    .filter(|r| r.name == "reference")
+                    .map(|r| r.summary.median_ms)
+            });
+        let sol = match (task.shape(&st.shape), cal) {
+            (Some(shape), Some(c)) => sol(task, shape, c, median_ms).ok(),
+            _ => None,
+        };
+        timings.push(ShapeTiming {
+            shape: st.shape.clone(),
+            median_us: Some(median_ms * 1e3),
+            reference_us: reference_ms.map(|r| r * 1e3),
+            sol_pct: sol.as_ref().map(|x| x.percent),
+            floor_us: sol.as_ref().map(|x| x.floor_ms * 1e3),
+        });
+    }
+    for f in &report.failures {
+        notes.push(format!(
+            "shape {} could not be timed: {}",
+            f.shape,
+            clip(&f.message, 400)
+        ));
+    }
+    if timings.is_empty() {
+        if notes.is_empty() {
+            notes.push("no shape was timed".into());
+        }
+        notes.push(UNTIMED.into());
+    }
+    let note = (!notes.is_empty()).then(|| notes.join("; "));
+    (timings, note)
+}
+
+/// A verifier verdict, timed when it is `correct` and a timer is given. A timing failure never
+/// changes the verdict: the kernel stays correct, untimed, with the reason as its note.
+fn verdict_with_timings(
+    verdict: verifier::verdict::Verdict,
+    timer: Option<&dyn KernelTimer>,
+    task: &TaskDir,
+    source: &str,
+    plan_toml: &str,
+    shapes: &[String],
+    cal: Option<&Calibration>,
+) -> KernelRun {
+    let (timings, note) = match timer {
+        Some(t) if verdict.is_correct() => match t.time(task, source, plan_toml, shapes) {
+            Ok(report) => timings_from_report(&task.task, &report, cal),
+            Err(m) => (
+                Vec::new(),
+                Some(format!("{m}; the kernel is correct but untimed")),
+            ),
+        },
+        _ => (Vec::new(), None),
+    };
+    if let Some(n) = &note {
+        tracing::warn!("{}: {n}", task.task.id);
+    }
+    KernelRun {
+        verdict,
+        timings,
+        note,
+    }
+}
+
+/// The strict protocol on `ksmith worker` subprocesses (one for GPU 0), then, for a correct
+/// kernel, the timing protocol in a `ksmith gpu serve` child.
 struct PoolRunner {
     pool: Pool,
+    timer: Option<Box<dyn KernelTimer>>,
+    cal: Option<Calibration>,
+    first_shapes: Option<u32>,
+    /// One GPU: verification and timing take turns, so that no measurement shares the device
+    /// with another task's work.
+    gpu: Mutex<()>,
 }
 
 impl KernelRunner for PoolRunner {
     fn run(&self, task: &TaskDir, source: &str, plan_toml: &str) -> Result<KernelRun, String> {
+        let _gpu = self.gpu.lock().unwrap_or_else(|p| p.into_inner());
+        let shapes = shapes_of(&task.task, self.first_shapes);
         let fresh = verifier::inputs::fresh_seed();
         let options = EvalOptions {
             fresh_seed: Some(fresh),
             heldout_seed: fresh,
+            shapes: shapes.clone(),
             ..EvalOptions::default()
         };
         let req = EvaluateRequest {
@@ -199,40 +467,38 @@ impl KernelRunner for PoolRunner {
             plan: plan_toml.to_string(),
             options,
         };
-        // The worker's `evaluate` verifies only; timings join when it (or a bench request)
-        // reports them.
-        match self.pool.evaluate(vec![req]).into_iter().next() {
-            Some(reply) => reply.verdict().cloned().map(|verdict| KernelRun {
-                verdict,
-                timings: Vec::new(),
-            }),
-            None => Err("the worker pool returned no reply".into()),
-        }
+        let verdict = match self.pool.evaluate(vec![req]).into_iter().next() {
+            Some(reply) => reply.verdict().cloned()?,
+            None => return Err("the worker pool returned no reply".into()),
+        };
+        Ok(verdict_with_timings(
+            verdict,
+            self.timer.as_deref(),
+            task,
+            source,
+            plan_toml,
+            &shapes,
+            self.cal.as_ref(),
+        ))
     }
 }
 
-/// Opens GPU 0 to learn what it is, or says why there is none.
-fn gpu_identity() -> Result<(NewGpu, DeviceFacts), String> {
+/// GPU 0 as the store and the prompts know it, with its calibration (for % of speed-of-light)
+/// when `ksmith gpu calibrate` has measured it; or why there is no GPU.
+fn gpu_identity(
+    results: Option<&Path>,
+) -> Result<(NewGpu, DeviceFacts, Option<Calibration>), String> {
     let gpu = verifier::runtime::Gpu::open(0).map_err(|e| e.to_string())?;
     let i = &gpu.info;
-    let cc = format!("{}.{}", i.compute_capability.0, i.compute_capability.1);
-    let driver = format!(
-        "{}.{}",
-        i.driver_version / 1000,
-        (i.driver_version % 1000) / 10
-    );
-    let new = NewGpu {
-        gpu_key: format!(
-            "{}|sm_{}{}|driver {driver}",
-            i.name, i.compute_capability.0, i.compute_capability.1
-        ),
-        name: i.name.clone(),
-        compute_capability: cc,
-        sm_count: Some(i64::from(i.sm_count)),
-        memory_bytes: i64::try_from(i.total_memory_bytes).ok(),
-        driver_version: driver.clone(),
-        details: serde_json::json!({ "l2_cache_bytes": i.l2_cache_bytes }),
+    let cal = match load_calibration(&results_dir(results), &gpu_key(i)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("note: {e}: no % of speed-of-light");
+            None
+        }
     };
+    let new = new_gpu(i, cal.as_ref());
+    let driver = new.driver_version.clone();
     let facts = DeviceFacts {
         name: Some(i.name.clone()),
         compute_capability: Some(i.compute_capability),
@@ -244,10 +510,24 @@ fn gpu_identity() -> Result<(NewGpu, DeviceFacts), String> {
         registers_per_sm: Some(u64::from(i.registers_per_sm)),
         max_threads_per_block: Some(i.max_threads_per_block),
         max_threads_per_sm: Some(i.max_threads_per_sm),
+        l2_bytes: Some(i.l2_cache_bytes),
+        measured_bandwidth_gbps: cal
+            .as_ref()
+            .and_then(|c| c.bandwidth.as_ref())
+            .map(|r| r.per_s / 1e9),
+        peaks_tflops: cal
+            .as_ref()
+            .map(|c| {
+                c.peaks
+                    .iter()
+                    .map(|(k, r)| (k.clone(), r.per_s / 1e12))
+                    .collect()
+            })
+            .unwrap_or_default(),
         driver_version: Some(driver),
         ..DeviceFacts::default()
     };
-    Ok((new, facts))
+    Ok((new, facts, cal))
 }
 
 fn progress_bar(total: u64, hidden: bool) -> ProgressBar {
@@ -324,12 +604,26 @@ pub fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
                 arch: arch.to_string(),
                 seed_with_reference: !a.no_seed,
                 evolve,
+                first_shapes: a.first_shapes,
             };
             let name = a
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("{model}-{}", now_s()));
             (cfg, name, false)
+        }
+    };
+
+    // Without a GPU a real run cannot evaluate anything: say so before any LLM is configured.
+    let gpu = if config.dry_run {
+        None
+    } else {
+        match gpu_identity(a.results.as_deref()) {
+            Ok(x) => Some(x),
+            Err(e) => bail!(
+                "`ksmith run` without --dry-run verifies and times kernels on a CUDA GPU, and this \
+                 machine has none usable: {e}\n(--dry-run compiles the candidates without a GPU)"
+            ),
         }
     };
 
@@ -353,41 +647,50 @@ pub fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
         nvrtc_version: Some(format!("{}.{}", comp.nvrtc.version.0, comp.nvrtc.version.1)),
         ..DeviceFacts::default()
     };
-    let (evaluator, target): (Arc<dyn Evaluator>, EvalTarget) = if config.dry_run {
-        (
+    let (evaluator, target): (Arc<dyn Evaluator>, EvalTarget) = match gpu {
+        None => (
             Arc::new(DryRunEvaluator::new(tasks.clone(), comp, arch, jobs)),
             EvalTarget::DryRun,
-        )
-    } else {
-        let (gpu, facts) = gpu_identity()
-            .map_err(|e| anyhow::anyhow!("`ksmith run` without --dry-run needs a CUDA GPU: {e}"))?;
-        device = DeviceFacts {
-            nvrtc_version: device.nvrtc_version,
-            ..facts
-        };
-        let gpu_id = store.write(|tx| tx.upsert_gpu(&gpu))?;
-        let pool = Pool::new(PoolConfig {
-            command: worker_command(g)?,
-            workers: vec![Vec::new()],
-            request_timeout: Duration::from_secs(300),
-            limits: Limits::default(),
-        });
-        let runner = Arc::new(PoolRunner { pool });
-        let gpu_eval = Arc::new(GpuEvaluator::new(tasks.clone(), comp, arch, runner, jobs));
-        (
-            Arc::new(CachedEvaluator {
-                inner: gpu_eval,
-                store: Arc::clone(&store),
-                task_hashes: config.task_hashes.clone(),
-                gpu_key: gpu.gpu_key.clone(),
-                protocol: GPU_PROTOCOL.into(),
-            }),
-            EvalTarget::Gpu {
-                gpu_id,
-                gpu_key: gpu.gpu_key,
-                protocol: GPU_PROTOCOL.into(),
-            },
-        )
+        ),
+        Some((gpu, facts, cal)) => {
+            device = DeviceFacts {
+                nvrtc_version: device.nvrtc_version,
+                ..facts
+            };
+            let gpu_id = store.write(|tx| tx.upsert_gpu(&gpu))?;
+            let pool = Pool::new(PoolConfig {
+                command: worker_command(g)?,
+                workers: vec![Vec::new()],
+                request_timeout: Duration::from_secs(300),
+                limits: Limits::default(),
+            });
+            let runner = Arc::new(PoolRunner {
+                pool,
+                timer: Some(Box::new(ServeTimer {
+                    global: global_copy(g),
+                    limit: Duration::from_secs(600),
+                })),
+                cal,
+                first_shapes: config.first_shapes,
+                gpu: Mutex::new(()),
+            });
+            let protocol = gpu_protocol(config.first_shapes);
+            let gpu_eval = Arc::new(GpuEvaluator::new(tasks.clone(), comp, arch, runner, jobs));
+            (
+                Arc::new(CachedEvaluator {
+                    inner: gpu_eval,
+                    store: Arc::clone(&store),
+                    task_hashes: config.task_hashes.clone(),
+                    gpu_key: gpu.gpu_key.clone(),
+                    protocol: protocol.clone(),
+                }),
+                EvalTarget::Gpu {
+                    gpu_id,
+                    gpu_key: gpu.gpu_key,
+                    protocol,
+                },
+            )
+        }
     };
 
     let per_task = u64::from(config.rounds.max(1))
@@ -534,7 +837,7 @@ fn print_report(r: &RunReport, json: bool) -> anyhow::Result<()> {
 /// results become evaluations of the same candidates under this GPU's key (cached ones reused).
 pub fn replay(g: &Global, a: &ReplayArgs) -> anyhow::Result<u8> {
     // First: without a GPU nothing below can work, and the user should hear that plainly.
-    let (gpu, _) = match gpu_identity() {
+    let (gpu, _, cal) = match gpu_identity(a.results.as_deref()) {
         Ok(x) => x,
         Err(e) => {
             eprintln!(
@@ -545,6 +848,11 @@ pub fn replay(g: &Global, a: &ReplayArgs) -> anyhow::Result<u8> {
     };
     let store = Store::open(&Store::resolve_url(a.db.as_deref()))?;
     let run = store.run_by_name(&a.run)?;
+    // The run's own shape restriction, so that its results compare like with like.
+    let first_shapes = load_config(&store, &a.run)
+        .ok()
+        .and_then(|c| c.first_shapes);
+    let protocol = gpu_protocol(first_shapes);
     let root = suite::locate(g.tasks_dir.as_deref())?;
     let suite = Suite::discover(&root)?;
     let tasks_by_store_id: BTreeMap<i64, store::Task> = store
@@ -572,13 +880,17 @@ pub fn replay(g: &Global, a: &ReplayArgs) -> anyhow::Result<u8> {
         request_timeout: Duration::from_secs(a.timeout.max(1)),
         limits: Limits::default(),
     });
-    let evaluator = GpuEvaluator::new(
-        taskmap.clone(),
-        comp,
-        arch,
-        Arc::new(PoolRunner { pool }),
-        1,
-    );
+    let runner = PoolRunner {
+        pool,
+        timer: Some(Box::new(ServeTimer {
+            global: global_copy(g),
+            limit: Duration::from_secs(a.timeout.max(1)),
+        })),
+        cal,
+        first_shapes,
+        gpu: Mutex::new(()),
+    };
+    let evaluator = GpuEvaluator::new(taskmap.clone(), comp, arch, Arc::new(runner), 1);
     let cands = store.candidates_of_run(run.id)?;
     let bar = progress_bar(cands.len() as u64, a.json);
     let mut rows = Vec::new();
@@ -598,49 +910,37 @@ pub fn replay(g: &Global, a: &ReplayArgs) -> anyhow::Result<u8> {
             candidate_hash: &c.content_hash,
             task_hash: &task.task.content_hash,
             gpu_key: &gpu.gpu_key,
-            protocol: GPU_PROTOCOL,
+            protocol: &protocol,
         }
         .digest();
-        let verdict = if let Some(cached) = store.cached_evaluation(&key)? {
+        let (verdict, speedup) = if let Some(cached) = store.cached_evaluation(&key)? {
             store.write(|tx| tx.reuse_evaluation(c.id, &cached))?;
-            cached.evaluation.verdict.as_str().to_string()
+            (
+                cached.evaluation.verdict.as_str().to_string(),
+                cached.evaluation.speedup_ref,
+            )
         } else {
             let e = evaluator
                 .evaluate(&task.task.name, &c.candidate.source, &c.candidate.plan)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let Some(v) = agent::record::store_verdict(e.verdict) else {
+            let Some(row) = agent::record::evaluation_row(&e, c.id, gpu_id, key.clone(), &protocol)
+            else {
                 skipped += 1;
                 continue;
             };
-            store.write(|tx| {
-                tx.add_evaluation(&NewEvaluation {
-                    candidate_id: c.id,
-                    gpu_id: Some(gpu_id),
-                    cache_key: key.clone(),
-                    protocol: GPU_PROTOCOL.into(),
-                    verdict: v,
-                    details: serde_json::json!({ "feedback": e.feedback, "resources": e.resources }),
-                    compile_ms: None,
-                    timings: Vec::new(),
-                    speedup_ref: e.speedup(),
-                    speedup_eager: None,
-                    speedup_compile: None,
-                    sol_pct: None,
-                    quarantined: false,
-                    quarantine_reason: None,
-                    cached_from: None,
-                })
-            })?;
-            v.as_str().to_string()
+            store.write(|tx| tx.add_evaluation(&row))?;
+            (row.verdict.as_str().to_string(), row.speedup_ref)
         };
-        rows.push((task.task.name.clone(), c.id, verdict));
+        rows.push((task.task.name.clone(), c.id, verdict, speedup));
     }
     bar.finish_and_clear();
     let correct = rows.iter().filter(|r| r.2 == "correct").count();
     if a.json {
         let v: Vec<serde_json::Value> = rows
             .iter()
-            .map(|(t, id, v)| serde_json::json!({ "task": t, "candidate": id, "verdict": v }))
+            .map(|(t, id, v, x)| {
+                serde_json::json!({ "task": t, "candidate": id, "verdict": v, "speedup": x })
+            })
             .collect();
         println!(
             "{}",
@@ -648,9 +948,14 @@ pub fn replay(g: &Global, a: &ReplayArgs) -> anyhow::Result<u8> {
         );
     } else {
         let mut t = table();
-        t.set_header(vec!["task", "candidate", "verdict"]);
-        for (task, id, v) in &rows {
-            t.add_row(vec![Cell::new(task), Cell::new(id), Cell::new(v)]);
+        t.set_header(vec!["task", "candidate", "verdict", "vs reference"]);
+        for (task, id, v, x) in &rows {
+            t.add_row(vec![
+                Cell::new(task),
+                Cell::new(id),
+                Cell::new(v),
+                Cell::new(x.map(|x| format!("{x:.2}x")).unwrap_or_default()),
+            ]);
         }
         println!("{t}");
         println!(
@@ -661,4 +966,241 @@ pub fn replay(g: &Global, a: &ReplayArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(if correct > 0 { EXIT_OK } else { EXIT_FAILED })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use verifier::runtime::bench::{CandidateStatus, ShapeFailure};
+    use verifier::runtime::calibrate::Rate;
+    use verifier::runtime::telemetry::MeasurementTelemetry;
+    use verifier::runtime::timing::{ShapeTimings, SubjectTiming};
+    use verifier::timing::{speedup, StopReason, Summary};
+    use verifier::verdict::Verdict as V;
+
+    fn swiglu() -> TaskDir {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tasks/activation/swiglu");
+        bench_suite::suite::load_task_dir(&dir).unwrap_or_else(|d| panic!("swiglu: {d:?}"))
+    }
+
+    fn correct() -> V {
+        V::Correct {
+            cases: 6,
+            nondeterministic_within_tolerance: Vec::new(),
+        }
+    }
+
+    fn subject(name: &str, samples: &[f64]) -> SubjectTiming {
+        SubjectTiming {
+            name: name.into(),
+            samples_ms: samples.to_vec(),
+            summary: Summary::of(samples).expect("samples"),
+            warmup_calls: 10,
+            warmup_ms: 25.0,
+            amortized_ms: None,
+            amortized_calls: None,
+            revalidation_failure: None,
+            throttled_samples: 0,
+        }
+    }
+
+    /// The reference at 0.4 ms, the candidate at 0.2 ms, interleaved.
+    fn shape(name: &str) -> ShapeTimings {
+        let (r, c) = (vec![0.4, 0.41, 0.39], vec![0.2, 0.21, 0.19]);
+        ShapeTimings {
+            shape: name.into(),
+            values: vec![("M".into(), 4096), ("N".into(), 4096)],
+            pool_sets: 4,
+            flush_bytes: 100 << 20,
+            stop_reason: StopReason::Converged,
+            speedups: vec![speedup(&c, &r)],
+            subjects: vec![subject("reference", &r), subject(TIMED_NAME, &c)],
+            telemetry: MeasurementTelemetry::default(),
+            elapsed_ms: 12.0,
+        }
+    }
+
+    fn report(shapes: Vec<ShapeTimings>, verdict: V) -> BenchReport {
+        let timed = verdict.is_correct();
+        BenchReport {
+            task: "swiglu".into(),
+            content: "h".into(),
+            device: "test".into(),
+            subjects: vec!["reference".into(), TIMED_NAME.into()],
+            candidates: vec![CandidateStatus {
+                name: TIMED_NAME.into(),
+                verdict,
+                timed,
+            }],
+            shapes,
+            failures: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+
+    /// 1 TB/s copy bandwidth, 50 TFLOP/s fp32: swiglu `small` (96 MiB moved) has a floor of
+    /// about 100.7 us.
+    fn calibration() -> Calibration {
+        let rate = |per_s: f64| Rate {
+            per_s,
+            method: "test".into(),
+            repetitions: 1,
+            best_ms: 1.0,
+        };
+        Calibration {
+            version: 1,
+            gpu_key: "test".into(),
+            device: "test".into(),
+            arch: "sm_90".into(),
+            measured_at: 0,
+            bandwidth: Some(rate(1e12)),
+            copy_kernel: None,
+            memcpy_dtod: None,
+            peaks: BTreeMap::from([("fp32".to_string(), rate(50e12))]),
+            skipped: BTreeMap::new(),
+            telemetry: MeasurementTelemetry::default(),
+        }
+    }
+
+    #[test]
+    fn report_becomes_per_shape_timings_with_reference_and_sol() {
+        let td = swiglu();
+        let (t, note) = timings_from_report(
+            &td.task,
+            &report(vec![shape("small")], correct()),
+            Some(&calibration()),
+        );
+        assert_eq!(note, None);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].shape, "small");
+        assert!((t[0].median_us.expect("median") - 200.0).abs() < 1e-9);
+        assert!((t[0].reference_us.expect("reference") - 400.0).abs() < 1e-6);
+        let floor = 2.0 * 4096.0 * 4096.0 * 3.0 / 1e12 * 1e6;
+        assert!((t[0].floor_us.expect("floor") - floor).abs() < 1e-6);
+        assert!((t[0].sol_pct.expect("sol") - floor / 200.0 * 100.0).abs() < 1e-6);
+
+        // No calibration: times and speedup, no SOL.
+        let (t, _) = timings_from_report(&td.task, &report(vec![shape("small")], correct()), None);
+        assert_eq!((t[0].sol_pct, t[0].floor_us), (None, None));
+        assert!(t[0].reference_us.is_some());
+    }
+
+    #[test]
+    fn partial_failed_and_revalidated_timings_are_noted() {
+        let td = swiglu();
+        // One shape timed, one failed: the timed one is kept, the failure noted.
+        let mut r = report(vec![shape("small")], correct());
+        r.failures.push(ShapeFailure {
+            shape: "realistic".into(),
+            message: "out of memory".into(),
+            subject: None,
+        });
+        let (t, note) = timings_from_report(&td.task, &r, None);
+        assert_eq!(t.len(), 1);
+        let note = note.expect("note");
+        assert!(
+            note.contains("realistic could not be timed: out of memory"),
+            "{note}"
+        );
+        assert!(!note.contains("untimed"), "{note}");
+
+        // Nothing timed: untimed, with the reasons.
+        r.shapes.clear();
+        let (t, note) = timings_from_report(&td.task, &r, None);
+        assert!(t.is_empty());
+        let note = note.expect("note");
+        assert!(
+            note.contains("out of memory") && note.ends_with("the kernel is correct but untimed"),
+            "{note}"
+        );
+
+        // The candidate's output changed under the timing loop: no time is credited.
+        let mut s = shape("small");
+        s.subjects[1].revalidation_failure = Some("y differs at [0, 3]".into());
+        let (t, note) = timings_from_report(&td.task, &report(vec![s], correct()), None);
+        assert!(t.is_empty());
+        assert!(note.expect("note").contains("y differs at [0, 3]"));
+
+        // The timing run's own check rejected the kernel.
+        let wrong = V::Timeout {
+            case: None,
+            limit_ms: 1000,
+        };
+        let (t, note) = timings_from_report(&td.task, &report(Vec::new(), wrong), None);
+        assert!(t.is_empty());
+        assert!(note.expect("note").contains("found timeout"));
+    }
+
+    struct FakeTimer(Result<BenchReport, String>, std::sync::atomic::AtomicUsize);
+
+    impl KernelTimer for FakeTimer {
+        fn time(
+            &self,
+            task: &TaskDir,
+            _: &str,
+            _: &str,
+            shapes: &[String],
+        ) -> Result<BenchReport, String> {
+            assert_eq!(task.task.id, "swiglu");
+            assert_eq!(shapes, ["small".to_string()]);
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn only_correct_kernels_are_timed_and_a_timing_failure_keeps_them_correct() {
+        let td = swiglu();
+        let shapes = shapes_of(&td.task, Some(1));
+        assert_eq!(shapes, ["small"]);
+        assert!(shapes_of(&td.task, None).is_empty(), "None: every shape");
+
+        let ok = FakeTimer(
+            Ok(report(vec![shape("small")], correct())),
+            Default::default(),
+        );
+        let run = verdict_with_timings(correct(), Some(&ok), &td, "s", "p", &shapes, None);
+        assert!(run.verdict.is_correct());
+        assert_eq!(run.timings.len(), 1);
+        assert_eq!(run.note, None);
+
+        let failing = V::Timeout {
+            case: None,
+            limit_ms: 1000,
+        };
+        let run = verdict_with_timings(failing, Some(&ok), &td, "s", "p", &shapes, None);
+        assert!(run.timings.is_empty() && run.note.is_none());
+        assert_eq!(
+            ok.1.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "a failing kernel is not timed"
+        );
+
+        let broken = FakeTimer(
+            Err("the timing run failed: did not finish within 600 s".into()),
+            Default::default(),
+        );
+        let run = verdict_with_timings(correct(), Some(&broken), &td, "s", "p", &shapes, None);
+        assert!(
+            run.verdict.is_correct(),
+            "a timing failure is not the kernel's verdict"
+        );
+        assert!(run.timings.is_empty());
+        let note = run.note.expect("note");
+        assert!(
+            note.contains("did not finish within 600 s") && note.contains("correct but untimed"),
+            "{note}"
+        );
+
+        let run = verdict_with_timings(correct(), None, &td, "s", "p", &shapes, None);
+        assert!(run.timings.is_empty() && run.note.is_none());
+    }
+
+    #[test]
+    fn restricted_runs_get_their_own_protocol_label() {
+        assert_eq!(gpu_protocol(None), GPU_PROTOCOL);
+        assert_eq!(gpu_protocol(Some(2)), format!("{GPU_PROTOCOL}+first2"));
+        assert_ne!(gpu_protocol(Some(1)), gpu_protocol(None));
+    }
 }
