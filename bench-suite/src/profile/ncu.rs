@@ -73,6 +73,9 @@ pub struct NcuTarget {
     pub kernel_regex: String,
     /// Matching launches to skip first (`-s`): skip the warm-up and correctness calls.
     pub launch_skip: u64,
+    /// Matching launches to profile after the skipped ones (`-c`): 1 for the Judge's metrics,
+    /// more to compare a duration distribution with the harness's timings.
+    pub launch_count: u64,
     pub metrics: Vec<String>,
 }
 
@@ -81,7 +84,19 @@ impl NcuTarget {
         NcuTarget {
             kernel_regex: kernel_regex.into(),
             launch_skip,
+            launch_count: 1,
             metrics: METRICS.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    /// Only `gpu__time_duration.sum` of `launch_count` launches after `launch_skip`: the kernel
+    /// durations to hold the harness's own timings against (one pass, no replay).
+    pub fn durations(kernel_regex: impl Into<String>, launch_skip: u64, launch_count: u64) -> Self {
+        NcuTarget {
+            kernel_regex: kernel_regex.into(),
+            launch_skip,
+            launch_count,
+            metrics: vec!["gpu__time_duration.sum".to_string()],
         }
     }
 
@@ -114,7 +129,7 @@ impl NcuTarget {
             "-s".into(),
             self.launch_skip.to_string(),
             "-c".into(),
-            "1".into(),
+            self.launch_count.max(1).to_string(),
             "--csv".into(),
             "--page".into(),
             "raw".into(),
@@ -529,6 +544,17 @@ fn message_error(messages: &[String]) -> Option<NcuError> {
     None
 }
 
+impl NcuReport {
+    /// `gpu__time_duration.sum` of every profiled launch that has one, in nanoseconds, in
+    /// launch order.
+    pub fn durations_ns(&self) -> Vec<f64> {
+        self.kernels
+            .iter()
+            .filter_map(|k| k.curated.duration_ns)
+            .collect()
+    }
+}
+
 /// Parses everything ncu wrote (stdout and stderr together are fine).
 pub fn parse(text: &str) -> Result<NcuReport, NcuError> {
     let text = text.trim_start_matches('\u{feff}');
@@ -664,4 +690,33 @@ pub fn parse(text: &str) -> Result<NcuReport, NcuError> {
         });
     }
     Ok(NcuReport { kernels, messages })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duration_target_and_durations() {
+        let a = NcuTarget::durations("swiglu_bf16", 10, 20).args();
+        let pair = |k: &str| a.iter().position(|x| x == k).map(|i| a[i + 1].as_str());
+        assert_eq!(pair("-s"), Some("10"));
+        assert_eq!(pair("-c"), Some("20"));
+        assert_eq!(pair("--metrics"), Some("gpu__time_duration.sum"));
+        assert_eq!(pair("--clock-control"), Some("none"));
+        let mut t = NcuTarget::new("k", 0);
+        t.launch_count = 0;
+        assert_eq!(
+            t.args()[t.args().iter().position(|x| x == "-c").unwrap() + 1],
+            "1"
+        );
+        let csv = "\"ID\",\"Process ID\",\"Process Name\",\"Host Name\",\"Kernel Name\",\"gpu__time_duration.sum\"\n\
+                   \"\",\"\",\"\",\"\",\"\",\"usecond\"\n\
+                   \"0\",\"1\",\"ksmith\",\"h\",\"swiglu_bf16\",\"1.5\"\n\
+                   \"1\",\"1\",\"ksmith\",\"h\",\"swiglu_bf16\",\"n/a\"\n\
+                   \"2\",\"1\",\"ksmith\",\"h\",\"swiglu_bf16\",\"1,250\"\n";
+        let r = parse(csv).unwrap();
+        assert_eq!(r.kernels.len(), 3);
+        assert_eq!(r.durations_ns(), [1500.0, 1_250_000.0]);
+    }
 }

@@ -1,0 +1,659 @@
+//! CPU tests of `ksmith bench`'s logic: argument resolution, shape roles, rows, tables,
+//! summaries, the child's reply and the store records. Tasks come from the real suite.
+
+use super::child::parse_reply;
+use super::record::{kernel_verdict, shape_timings, store_results, Recorded};
+use super::rows::{geomean, ms, ratio, task_failure_row};
+use super::*;
+use bench_suite::store::{NewGpu, Verdict as StoreVerdict};
+use clap::Parser;
+use std::collections::BTreeMap;
+use verifier::runtime::bench::{CandidateStatus, ShapeFailure};
+use verifier::runtime::calibrate::{Calibration, Rate, CALIBRATION_VERSION};
+use verifier::runtime::telemetry::{MeasurementTelemetry, Reading};
+use verifier::runtime::timing::{ShapeTimings, SubjectTiming};
+use verifier::timing::{speedup, StopReason, Summary};
+use verifier::verdict::Verdict;
+
+#[derive(Parser)]
+struct Cmd {
+    #[command(flatten)]
+    a: BenchArgs,
+}
+
+fn args(argv: &[&str]) -> BenchArgs {
+    let mut v = vec!["bench"];
+    v.extend_from_slice(argv);
+    Cmd::try_parse_from(v).expect("arguments parse").a
+}
+
+fn suite() -> Suite {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tasks");
+    Suite::discover(&root).expect("the suite loads")
+}
+
+fn task_dir<'a>(s: &'a Suite, id: &str) -> &'a TaskDir {
+    match s.get(id) {
+        Some(Entry::Ok(td)) => td,
+        _ => panic!("task {id} is not in the suite or is invalid"),
+    }
+}
+
+#[test]
+fn realistic_and_small_roles() {
+    let s = suite();
+    let pick = |id: &str| {
+        let t = &task_dir(&s, id).task;
+        (
+            shapes::realistic_shape(t).unwrap().name.clone(),
+            shapes::small_shape(t).unwrap().name.clone(),
+        )
+    };
+    assert_eq!(pick("swiglu"), ("realistic".into(), "small".into()));
+    // No shape named realistic or small*: the largest / smallest roofline floor.
+    assert_eq!(
+        pick("hspi_batch_invariant_matmul"),
+        ("m4096".into(), "m1".into())
+    );
+    // awkward* shapes are never the realistic one, even with a larger floor than the rest.
+    let (real, _) = pick("softmax_row");
+    assert_eq!(real, "vocab_llama3");
+}
+
+#[test]
+fn every_task_has_a_realistic_shape_that_is_not_a_corner_case() {
+    let s = suite();
+    let mut seen = 0;
+    for e in &s.entries {
+        let Entry::Ok(td) = e else { continue };
+        let t = &td.task;
+        let r = shapes::realistic_shape(t).expect("a shape");
+        let all_minor = t
+            .shapes
+            .iter()
+            .all(|s| s.name.starts_with("small") || s.name.starts_with("awkward"));
+        assert!(
+            all_minor || !(r.name.starts_with("small") || r.name.starts_with("awkward")),
+            "{}: realistic shape {} is a corner case",
+            t.id,
+            r.name
+        );
+        seen += 1;
+    }
+    assert!(seen >= 40, "only {seen} valid tasks in the suite");
+}
+
+#[test]
+fn shape_choices_resolve_in_task_order_without_repeats() {
+    let s = suite();
+    let t = &task_dir(&s, "swiglu").task;
+    let r = |c: &[&str]| shapes::resolve(t, &c.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(r(&[]).unwrap(), ["small", "realistic", "awkward"]);
+    assert_eq!(r(&["all"]).unwrap(), ["small", "realistic", "awkward"]);
+    assert_eq!(r(&["awkward", "small"]).unwrap(), ["small", "awkward"]);
+    assert_eq!(
+        r(&["realistic", "realistic", "small"]).unwrap(),
+        ["small", "realistic"]
+    );
+    let e = r(&["huge"]).unwrap_err();
+    assert!(
+        e.contains("`swiglu` has no public shape `huge`")
+            && e.contains("small, realistic, awkward")
+            && e.contains("roles: all, realistic, small"),
+        "{e}"
+    );
+}
+
+#[test]
+fn plan_selects_tasks_and_reports_usage_errors() {
+    let s = suite();
+    let p = plan(
+        &s,
+        &args(&[
+            "--tasks",
+            "swiglu,bias_gelu,swiglu",
+            "--shapes",
+            "realistic",
+        ]),
+    )
+    .unwrap();
+    let ids: Vec<&str> = p.tasks.iter().map(|t| t.task.id.as_str()).collect();
+    assert_eq!(ids, ["swiglu", "bias_gelu"], "repeated ids count once");
+    assert_eq!(
+        p.shapes,
+        [vec!["realistic".to_string()], vec!["realistic".to_string()]]
+    );
+    assert_eq!(p.realistic["swiglu"], "realistic");
+
+    let p = plan(&s, &args(&["--suite", "normalization"])).unwrap();
+    assert!(p.tasks.iter().all(|t| t.task.category == "normalization"));
+    assert!(p.tasks.len() >= 2);
+    let all = plan(&s, &args(&[])).unwrap();
+    assert!(all.tasks.len() > p.tasks.len());
+
+    let err = |argv: &[&str]| plan(&s, &args(argv)).unwrap_err();
+    let e = err(&["--tasks", "nope"]);
+    assert!(e.contains("no task `nope`") && e.contains("swiglu"), "{e}");
+    let e = err(&["--suite", "no-such-category"]);
+    assert!(e.contains("selects no valid task"), "{e}");
+    let e = err(&["--tasks", "swiglu", "--shapes", "bogus"]);
+    assert!(e.contains("no public shape `bogus`"), "{e}");
+    let e = err(&["--tasks", "swiglu", "--check-shapes", "bogus"]);
+    assert!(e.contains("--check-shapes") && e.contains("bogus"), "{e}");
+}
+
+#[test]
+fn candidate_arguments() {
+    let s = suite();
+    let dir = tempfile::tempdir().unwrap();
+    let mine = dir.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("kernel.cu"), "// k").unwrap();
+    let m = mine.to_str().unwrap();
+    let e = plan(&s, &args(&["--candidate", m])).unwrap_err();
+    assert!(e.contains("exactly one task") && e.contains("got 0"), "{e}");
+    let e = plan(
+        &s,
+        &args(&["--tasks", "swiglu,bias_gelu", "--candidate", m]),
+    )
+    .unwrap_err();
+    assert!(e.contains("got 2"), "{e}");
+    // launch.toml missing: the message names the file.
+    let e = plan(&s, &args(&["--tasks", "swiglu", "--candidate", m])).unwrap_err();
+    assert!(
+        e.contains(&mine.join("launch.toml").display().to_string()),
+        "{e}"
+    );
+    std::fs::write(mine.join("launch.toml"), "# plan").unwrap();
+    let p = plan(&s, &args(&["--tasks", "swiglu", "--candidate", m])).unwrap();
+    assert_eq!(p.candidates.len(), 1);
+    assert_eq!(p.candidates[0].name, "mine");
+    assert_eq!(p.candidates[0].source, "// k");
+    assert_eq!(p.candidates[0].plan, "# plan");
+    // The same directory twice, or one named like the reference, would mix up the rows.
+    let e = plan(
+        &s,
+        &args(&["--tasks", "swiglu", "--candidate", m, "--candidate", m]),
+    )
+    .unwrap_err();
+    assert!(e.contains("is taken"), "{e}");
+    let r = dir.path().join("reference");
+    std::fs::create_dir(&r).unwrap();
+    let e = plan(
+        &s,
+        &args(&["--tasks", "swiglu", "--candidate", r.to_str().unwrap()]),
+    )
+    .unwrap_err();
+    assert!(e.contains("`reference`"), "{e}");
+}
+
+#[test]
+fn baselines_and_where_torch_compile_runs() {
+    use Baseline as B;
+    use CompileShapes as C;
+    assert!(torch_modes(B::None, C::All, true).is_empty());
+    assert_eq!(torch_modes(B::Eager, C::All, true), [Mode::Eager]);
+    assert_eq!(
+        torch_modes(B::Torch, C::Realistic, true),
+        [Mode::Eager, Mode::Compile]
+    );
+    assert_eq!(torch_modes(B::Torch, C::Realistic, false), [Mode::Eager]);
+    assert_eq!(
+        torch_modes(B::Torch, C::All, false),
+        [Mode::Eager, Mode::Compile]
+    );
+    let a = args(&[]);
+    assert_eq!((a.baseline, a.compile_shapes), (B::Torch, C::Realistic));
+    let a = args(&["--baseline", "eager", "--compile-shapes", "all"]);
+    assert_eq!((a.baseline, a.compile_shapes), (B::Eager, C::All));
+    assert!(Cmd::try_parse_from(["bench", "--baseline", "numpy"]).is_err());
+}
+
+#[test]
+fn ratios_and_geomeans() {
+    assert_eq!(ratio(Some(2.0), Some(0.5)), Some(4.0));
+    assert_eq!(ratio(None, Some(1.0)), None);
+    assert_eq!(ratio(Some(1.0), Some(0.0)), None);
+    assert_eq!(ratio(Some(0.0), Some(1.0)), None);
+    assert_eq!(ratio(Some(f64::NAN), Some(1.0)), None);
+    assert!((geomean([2.0, 8.0].into_iter()).unwrap() - 4.0).abs() < 1e-12);
+    // Non-positive and non-finite values are left out, not zeroing the mean.
+    assert!(
+        (geomean([2.0, 0.0, -1.0, f64::INFINITY, 8.0].into_iter()).unwrap() - 4.0).abs() < 1e-12
+    );
+    assert_eq!(geomean(std::iter::empty()), None);
+    assert_eq!(ms(Some(1.5)), "1.500 ms");
+    assert_eq!(ms(Some(0.01234)), "12.34 us");
+    assert_eq!(ms(None), "");
+}
+
+fn timing(name: &str, samples: &[f64], throttled: u32) -> SubjectTiming {
+    SubjectTiming {
+        name: name.into(),
+        samples_ms: samples.to_vec(),
+        summary: Summary::of(samples).unwrap(),
+        warmup_calls: 10,
+        warmup_ms: 25.0,
+        amortized_ms: None,
+        amortized_calls: None,
+        revalidation_failure: None,
+        throttled_samples: throttled,
+    }
+}
+
+fn reading(throttled: bool) -> Reading {
+    Reading {
+        sm_clock_mhz: Some(1980),
+        memory_clock_mhz: Some(2619),
+        temperature_c: Some(40),
+        power_w: Some(300.0),
+        reasons: Some(0),
+        reason_names: Vec::new(),
+        throttled,
+    }
+}
+
+/// swiglu at `realistic` (reference 1.0 ms, candidate `fast` 0.5 ms, telemetry read, not
+/// throttled) and at `small` (reference 0.04 ms, above its 0.034 ms floor; candidate 0.02 ms, no telemetry, re-validation of the
+/// candidate failed), a failed `awkward` shape, and a candidate `broken` that did not compile.
+fn report() -> BenchReport {
+    let r_real = [1.0, 1.02, 0.98, 1.0];
+    let c_real = [0.5, 0.51, 0.49, 0.5];
+    let mut small_cand = timing("fast", &[0.02, 0.02], 0);
+    small_cand.revalidation_failure = Some("output `y`: 3 mismatches".into());
+    let mut small_ref = timing("reference", &[0.04, 0.04], 0);
+    small_ref.amortized_ms = Some(0.015);
+    let shape = |name: &str, subjects: Vec<SubjectTiming>, tel: MeasurementTelemetry| {
+        let speedups = subjects
+            .iter()
+            .skip(1)
+            .map(|c| speedup(&c.samples_ms, &subjects[0].samples_ms))
+            .collect();
+        ShapeTimings {
+            shape: name.into(),
+            values: Vec::new(),
+            pool_sets: 2,
+            flush_bytes: 100 << 20,
+            stop_reason: StopReason::Converged,
+            subjects,
+            speedups,
+            telemetry: tel,
+            elapsed_ms: 100.0,
+        }
+    };
+    let tel = MeasurementTelemetry {
+        unavailable: None,
+        before: Some(reading(false)),
+        after: Some(reading(false)),
+        throttled_samples: 0,
+        checked_samples: 8,
+    };
+    BenchReport {
+        task: "swiglu".into(),
+        content: "hash".into(),
+        device: "test".into(),
+        subjects: vec!["reference".into(), "fast".into()],
+        candidates: vec![
+            CandidateStatus {
+                name: "fast".into(),
+                verdict: Verdict::Correct {
+                    cases: 12,
+                    nondeterministic_within_tolerance: Vec::new(),
+                },
+                timed: true,
+            },
+            CandidateStatus {
+                name: "broken".into(),
+                verdict: Verdict::CompileError { log: "x".into() },
+                timed: false,
+            },
+        ],
+        shapes: vec![
+            shape(
+                "realistic",
+                vec![timing("reference", &r_real, 0), timing("fast", &c_real, 0)],
+                tel,
+            ),
+            shape(
+                "small",
+                vec![small_ref, small_cand],
+                MeasurementTelemetry::unavailable("no NVML"),
+            ),
+        ],
+        failures: vec![ShapeFailure {
+            shape: "awkward".into(),
+            message: "fast: launch: too many resources".into(),
+            subject: Some(1),
+        }],
+        log: vec!["device: test".into()],
+    }
+}
+
+/// 3.0e12 B/s and 60e12 fp32 op/s: swiglu realistic (M=16384, N=28672) moves 2*M*N*3 bytes,
+/// a floor of 0.939524096 ms.
+fn calibration() -> Calibration {
+    let rate = |per_s: f64| Rate {
+        per_s,
+        method: "test".into(),
+        repetitions: 1,
+        best_ms: 1.0,
+    };
+    Calibration {
+        version: CALIBRATION_VERSION,
+        gpu_key: "test".into(),
+        device: "test".into(),
+        arch: "sm_90".into(),
+        measured_at: 0,
+        bandwidth: Some(rate(3.0e12)),
+        copy_kernel: None,
+        memcpy_dtod: None,
+        peaks: BTreeMap::from([("fp32".to_string(), rate(60e12))]),
+        skipped: BTreeMap::new(),
+        telemetry: MeasurementTelemetry::default(),
+    }
+}
+
+fn torch_times() -> HashMap<String, TorchTimes> {
+    HashMap::from([(
+        "realistic".to_string(),
+        TorchTimes {
+            eager_ms: Some(3.0),
+            compile_ms: Some(1.5),
+        },
+    )])
+}
+
+#[test]
+fn rows_carry_times_ratios_sol_and_problems() {
+    let s = suite();
+    let task = &task_dir(&s, "swiglu").task;
+    let rows = rows_for(task, &report(), &torch_times(), Some(&calibration()));
+    let find = |shape: &str, kernel: &str| {
+        rows.iter()
+            .find(|r| r.shape == shape && r.kernel == kernel)
+            .unwrap_or_else(|| panic!("no row {shape}/{kernel} in {rows:#?}"))
+    };
+    let r = find("realistic", "reference");
+    assert_eq!(r.median_ms, Some(1.0));
+    assert_eq!(r.samples, 4);
+    assert_eq!(r.vs_eager, Some(3.0));
+    assert_eq!(r.vs_compile, Some(1.5));
+    assert_eq!(r.vs_reference, None);
+    let floor = 2.0 * 16384.0 * 28672.0 * 3.0 / 3.0e12 * 1e3;
+    assert!((r.floor_ms.unwrap() - floor).abs() < 1e-9);
+    assert!((r.sol_pct.unwrap() - 100.0 * floor).abs() < 1e-6);
+    assert_eq!(r.throttled, Some(false));
+    assert_eq!(
+        (r.quarantine.as_deref(), r.problem.as_deref()),
+        (None, None)
+    );
+
+    // The candidate at 0.5 ms beats a 0.94 ms floor: quarantined, never ranked.
+    let c = find("realistic", "fast");
+    assert_eq!(c.vs_reference, Some(2.0));
+    assert_eq!(c.vs_eager, Some(6.0));
+    assert!(c
+        .quarantine
+        .as_deref()
+        .unwrap()
+        .contains("speed-of-light floor"));
+
+    let c = find("small", "fast");
+    assert_eq!(c.throttled, None, "no telemetry: unknown, not `no`");
+    assert!(c
+        .problem
+        .as_deref()
+        .unwrap()
+        .starts_with("re-validation failed"));
+    assert_eq!(
+        (c.eager_ms, c.vs_eager),
+        (None, None),
+        "no PyTorch at this shape"
+    );
+    assert_eq!(find("small", "reference").amortized_ms, Some(0.015));
+
+    let f = find("awkward", "fast");
+    assert_eq!(f.median_ms, None);
+    assert!(f.problem.as_deref().unwrap().contains("too many resources"));
+    let b = find("-", "broken");
+    assert_eq!(b.problem.as_deref(), Some("not timed: compile_error"));
+    assert_eq!(rows.len(), 6);
+
+    // Without a calibration the SOL columns stay empty and only the speedup rule quarantines.
+    let rows = rows_for(task, &report(), &torch_times(), None);
+    assert!(rows
+        .iter()
+        .all(|r| r.sol_pct.is_none() && r.floor_ms.is_none()));
+    assert!(rows.iter().all(|r| r.quarantine.is_none()));
+}
+
+#[test]
+fn a_throttled_sample_marks_its_row() {
+    let s = suite();
+    let task = &task_dir(&s, "swiglu").task;
+    let mut rep = report();
+    rep.shapes[0].subjects[1].throttled_samples = 2;
+    let rows = rows_for(task, &rep, &HashMap::new(), None);
+    assert_eq!(rows[0].throttled, Some(false));
+    assert_eq!(rows[1].throttled, Some(true));
+}
+
+#[test]
+fn tables_show_every_column_and_leave_unmeasured_cells_empty() {
+    let s = suite();
+    let task = &task_dir(&s, "swiglu").task;
+    let rows = rows_for(task, &report(), &torch_times(), Some(&calibration()));
+    let t = render_table(&rows);
+    for h in [
+        "task",
+        "shape",
+        "kernel",
+        "time (median)",
+        "vs eager",
+        "vs compile",
+        "vs ref",
+        "SOL%",
+        "throttled",
+        "note",
+    ] {
+        assert!(t.contains(h), "header {h} missing:\n{t}");
+    }
+    let line = |needle: &str| {
+        t.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle}:\n{t}"))
+            .to_string()
+    };
+    let r = line("| realistic | reference");
+    assert!(
+        r.contains("1.000 ms") && r.contains("3.00x") && r.contains("1.50x"),
+        "{r}"
+    );
+    assert!(r.contains(&format!("{:.1}", 100.0 * 0.939524096)), "{r}");
+    assert!(line("| realistic | fast").contains("QUARANTINED"));
+    let sm = line("| small     | reference");
+    assert!(
+        sm.contains("40.00 us (15.00 us amortized)") && sm.contains("| ?"),
+        "{sm}"
+    );
+    assert!(line("broken").contains("not timed: compile_error"));
+
+    let ids = vec!["swiglu".to_string(), "bias_gelu".to_string()];
+    let realistic = HashMap::from([
+        ("swiglu".to_string(), "realistic".to_string()),
+        ("bias_gelu".to_string(), "realistic".to_string()),
+    ]);
+    let mut all = rows.clone();
+    all.push(task_failure_row("bias_gelu", "killed"));
+    let summary = summary_rows(&all, &ids, &realistic);
+    assert_eq!(
+        summary.len(),
+        2,
+        "swiglu's two kernels; bias_gelu has no time"
+    );
+    let refs: Vec<&Row> = summary
+        .iter()
+        .copied()
+        .filter(|r| r.kernel == "reference")
+        .collect();
+    let tot = totals(&refs);
+    assert_eq!(tot.tasks, 1);
+    assert!((tot.geomean_vs_eager.unwrap() - 3.0).abs() < 1e-12);
+    assert_eq!(tot.quarantined, 0);
+    let text = render_summary(&summary);
+    assert!(
+        text.contains("realistic shape")
+            && text.contains(
+                "reference kernels over 1 tasks: geomean 3.00x vs eager, 1.50x vs compile"
+            ),
+        "{text}"
+    );
+}
+
+#[test]
+fn child_replies() {
+    let ok = serde_json::json!({ "report": report() }).to_string();
+    let r = parse_reply(&format!("noise\n{ok}\n\n"), "exit 0").unwrap();
+    assert_eq!(r.task, "swiglu");
+    match parse_reply("", "signal 9") {
+        Err(ChildFailure::Task(m)) => assert!(
+            m.contains("signal 9") && m.contains("without a reply"),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    match parse_reply("{\"error\": \"no GPU\", \"harness\": true}", "exit 0") {
+        Err(ChildFailure::Harness(m)) => assert_eq!(m, "no GPU"),
+        other => panic!("{other:?}"),
+    }
+    match parse_reply(
+        "{\"error\": \"fault\", \"context_lost\": true, \"harness\": false}",
+        "exit 0",
+    ) {
+        Err(ChildFailure::Task(m)) => assert_eq!(m, "fault"),
+        other => panic!("{other:?}"),
+    }
+    match parse_reply("{\"report\": {\"task\": 1}}", "exit 0") {
+        Err(ChildFailure::Harness(m)) => assert!(m.starts_with("malformed report"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    match parse_reply("garbage {", "exit 0") {
+        Err(ChildFailure::Harness(m)) => assert!(
+            m.contains("unreadable reply") && m.contains("garbage"),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn verdicts_and_timings_as_stored() {
+    let s = suite();
+    let task = &task_dir(&s, "swiglu").task;
+    let rep = report();
+    let rows = rows_for(task, &rep, &torch_times(), Some(&calibration()));
+    assert_eq!(
+        kernel_verdict(&rep, &rows, "swiglu", "reference"),
+        StoreVerdict::Correct
+    );
+    assert_eq!(
+        kernel_verdict(&rep, &rows, "swiglu", "fast"),
+        StoreVerdict::WrongOutput
+    );
+    assert_eq!(
+        kernel_verdict(&rep, &rows, "swiglu", "broken"),
+        StoreVerdict::CompileError
+    );
+    let lost = vec![task_failure_row("swiglu", "killed")];
+    assert_eq!(
+        kernel_verdict(&rep, &lost, "swiglu", "reference"),
+        StoreVerdict::RuntimeFault
+    );
+
+    let t = shape_timings(&rows, "swiglu", "fast");
+    assert_eq!(t.len(), 2, "awkward has no time");
+    assert_eq!(t[0].shape, "realistic");
+    assert!((t[0].median_us - 500.0).abs() < 1e-9);
+    assert!((t[0].reference_us.unwrap() - 1000.0).abs() < 1e-9);
+    assert!((t[0].eager_us.unwrap() - 3000.0).abs() < 1e-9);
+    assert_eq!(t[0].samples, 4);
+}
+
+#[test]
+fn results_are_recorded_in_the_store() {
+    let s = suite();
+    let td = task_dir(&s, "swiglu");
+    let rep = report();
+    let rows = rows_for(&td.task, &rep, &torch_times(), Some(&calibration()));
+    let cands = vec![
+        BenchCandidate {
+            name: "fast".into(),
+            source: "// fast".into(),
+            plan: "# fast".into(),
+        },
+        BenchCandidate {
+            name: "broken".into(),
+            source: "// broken".into(),
+            plan: "# broken".into(),
+        },
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("k.db").display());
+    let store = Store::open(&url).unwrap();
+    let gpu = NewGpu {
+        gpu_key: "test-gpu".into(),
+        name: "Test GPU".into(),
+        compute_capability: "9.0".into(),
+        sm_count: Some(132),
+        memory_bytes: Some(80 << 30),
+        driver_version: "13.0".into(),
+        details: serde_json::json!({}),
+    };
+    let rec = [Recorded {
+        td,
+        report: &rep,
+        rows: &rows,
+        candidates: &cands,
+    }];
+    let name = store_results(
+        &store,
+        &gpu,
+        "seed",
+        &rec,
+        serde_json::json!({"x": 1}),
+        "abc".into(),
+    )
+    .unwrap();
+    let run = store.run_by_name(&name).unwrap();
+    assert_eq!(run.run.kind, "bench");
+    assert_eq!(run.run.git_rev, "abc");
+    let cs = store.candidates_of_run(run.id).unwrap();
+    assert_eq!(cs.len(), 3);
+    let evals = store.evaluations_of_run(run.id).unwrap();
+    assert_eq!(evals.len(), 3);
+    let by_name = |n: &str| {
+        let c = cs
+            .iter()
+            .find(|c| c.candidate.notes["name"] == n)
+            .unwrap_or_else(|| panic!("no candidate {n}"));
+        evals
+            .iter()
+            .find(|e| e.evaluation.candidate_id == c.id)
+            .unwrap()
+    };
+    let r = &by_name("reference").evaluation;
+    assert_eq!(r.verdict, StoreVerdict::Correct);
+    assert_eq!(r.protocol, BENCH_PROTOCOL);
+    assert!((r.speedup_eager.unwrap() - 3.0).abs() < 1e-12);
+    assert_eq!(r.timings.len(), 2);
+    assert!(!r.quarantined);
+    let f = &by_name("fast").evaluation;
+    assert_eq!(f.verdict, StoreVerdict::WrongOutput);
+    assert!(f.quarantined && f.quarantine_reason.as_deref().unwrap().contains("floor"));
+    // Geometric mean over the shapes with a ratio: 2.0 at realistic, 2.0 at small.
+    assert!((f.speedup_ref.unwrap() - 2.0).abs() < 1e-9);
+    assert_eq!(
+        by_name("broken").evaluation.verdict,
+        StoreVerdict::CompileError
+    );
+}

@@ -1,0 +1,127 @@
+//! `ksmith bench` and `ksmith gpu info|calibrate` as processes: usage errors exit 2 before any
+//! GPU is looked for; without a GPU the commands exit 3 and say what they looked for (text and
+//! JSON). On a machine with a CUDA driver the no-GPU checks are skipped (they would time real
+//! kernels); tests/gpu_bench.rs covers that side.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn ksmith(args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ksmith"));
+    for v in ["KSMITH_TASKS_DIR", "KSMITH_DB", "RUST_LOG"] {
+        c.env_remove(v);
+    }
+    c.arg("--tasks-dir")
+        .arg(repo().join("tasks"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("ksmith runs")
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn has_gpu() -> bool {
+    verifier::runtime::probe_driver().is_ok()
+}
+
+#[test]
+fn usage_errors_exit_2_before_looking_for_a_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let cand = dir.path().join("mine");
+    std::fs::create_dir(&cand).unwrap();
+    let c = cand.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["bench", "--tasks", "no_such_task"],
+            "no task `no_such_task`",
+        ),
+        (
+            &["bench", "--suite", "no-such-category"],
+            "selects no valid task",
+        ),
+        (
+            &["bench", "--tasks", "swiglu", "--shapes", "gigantic"],
+            "`swiglu` has no public shape `gigantic`",
+        ),
+        (&["bench", "--candidate", c], "exactly one task"),
+        (
+            &["bench", "--tasks", "swiglu", "--candidate", c],
+            "kernel.cu",
+        ),
+        (&["bench", "--baseline", "numpy"], "numpy"),
+        (&["bench", "--compile-shapes", "some"], "some"),
+    ];
+    for (args, needle) in cases {
+        let o = ksmith(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}\n{}", show(&o));
+        assert!(
+            show(&o).contains(needle),
+            "{args:?}: no {needle:?}\n{}",
+            show(&o)
+        );
+        assert!(
+            !show(&o).contains("libcuda"),
+            "{args:?}: a usage error must not depend on the GPU\n{}",
+            show(&o)
+        );
+    }
+    // --json: the usage error is one JSON object on stdout.
+    let o = ksmith(&["bench", "--json", "--tasks", "no_such_task"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
+    assert_eq!(v["exit"], 2);
+    assert!(v["error"].as_str().unwrap().contains("no_such_task"));
+}
+
+#[test]
+fn without_a_gpu_bench_and_gpu_commands_exit_3_naming_what_they_looked_for() {
+    if has_gpu() {
+        eprintln!("skipped: this machine has a CUDA driver (see tests/gpu_bench.rs)");
+        return;
+    }
+    for args in [
+        &[
+            "bench",
+            "--tasks",
+            "swiglu",
+            "--baseline",
+            "none",
+            "--no-db",
+        ][..],
+        &["gpu", "info"][..],
+        &["gpu", "calibrate", "--no-db"][..],
+    ] {
+        let o = ksmith(args);
+        assert_eq!(o.status.code(), Some(3), "{args:?}\n{}", show(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("needs a GPU") && err.contains("libcuda.so.1"),
+            "{args:?}: the message must say what was looked for\n{}",
+            show(&o)
+        );
+        assert!(!err.contains("panicked"), "{}", show(&o));
+    }
+    for args in [
+        &["bench", "--json", "--tasks", "swiglu", "--no-db"][..],
+        &["gpu", "info", "--json"][..],
+    ] {
+        let o = ksmith(args);
+        assert_eq!(o.status.code(), Some(3), "{args:?}\n{}", show(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: no JSON ({e})\n{}", show(&o)));
+        assert_eq!(v["exit"], 3);
+        assert!(v["error"].as_str().unwrap().contains("libcuda.so.1"), "{v}");
+    }
+}
