@@ -388,3 +388,119 @@ fn serve_one(g: &Global, text: &str) -> Result<verifier::runtime::bench::BenchRe
     bench(&gpu, &compiler, &mut cache, &req, &telemetry)
         .map_err(|e| (e.message, e.context_lost, false))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use verifier::runtime::calibrate::{Rate, CALIBRATION_VERSION};
+    use verifier::runtime::telemetry::MeasurementTelemetry;
+
+    fn h100() -> DeviceInfo {
+        serde_json::from_value(serde_json::json!({
+            "ordinal": 0, "name": "NVIDIA H100 80GB HBM3", "compute_capability": [9, 0],
+            "driver_version": 13000, "sm_count": 132, "warp_size": 32,
+            "max_threads_per_block": 1024, "max_threads_per_sm": 2048, "max_blocks_per_sm": 32,
+            "max_block_dim": [1024, 1024, 64], "max_grid_dim": [2147483647, 65535, 65535],
+            "shared_mem_per_block": 49152, "shared_mem_per_block_optin": 232448,
+            "shared_mem_per_sm": 233472, "reserved_shared_mem_per_block": 1024,
+            "registers_per_block": 65536, "registers_per_sm": 65536, "l2_cache_bytes": 52428800,
+            "sm_clock_khz": 1980000, "memory_clock_khz": 2619000, "memory_bus_width_bits": 5120,
+            "total_memory_bytes": 85029158912u64, "cooperative_launch": true, "cluster_launch": true
+        }))
+        .expect("a DeviceInfo")
+    }
+
+    fn rate(per_s: f64, method: &str) -> Rate {
+        Rate {
+            per_s,
+            method: method.into(),
+            repetitions: 10,
+            best_ms: 1.0,
+        }
+    }
+
+    fn calibration() -> Calibration {
+        Calibration {
+            version: CALIBRATION_VERSION,
+            gpu_key: gpu_key(&h100()),
+            device: "NVIDIA H100 80GB HBM3 (sm_90)".into(),
+            arch: "sm_90".into(),
+            measured_at: 0,
+            bandwidth: Some(rate(3.0e12, "copy kernel int4")),
+            copy_kernel: Some(rate(3.0e12, "copy kernel int4")),
+            memcpy_dtod: Some(rate(2.9e12, "cuMemcpyDtoD")),
+            peaks: BTreeMap::from([
+                ("bf16_tensor".to_string(), rate(700e12, "mma.sync bf16")),
+                ("int8_tensor".to_string(), rate(1400e12, "mma.sync s8")),
+            ]),
+            skipped: BTreeMap::from([("fp8_tensor".to_string(), "needs sm_89".to_string())]),
+            telemetry: MeasurementTelemetry::default(),
+        }
+    }
+
+    #[test]
+    fn driver_versions_and_keys() {
+        let mut i = h100();
+        assert_eq!(driver_version(&i), "13.0");
+        i.driver_version = 12040;
+        assert_eq!(driver_version(&i), "12.4");
+        assert_eq!(gpu_key(&i), "NVIDIA H100 80GB HBM3|sm_90|driver 12.4");
+        assert_eq!(results_dir(None), PathBuf::from("results"));
+        assert_eq!(results_dir(Some(Path::new("/x"))), PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn calibration_tables_name_units_and_skips() {
+        let c = calibration();
+        let rows = calibration_rows(&c);
+        let find = |w: &str| {
+            rows.iter()
+                .find(|r| r.0 == w)
+                .unwrap_or_else(|| panic!("{w}: {rows:?}"))
+        };
+        assert_eq!(find("bandwidth").1, "3000.0 GB/s");
+        assert_eq!(find("cuMemcpyDtoD").1, "2900.0 GB/s");
+        assert_eq!(find("bf16_tensor").1, "700.0 TFLOP/s");
+        assert_eq!(
+            find("int8_tensor").1,
+            "1400.0 TOP/s",
+            "integer peaks are ops, not FLOPs"
+        );
+        assert_eq!(find("fp8_tensor").2, "skipped: needs sm_89");
+        assert_eq!(rows.len(), 6);
+        assert_eq!(
+            summary_line(&c),
+            "3000 GB/s, bf16_tensor 700.0 T/s, int8_tensor 1400.0 T/s"
+        );
+    }
+
+    #[test]
+    fn store_row_of_a_gpu_carries_l2_and_calibration() {
+        let c = calibration();
+        let g = new_gpu(&h100(), Some(&c));
+        assert_eq!(g.gpu_key, c.gpu_key);
+        assert_eq!(g.compute_capability, "9.0");
+        assert_eq!(g.sm_count, Some(132));
+        assert_eq!(g.driver_version, "13.0");
+        assert_eq!(g.details["l2_cache_bytes"], 52428800);
+        assert_eq!(g.details["calibration"]["bandwidth"]["per_s"], 3.0e12);
+        assert!(new_gpu(&h100(), None).details["calibration"].is_null());
+    }
+
+    #[test]
+    fn serve_rejects_a_malformed_request_as_a_harness_error() {
+        let g = Global {
+            tasks_dir: None,
+            nvrtc: None,
+            cuda_include: None,
+            arch: None,
+            cache_dir: None,
+            no_cache: true,
+            verbose: 0,
+        };
+        let (message, lost, harness) = serve_one(&g, "{not json").unwrap_err();
+        assert!(message.starts_with("unreadable bench request"), "{message}");
+        assert!(!lost && harness);
+    }
+}
