@@ -42,8 +42,10 @@ pub struct Script {
     pub tasks: Vec<&'static str>,
     /// Per task: the Coder's replies in order (the last one repeats).
     pub coder: BTreeMap<&'static str, Vec<String>>,
-    /// The Judge's replies (any task), in order.
+    /// The Judge's correction-mode replies (any task), in order.
     pub judge: Vec<String>,
+    /// The Judge's optimization-mode replies (role `judge_optimization`); empty: `judge`'s.
+    pub judge_optimization: Vec<String>,
     /// (task, role, reply index) → fault served on the first attempt of that request.
     pub faults: HashMap<(&'static str, &'static str, usize), Fault>,
     pub delay: Duration,
@@ -59,6 +61,7 @@ impl Script {
             tasks: tasks.to_vec(),
             coder: BTreeMap::new(),
             judge: Vec::new(),
+            judge_optimization: Vec::new(),
             faults: HashMap::new(),
             delay: Duration::ZERO,
             outage: None,
@@ -204,7 +207,9 @@ fn serve(mut stream: TcpStream, script: &Script, st: &Mutex<ServerState>, rq: &A
         .iter()
         .copied()
         .find(|t| prompt.contains(&format!("(`{t}`,")));
-    let role: &'static str = if prompt.starts_with("You are reviewing") {
+    let role: &'static str = if prompt.starts_with("You are reviewing a correct") {
+        "judge_optimization"
+    } else if prompt.starts_with("You are reviewing") {
         "judge"
     } else {
         "coder"
@@ -238,10 +243,12 @@ fn serve(mut stream: TcpStream, script: &Script, st: &Mutex<ServerState>, rq: &A
                         s.served_faults.push((task, role, k));
                         Ok((String::new(), fault))
                     } else {
-                        let replies = if role == "judge" {
-                            &script.judge
-                        } else {
-                            script.coder.get(task).expect("a script for every task")
+                        let replies = match role {
+                            "judge_optimization" if !script.judge_optimization.is_empty() => {
+                                &script.judge_optimization
+                            }
+                            "judge" | "judge_optimization" => &script.judge,
+                            _ => script.coder.get(task).expect("a script for every task"),
                         };
                         let reply = replies
                             .get(k)
@@ -336,6 +343,14 @@ pub fn completion_with(content: &str, reasoning: bool, finish_reason: &str) -> S
 
 pub fn kernel_reply(source: &str, plan: &str, note: &str) -> String {
     format!("{note}\n\n```cuda\n{source}\n```\n\n```toml\n{plan}\n```\n")
+}
+
+/// The Judge's optimization-mode JSON.
+pub fn judge_optimization_reply() -> String {
+    completion(
+        "```json\n{\"bottleneck\": \"global loads are not vectorized\", \"evidence\": \"the timings above\", \"optimisation\": \"load 16 bytes per thread\", \"modification_plan\": \"use uint4 loads in the main loop\"}\n```",
+        false,
+    )
 }
 
 /// The Judge's correction-mode JSON.
