@@ -1,16 +1,21 @@
 //! `ksmith eval --task ID KERNEL.cu --plan PLAN.toml` (or `ksmith eval --task ID DIR` with
-//! DIR/kernel.cu and DIR/launch.toml): the strict check of one kernel, run in a `ksmith worker`
-//! subprocess under a wall-clock limit so a hang or a crash becomes a verdict.
-//! Exit codes: 0 correct, 1 any failing verdict, 3 the harness could not run.
+//! DIR/kernel.cu and DIR/launch.toml, or `--reference` for the task's own reference kernel):
+//! the strict check of one kernel, run in a `ksmith worker` subprocess under a wall-clock limit
+//! so a hang or a crash becomes a verdict. `--oracle pytorch` takes the expected outputs from
+//! the task's spec.py run by PyTorch instead of the reference kernel; `--reference --oracle
+//! pytorch` is how a task's reference is checked against its spec.
+//! Exit codes: 0 correct, 1 any failing verdict, 3 the harness could not run (PyTorch missing
+//! included: "skipped: PyTorch ...").
 
 use super::{Global, EXIT_FAILED, EXIT_HARNESS, EXIT_OK};
 use anyhow::{bail, Context};
 use bench_suite::pool::{Limits, Pool, PoolConfig, WorkerCommand};
 use bench_suite::suite::{self, Entry, Suite};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use verifier::protocol::{EvalOptions, EvaluateRequest};
+use verifier::protocol::{EvalOptions, EvaluateRequest, Oracle, OutputError};
+use verifier::runtime::strict::SPEC_ORACLE_SKIPPED;
 use verifier::verdict::Verdict;
 
 #[derive(Debug, Args)]
@@ -19,11 +24,17 @@ pub struct EvalArgs {
     #[arg(long, value_name = "ID")]
     pub task: String,
     /// The kernel source (.cu), or a directory holding kernel.cu and launch.toml
-    #[arg(value_name = "KERNEL.cu|DIR")]
-    pub kernel: PathBuf,
+    #[arg(value_name = "KERNEL.cu|DIR", required_unless_present = "reference")]
+    pub kernel: Option<PathBuf>,
     /// The launch plan (required when KERNEL is a file)
     #[arg(long, value_name = "PLAN.toml")]
     pub plan: Option<PathBuf>,
+    /// Check the task's own reference kernel (reference.cu + reference.toml)
+    #[arg(long, conflicts_with_all = ["kernel", "plan"])]
+    pub reference: bool,
+    /// Where the expected outputs come from
+    #[arg(long, value_enum, default_value_t = OracleArg::Reference)]
+    pub oracle: OracleArg,
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
@@ -50,6 +61,23 @@ pub struct EvalArgs {
     pub timeout: u64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OracleArg {
+    /// The task's reference kernel, on the same GPU
+    Reference,
+    /// The task's spec.py, run by PyTorch (python3 or KSMITH_PYTHON) beside the worker
+    Pytorch,
+}
+
+impl From<OracleArg> for Oracle {
+    fn from(o: OracleArg) -> Oracle {
+        match o {
+            OracleArg::Reference => Oracle::ReferenceKernel,
+            OracleArg::Pytorch => Oracle::PyTorch,
+        }
+    }
+}
+
 /// A seed nobody could have known in advance: clock and pid through SplitMix64.
 fn fresh_seed() -> u64 {
     let t = SystemTime::now()
@@ -59,20 +87,30 @@ fn fresh_seed() -> u64 {
     verifier::inputs::rng::mix64(t ^ ((std::process::id() as u64) << 32))
 }
 
-fn sources(a: &EvalArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
-    if a.kernel.is_dir() {
-        let k = a.kernel.join("kernel.cu");
-        let p = a
-            .plan
-            .clone()
-            .unwrap_or_else(|| a.kernel.join("launch.toml"));
+/// The kernel and plan files: the given ones, or the task's reference with `--reference`.
+fn sources(a: &EvalArgs, task_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let kernel = match (&a.kernel, a.reference) {
+        (_, true) => {
+            return Ok((
+                task_dir.join("reference.cu"),
+                task_dir.join("reference.toml"),
+            ))
+        }
+        (Some(k), false) => k,
+        (None, false) => {
+            bail!("give a kernel (KERNEL.cu --plan PLAN.toml, or DIR), or --reference")
+        }
+    };
+    if kernel.is_dir() {
+        let k = kernel.join("kernel.cu");
+        let p = a.plan.clone().unwrap_or_else(|| kernel.join("launch.toml"));
         return Ok((k, p));
     }
     match &a.plan {
-        Some(p) => Ok((a.kernel.clone(), p.clone())),
+        Some(p) => Ok((kernel.clone(), p.clone())),
         None => bail!(
             "{} is a file: pass its launch plan with --plan PLAN.toml (or give a directory holding kernel.cu and launch.toml)",
-            a.kernel.display()
+            kernel.display()
         ),
     }
 }
@@ -115,11 +153,17 @@ fn task_dir(g: &Global, id: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn harness_error(a: &EvalArgs, message: &str) -> u8 {
+    let skipped = message.starts_with(SPEC_ORACLE_SKIPPED);
     if a.json {
         println!(
             "{}",
-            serde_json::json!({ "task": a.task, "error": message, "exit": EXIT_HARNESS })
+            serde_json::json!({
+                "task": a.task, "error": message, "skipped": skipped, "exit": EXIT_HARNESS
+            })
         );
+    } else if skipped {
+        // Not a failure of anything: this machine has no usable PyTorch.
+        eprintln!("{message}");
     } else {
         eprintln!("error: {message}");
     }
@@ -135,13 +179,20 @@ pub fn run(g: &Global, a: &EvalArgs) -> anyhow::Result<u8> {
 }
 
 fn check(g: &Global, a: &EvalArgs) -> anyhow::Result<u8> {
-    let (kernel_path, plan_path) = sources(a)?;
+    if a.kernel.is_none() && !a.reference {
+        bail!("give a kernel (KERNEL.cu --plan PLAN.toml, or DIR), or --reference");
+    }
+    if a.kernel.as_ref().is_some_and(|k| !k.is_dir()) && a.plan.is_none() {
+        // Said before the suite is read: the usage error is the first thing to fix.
+        sources(a, Path::new("."))?;
+    }
+    let dir = task_dir(g, &a.task)?;
+    let (kernel_path, plan_path) = sources(a, &dir)?;
     let read = |p: &Path| {
         std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
     };
     let source = read(&kernel_path)?;
     let plan = read(&plan_path)?;
-    let dir = task_dir(g, &a.task)?;
     // Before starting a worker: without a driver nothing below can run, and the message says
     // what was looked for.
     if let Err(e) = verifier::runtime::probe_driver() {
@@ -156,6 +207,7 @@ fn check(g: &Global, a: &EvalArgs) -> anyhow::Result<u8> {
         heldout_shapes: a.heldout.unwrap_or(defaults.heldout_shapes),
         heldout_seed: a.heldout_seed.unwrap_or(fresh),
         stress: !a.no_stress,
+        oracle: a.oracle.into(),
         ..defaults
     };
     let req = EvaluateRequest {
@@ -172,24 +224,27 @@ fn check(g: &Global, a: &EvalArgs) -> anyhow::Result<u8> {
     });
     let reply = pool.evaluate(vec![req]).into_iter().next();
     pool.shutdown(Duration::from_secs(2));
-    let (verdict, log, elapsed_ms) = match reply {
+    let (verdict, log, errors, elapsed_ms) = match reply {
         Some(bench_suite::pool::Reply::Answered(verifier::protocol::ResponseBody::Evaluated(
             e,
-        ))) => (e.verdict, e.log, Some(e.elapsed_ms)),
+        ))) => (e.verdict, e.log, e.errors, Some(e.elapsed_ms)),
         Some(r) => match r.verdict() {
-            Ok(v) => (v.clone(), Vec::new(), None),
+            Ok(v) => (v.clone(), Vec::new(), Vec::new(), None),
             Err(message) => return Ok(harness_error(a, &message)),
         },
         None => return Ok(harness_error(a, "the worker pool returned no reply")),
     };
     print_result(
         a,
-        &kernel_path,
-        &plan_path,
-        &verdict,
-        &log,
-        elapsed_ms,
-        fresh,
+        &Checked {
+            kernel: &kernel_path,
+            plan: &plan_path,
+            verdict: &verdict,
+            log: &log,
+            errors: &errors,
+            elapsed_ms,
+            fresh,
+        },
     );
     Ok(if verdict.is_correct() {
         EXIT_OK
@@ -198,45 +253,64 @@ fn check(g: &Global, a: &EvalArgs) -> anyhow::Result<u8> {
     })
 }
 
-fn print_result(
-    a: &EvalArgs,
-    kernel: &Path,
-    plan: &Path,
-    verdict: &Verdict,
-    log: &[String],
+/// What one check produced, for printing.
+struct Checked<'a> {
+    kernel: &'a Path,
+    plan: &'a Path,
+    verdict: &'a Verdict,
+    log: &'a [String],
+    errors: &'a [OutputError],
     elapsed_ms: Option<u64>,
     fresh: u64,
-) {
+}
+
+fn print_result(a: &EvalArgs, c: &Checked) {
+    let fresh = c.fresh;
+    let oracle = Oracle::from(a.oracle).name();
     if a.json {
         println!(
             "{}",
             serde_json::json!({
                 "task": a.task,
-                "kernel": kernel.display().to_string(),
-                "plan": plan.display().to_string(),
-                "verdict": verdict,
-                "kind": verdict.kind(),
-                "feedback": verdict.feedback(),
-                "log": log,
-                "elapsed_ms": elapsed_ms,
+                "kernel": c.kernel.display().to_string(),
+                "plan": c.plan.display().to_string(),
+                "oracle": oracle,
+                "verdict": c.verdict,
+                "kind": c.verdict.kind(),
+                "feedback": c.verdict.feedback(),
+                "errors": c.errors,
+                "log": c.log,
+                "elapsed_ms": c.elapsed_ms,
                 "fresh_seed": fresh,
             })
         );
         return;
     }
     println!("task:    {}", a.task);
-    println!("kernel:  {} (plan {})", kernel.display(), plan.display());
-    println!("verdict: {}", verdict.kind());
+    println!(
+        "kernel:  {} (plan {})",
+        c.kernel.display(),
+        c.plan.display()
+    );
+    println!("oracle:  {oracle}");
+    println!("verdict: {}", c.verdict.kind());
     println!();
-    println!("{}", verdict.feedback());
-    if !log.is_empty() {
+    println!("{}", c.verdict.feedback());
+    if !c.errors.is_empty() {
         println!();
-        for l in log {
+        println!("largest error per output against the oracle:");
+        for e in c.errors {
+            println!("  {}", e.describe());
+        }
+    }
+    if !c.log.is_empty() {
+        println!();
+        for l in c.log {
             println!("  {l}");
         }
     }
     println!();
-    match elapsed_ms {
+    match c.elapsed_ms {
         Some(ms) => println!(
             "checked in {:.1} s; fresh seed {fresh} (reproduce with --fresh-seed {fresh})",
             ms as f64 / 1e3

@@ -5,6 +5,7 @@
 //! could send the next request before noticing the death and blame that request for it.
 
 use super::Global;
+use bench_suite::torch::{RunnerConfig, TorchOracle};
 use std::fs::File;
 use std::io::{BufRead, Write};
 use std::os::fd::AsRawFd;
@@ -12,11 +13,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use verifier::nvrtc::Compiler;
+use verifier::protocol::Oracle;
 use verifier::protocol::{
     EvaluateRequest, Evaluation, ProtocolError, Request, RequestBody, Response, ResponseBody,
     WorkerInfo, MAX_LINE_BYTES, PROTOCOL_VERSION,
 };
-use verifier::runtime::strict::{EvalError, Outcome, ReferenceCache, RunHooks};
+use verifier::runtime::strict::{EvalError, Outcome, ReferenceCache, RunHooks, SpecOracle};
 use verifier::runtime::watchdog::Watchdog;
 use verifier::runtime::Gpu;
 use verifier::verdict::{Case, Verdict};
@@ -28,6 +30,10 @@ const REFERENCE_CACHE_BYTES: u64 = 4 << 30;
 /// `timeout` for that case and exits; override with this variable (seconds).
 pub const ENV_KERNEL_TIMEOUT: &str = "KSMITH_KERNEL_TIMEOUT";
 const DEFAULT_KERNEL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest the PyTorch oracle may take on one case (spec.py on its inputs, torch's import
+/// included the first time); override with this variable (seconds).
+pub const ENV_ORACLE_TIMEOUT: &str = "KSMITH_ORACLE_TIMEOUT";
 
 type Protocol = Arc<Mutex<File>>;
 
@@ -101,13 +107,17 @@ fn restart(out: &Protocol, why: &str) -> ! {
     verifier::runtime::stdio::exit_now(0)
 }
 
-fn kernel_timeout() -> Duration {
-    std::env::var(ENV_KERNEL_TIMEOUT)
+fn seconds_from_env(name: &str, default: Duration) -> Duration {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| *s > 0.0)
         .map(Duration::from_secs_f64)
-        .unwrap_or(DEFAULT_KERNEL_TIMEOUT)
+        .unwrap_or(default)
+}
+
+fn kernel_timeout() -> Duration {
+    seconds_from_env(ENV_KERNEL_TIMEOUT, DEFAULT_KERNEL_TIMEOUT)
 }
 
 struct State<'g> {
@@ -115,7 +125,11 @@ struct State<'g> {
     /// Opened on first use; an error is kept so later requests fail fast with the same text.
     gpu: Option<Result<Gpu, String>>,
     compiler: Option<Result<Compiler, String>>,
+    /// Reference outputs of both oracles (keys differ: reference kernel vs spec.py).
     cache: ReferenceCache,
+    /// The PyTorch oracle: one torch process per worker, started by the first request that
+    /// asks for it, shared by every task after that.
+    torch: Option<TorchOracle>,
 }
 
 impl State<'_> {
@@ -145,7 +159,26 @@ impl State<'_> {
         let Some(Ok(gpu)) = self.gpu.as_ref() else {
             return Err(EvalError::new("GPU not open"));
         };
-        verifier::runtime::evaluate::evaluate(gpu, &compiler, &mut self.cache, req, hooks)
+        let spec: Option<&mut dyn SpecOracle> = match req.options.oracle {
+            Oracle::ReferenceKernel => None,
+            Oracle::PyTorch => Some(self.torch.get_or_insert_with(|| {
+                TorchOracle::new(RunnerConfig {
+                    timeout: seconds_from_env(
+                        ENV_ORACLE_TIMEOUT,
+                        bench_suite::torch::DEFAULT_CASE_TIMEOUT,
+                    ),
+                    ..RunnerConfig::default()
+                })
+            })),
+        };
+        verifier::runtime::evaluate::evaluate_with(
+            gpu,
+            &compiler,
+            &mut self.cache,
+            req,
+            hooks,
+            spec,
+        )
     }
 }
 
@@ -167,6 +200,7 @@ pub fn run(g: &Global) -> anyhow::Result<u8> {
         gpu: None,
         compiler: None,
         cache: ReferenceCache::new(REFERENCE_CACHE_BYTES),
+        torch: None,
     };
     let stdin = std::io::stdin();
     let mut input = stdin.lock();

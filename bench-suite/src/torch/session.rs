@@ -201,7 +201,11 @@ impl Session {
         if sent.is_err() {
             return Err(self.died(live));
         }
-        match live.lines.recv_timeout(self.config.timeout) {
+        let answer = live.lines.recv_timeout(self.config.timeout);
+        // The runner has read its inputs (or is gone): large inputs must not sit on disk until
+        // the session ends, which a worker that restarts in place never reaches.
+        let _ = std::fs::remove_file(self.work.path().join("inputs.safetensors"));
+        match answer {
             Ok(Line::Text(text)) => {
                 let stderr_tail = live.stderr_tail();
                 self.live = Some(live);
@@ -209,7 +213,9 @@ impl Session {
                 // still running, so "exit status" is success here.
                 let ok = Some(ExitStatus::from_raw(EXIT_OK));
                 let v = reply::parse(&text, ok, &stderr_tail)?;
-                reply::finish(v, job, &prepared.oracle_sets, &prepared.outputs_file)
+                let report = reply::finish(v, job, &prepared.oracle_sets, &prepared.outputs_file);
+                let _ = std::fs::remove_file(&prepared.outputs_file);
+                report
             }
             Ok(Line::TooLong) => {
                 live.stop(Duration::ZERO);

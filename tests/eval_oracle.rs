@@ -1,0 +1,89 @@
+//! `ksmith eval --oracle` and `--reference` as a process, on a machine without a GPU: the
+//! arguments are checked, the task's reference files are the ones used, and the missing driver
+//! is reported with exit 3 (the PyTorch oracle needs the GPU worker like the reference does).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn ksmith() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ksmith"))
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn oracle_and_reference_arguments_are_checked() {
+    let d = root().join("tasks/activation/swiglu");
+    let run = |args: &[&str]| {
+        ksmith()
+            .arg("eval")
+            .args(args)
+            .current_dir(root())
+            .output()
+            .unwrap()
+    };
+    // Neither a kernel nor --reference.
+    let out = run(&["--task", "swiglu"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("KERNEL.cu|DIR"),
+        "{out:?}"
+    );
+    // --reference with a kernel.
+    let k = d.join("reference.cu").display().to_string();
+    let out = run(&["--task", "swiglu", "--reference", &k]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be used with"),
+        "{out:?}"
+    );
+    // An unknown oracle names the known ones.
+    let out = run(&["--task", "swiglu", "--reference", "--oracle", "numpy"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("reference") && err.contains("pytorch"),
+        "{err}"
+    );
+    // --reference of an unknown task: the task is the problem.
+    let out = run(&[
+        "--task",
+        "no_such_task",
+        "--reference",
+        "--oracle",
+        "pytorch",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no task `no_such_task`"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn reference_against_pytorch_without_a_gpu_exits_3() {
+    if verifier::runtime::driver_present() {
+        eprintln!("skipped: a CUDA driver is present (tests/gpu_spec_agreement.rs covers this)");
+        return;
+    }
+    let out = ksmith()
+        .args([
+            "eval",
+            "--json",
+            "--task",
+            "swiglu",
+            "--reference",
+            "--oracle",
+            "pytorch",
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["exit"], 3);
+    assert_eq!(v["skipped"], false);
+    assert!(v["error"].as_str().unwrap().contains("libcuda.so.1"), "{v}");
+}
