@@ -10,7 +10,7 @@
 //!
 //! `--first-shapes 1` keeps the device time small (about 1-2 minutes on an H100: 6 strict
 //! checks and 6 timing runs at each task's first public shape, plus held-out shapes in the
-//! checks). Without a CUDA driver the GPU test prints "skipped: no GPU" and passes, unless
+//! checks). A quick `ksmith gpu calibrate` first lets it check % of speed-of-light as well. Without a CUDA driver the GPU test prints "skipped: no GPU" and passes, unless
 //! KSMITH_REQUIRE_GPU=1. KSMITH_BIN / KSMITH_ROOT point at the kit's binary and root as in
 //! gpu_references.rs. A CPU twin runs the same script with --dry-run, so the plumbing (server,
 //! config, flags) is proven wherever NVRTC is.
@@ -81,7 +81,14 @@ fn script(deadline: Duration) -> Script {
     sc
 }
 
-fn command(dir: &Path, config: &Path, db: &str, name: &str, dry_run: bool) -> Command {
+fn command(
+    dir: &Path,
+    config: &Path,
+    db: &str,
+    name: &str,
+    dry_run: bool,
+    results: &Path,
+) -> Command {
     let mut c = Command::new(ksmith_bin());
     c.current_dir(root())
         .env(KEY_VAR, SECRET)
@@ -99,7 +106,8 @@ fn command(dir: &Path, config: &Path, db: &str, name: &str, dry_run: bool) -> Co
             "--first-shapes",
             "1",
         ])
-        .args(["--name", name]);
+        .args(["--name", name])
+        .args(["--results", &results.display().to_string()]);
     if dry_run {
         c.arg("--dry-run");
     }
@@ -158,9 +166,41 @@ fn scripted_run_on_the_gpu_yields_correct_timed_kernels() {
     let server = Server::start(script(Duration::from_secs(400)));
     let config = write_config(tmp.path(), &server.base_url);
     let db = format!("sqlite://{}", tmp.path().join("gpu.db").display());
+    // A quick calibration (a few seconds), so that % of speed-of-light can be checked too;
+    // if calibrating fails, that is `gpu calibrate`'s test to report, and SOL goes unchecked.
+    let results = tmp.path().join("results");
+    let started = Instant::now();
+    let cal = Command::new(ksmith_bin())
+        .current_dir(root())
+        .args([
+            "gpu",
+            "calibrate",
+            "--repetitions",
+            "3",
+            "--no-db",
+            "--results",
+        ])
+        .arg(&results)
+        .output();
+    let calibrated = match &cal {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            println!(
+                "note: `ksmith gpu calibrate` failed ({}), SOL% not checked:\n{}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
+            );
+            false
+        }
+        Err(e) => {
+            println!("note: `ksmith gpu calibrate` did not start ({e}), SOL% not checked");
+            false
+        }
+    };
+    println!("gpu calibrate: {:.1} s", started.elapsed().as_secs_f64());
     let started = Instant::now();
     let out = run_to_end(
-        command(tmp.path(), &config, &db, "gpu3", false),
+        command(tmp.path(), &config, &db, "gpu3", false, &results),
         Duration::from_secs(360),
     );
     println!(
@@ -227,6 +267,17 @@ fn scripted_run_on_the_gpu_yields_correct_timed_kernels() {
             for k in ["median_us", "reference_us"] {
                 let v = t[0][k].as_f64().unwrap_or(-1.0);
                 assert!(v > 0.0 && v.is_finite(), "{task} {what}: {k} = {v}");
+            }
+            if calibrated {
+                let sol = e.sol_pct.unwrap_or(-1.0);
+                assert!(sol > 0.0 && sol.is_finite(), "{task} {what}: SOL% {sol}");
+                let floor = t[0]["floor_us"].as_f64().unwrap_or(-1.0);
+                assert!(floor > 0.0, "{task} {what}: floor {floor}");
+                // Not asserted: a small shape whose writes stay in L2 can legitimately beat
+                // the DRAM floor; the flag is shown for whoever reads the log.
+                if e.quarantined {
+                    println!("{task} {what}: quarantined: {:?}", e.quarantine_reason);
+                }
             }
             assert!(
                 !e.details["feedback"]
@@ -296,7 +347,14 @@ fn the_gpu_runs_script_works_as_a_dry_run() {
     let config = write_config(tmp.path(), &server.base_url);
     let db = format!("sqlite://{}", tmp.path().join("dry.db").display());
     let out = run_to_end(
-        command(tmp.path(), &config, &db, "dry3", true),
+        command(
+            tmp.path(),
+            &config,
+            &db,
+            "dry3",
+            true,
+            &tmp.path().join("results"),
+        ),
         Duration::from_secs(50),
     );
     let rep = report(&out);
