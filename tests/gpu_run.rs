@@ -329,6 +329,49 @@ fn scripted_run_on_the_gpu_yields_correct_timed_kernels() {
         assert_eq!(t["passed"], 1, "{t}");
         assert!(t["best_speedup"].as_f64().is_some_and(|s| s > 0.0), "{t}");
     }
+
+    // `ksmith replay` on the same GPU finds every evaluation in the cache (same GPU, same
+    // protocol): no GPU work, the stored speedups come back.
+    let started = Instant::now();
+    let out = Command::new(ksmith_bin())
+        .current_dir(root())
+        .args(["--tasks-dir", &root().join("tasks").display().to_string()])
+        .args([
+            "--cache-dir",
+            &tmp.path().join("cache").display().to_string(),
+        ])
+        .args([
+            "replay",
+            "--run",
+            "gpu3",
+            "--db",
+            &db,
+            "--json",
+            "--results",
+        ])
+        .arg(&results)
+        .output()
+        .expect("ksmith replay");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replay: serde_json::Value = serde_json::from_str(&text).expect("replay JSON");
+    let rows = replay["evaluations"].as_array().expect("evaluations");
+    assert_eq!(rows.len(), 9, "{replay:#}");
+    for r in rows {
+        if r["verdict"] == "correct" {
+            assert!(r["speedup"].as_f64().is_some_and(|s| s > 0.0), "{r}");
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "replay of cached evaluations took {:?}",
+        started.elapsed()
+    );
 }
 
 /// The same script and flags with --dry-run, on the CPU: proves the server, config and

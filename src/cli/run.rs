@@ -1,6 +1,12 @@
 //! `ksmith run` (an agent run over tasks, resumable) and `ksmith replay` (re-evaluate a run's
 //! candidates on this machine's GPU, no LLM involved).
 //!
+//! On a GPU each candidate that passes the static checks gets the strict protocol in a
+//! `ksmith worker`; a correct one is then timed side by side with the task's reference in a
+//! `ksmith gpu serve` child (as `ksmith bench` times candidates), so the store records its
+//! speedup and % of speed-of-light and the Judge's optimization prompt reads them. A timing
+//! failure leaves the kernel correct and untimed, the reason in its feedback.
+//!
 //! Exit codes: 0 every task ended with a passing kernel (correct; `compiled` in a dry run);
 //! 1 the run finished but some task has none; 3 the harness could not run or was interrupted
 //! (no config, NVRTC or GPU; provider or store failure) — `--resume RUN` continues it.
