@@ -125,3 +125,59 @@ fn without_a_gpu_bench_and_gpu_commands_exit_3_naming_what_they_looked_for() {
         assert!(v["error"].as_str().unwrap().contains("libcuda.so.1"), "{v}");
     }
 }
+
+/// The load_inline comparison's wrapper launches the reference kernel with the geometry of its
+/// reference.toml (the script refuses to run when the plan changed), and without its
+/// prerequisites it exits 3 naming each.
+#[test]
+fn load_inline_comparison_script() {
+    let script = repo().join("scripts/compare-load-inline.py");
+    let run = |args: &[&str]| {
+        Command::new("python3")
+            .arg(&script)
+            .args(["--tasks-dir", repo().join("tasks").to_str().unwrap()])
+            .args(args)
+            .output()
+    };
+    let Ok(o) = run(&["--print-source"]) else {
+        eprintln!("skipped: python3 not found");
+        return;
+    };
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let src = String::from_utf8_lossy(&o.stdout);
+    let reference =
+        std::fs::read_to_string(repo().join("tasks/activation/swiglu/reference.cu")).unwrap();
+    assert!(
+        src.contains(&reference),
+        "the device code is reference.cu verbatim"
+    );
+    assert!(
+        src.contains("// shape small: {'M': 4096, 'N': 4096}"),
+        "{src}"
+    );
+    assert!(src.contains("swiglu_bf16<<<(unsigned)blocks, 256"), "{src}");
+    let o = run(&["--shape", "nope"]).unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    assert!(show(&o).contains("no shape nope"), "{}", show(&o));
+    let has_torch = Command::new("python3")
+        .args(["-c", "import torch"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_torch {
+        let out = tempfile::tempdir().unwrap();
+        let o = run(&[
+            "--ksmith",
+            "/nonexistent/ksmith",
+            "--out",
+            out.path().to_str().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("missing: torch does not import"), "{err}");
+        assert!(
+            err.contains("missing: ksmith binary /nonexistent/ksmith"),
+            "{err}"
+        );
+    }
+}

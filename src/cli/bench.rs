@@ -92,6 +92,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the tables
     #[arg(long)]
     pub json: bool,
+    /// Also write that JSON object to this file (the tables still print)
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
     /// The result store [default: $KSMITH_DB or results/ksmith.db]
     #[arg(long, value_name = "URL")]
     pub db: Option<String>,
@@ -242,9 +245,12 @@ fn fresh_seed() -> u64 {
     verifier::inputs::rng::mix64(t ^ ((std::process::id() as u64) << 32) ^ 0x62656e6368)
 }
 
-/// PyTorch at one shape on the timing pool's inputs. `Err(reason)` when PyTorch cannot run
-/// here at all (the caller stops asking).
+/// PyTorch at one shape on the timing pool's inputs, in the run's runner session (torch is
+/// imported once per `ksmith bench`). `Err(reason)` when PyTorch cannot run here at all (the
+/// caller stops asking).
+#[allow(clippy::too_many_arguments)]
 fn torch_times(
+    session: &mut torch::Session,
     td: &TaskDir,
     shape_name: &str,
     modes: Vec<Mode>,
@@ -269,7 +275,7 @@ fn torch_times(
         Err(e) => return Ok(Err(e.to_string())),
     };
     job.l2_bytes = l2_bytes;
-    match torch::run(&RunnerConfig::default(), &job) {
+    match session.run(&job) {
         Ok(r) => {
             let median = |m: &Option<ModeResult<torch::Baseline>>, what: &str| match m {
                 Some(ModeResult::Ok(b)) => Some(b.summary.median_ms),
@@ -346,6 +352,7 @@ pub fn run(g: &Global, a: &BenchArgs) -> anyhow::Result<u8> {
     }
     let mut torch_skip: Option<String> =
         (a.baseline == Baseline::None).then(|| "--baseline none".into());
+    let mut session: Option<torch::Session> = None;
     let mut all_rows = Vec::new();
     let mut reports: Vec<(&TaskDir, BenchReport)> = Vec::new();
     let mut elapsed = Vec::new();
@@ -399,9 +406,22 @@ pub fn run(g: &Global, a: &BenchArgs) -> anyhow::Result<u8> {
             if torch_skip.is_some() {
                 break;
             }
+            if session.is_none() {
+                match torch::Session::new(RunnerConfig::default()) {
+                    Ok(s) => session = Some(s),
+                    Err(e) => {
+                        let reason = e.to_string();
+                        eprintln!("PyTorch baselines skipped: {reason}");
+                        torch_skip = Some(reason);
+                        break;
+                    }
+                }
+            }
+            let Some(sess) = session.as_mut() else { break };
             let is_realistic = p.realistic.get(&td.task.id) == Some(&st.shape);
             let modes = torch_modes(a.baseline, a.compile_shapes, is_realistic);
             match torch_times(
+                sess,
                 td,
                 &st.shape,
                 modes,
@@ -438,15 +458,17 @@ pub fn run(g: &Global, a: &BenchArgs) -> anyhow::Result<u8> {
         reports.push((td, report));
     }
     if let Some(m) = &harness {
-        if a.json {
-            println!(
-                "{}",
-                serde_json::json!({ "error": m, "exit": EXIT_HARNESS })
-            );
-        } else {
-            eprintln!("error: {m}");
+        // What was measured before the harness failed is still printed and stored.
+        eprintln!("error: {m}");
+        if reports.is_empty() {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "error": m, "exit": EXIT_HARNESS })
+                );
+            }
+            return Ok(EXIT_HARNESS);
         }
-        return Ok(EXIT_HARNESS);
     }
     let stored = if a.no_db || reports.is_empty() {
         None
@@ -487,23 +509,27 @@ pub fn run(g: &Global, a: &BenchArgs) -> anyhow::Result<u8> {
         .copied()
         .filter(|r| r.kernel == "reference")
         .collect();
+    let reply = serde_json::json!({
+        "gpu_key": key,
+        "rows": all_rows,
+        "realistic": summary,
+        "totals": totals(&reference_summary),
+        "pytorch_skipped": torch_skip,
+        "calibrated": cal.is_some(),
+        "fresh_seed": (!p.candidates.is_empty()).then_some(seed),
+        "elapsed": elapsed,
+        "wall_s": started.elapsed().as_secs_f64(),
+        "reports": reports.iter().map(|(_, r)| r).collect::<Vec<_>>(),
+        "stored": stored,
+        "error": harness,
+        "exit": if harness.is_some() { EXIT_HARNESS } else if failed { EXIT_FAILED } else { EXIT_OK },
+    });
+    let text = serde_json::to_string_pretty(&reply)?;
+    if let Some(path) = &a.json_out {
+        std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+    }
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "gpu_key": key,
-                "rows": all_rows,
-                "realistic": summary,
-                "totals": totals(&reference_summary),
-                "pytorch_skipped": torch_skip,
-                "calibrated": cal.is_some(),
-                "fresh_seed": (!p.candidates.is_empty()).then_some(seed),
-                "elapsed": elapsed,
-                "wall_s": started.elapsed().as_secs_f64(),
-                "reports": reports.iter().map(|(_, r)| r).collect::<Vec<_>>(),
-                "stored": stored,
-            }))?
-        );
+        println!("{text}");
     } else {
         println!("{}", render_table(&all_rows));
         if !summary.is_empty() {
@@ -519,7 +545,13 @@ pub fn run(g: &Global, a: &BenchArgs) -> anyhow::Result<u8> {
             println!("recorded in {s}");
         }
     }
-    Ok(if failed { EXIT_FAILED } else { EXIT_OK })
+    Ok(if harness.is_some() {
+        EXIT_HARNESS
+    } else if failed {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    })
 }
 
 fn git_rev() -> String {
