@@ -87,3 +87,53 @@ fn reference_against_pytorch_without_a_gpu_exits_3() {
     assert_eq!(v["skipped"], false);
     assert!(v["error"].as_str().unwrap().contains("libcuda.so.1"), "{v}");
 }
+
+#[test]
+fn worker_answers_a_pytorch_oracle_request_without_dying() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let d = root().join("tasks/activation/swiglu");
+    let mut child = ksmith()
+        .arg("worker")
+        .current_dir(root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let eval = serde_json::json!({
+        "id": 1, "kind": "evaluate", "task_dir": d,
+        "source": std::fs::read_to_string(d.join("reference.cu")).unwrap(),
+        "plan": std::fs::read_to_string(d.join("reference.toml")).unwrap(),
+        "options": {"shapes": ["small"], "heldout_shapes": 0, "seeds": [0], "stress": false,
+                    "oracle": "pytorch"}
+    });
+    let input = format!("{eval}\n{{\"id\":2,\"kind\":\"shutdown\"}}\n");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[1]["kind"], "bye");
+    if verifier::runtime::driver_present() {
+        // With a GPU: a verdict, or a visible PyTorch skip; never a crash.
+        let ok = lines[0]["kind"] == "evaluated"
+            || lines[0]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("skipped: PyTorch"));
+        assert!(ok, "{}", lines[0]);
+    } else {
+        assert_eq!(lines[0]["kind"], "harness_error", "{}", lines[0]);
+        let m = lines[0]["message"].as_str().unwrap();
+        assert!(m.contains("no CUDA driver") || m.contains("NVRTC"), "{m}");
+    }
+}
