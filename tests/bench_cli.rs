@@ -60,6 +60,7 @@ fn usage_errors_exit_2_before_looking_for_a_gpu() {
             &["bench", "--tasks", "swiglu", "--candidate", c],
             "kernel.cu",
         ),
+        (&["bench", "--chunk", "5/3"], "expected I/N"),
         (&["bench", "--baseline", "numpy"], "numpy"),
         (&["bench", "--compile-shapes", "some"], "some"),
     ];

@@ -70,6 +70,10 @@ pub struct BenchArgs {
     /// Only these tasks, comma-separated
     #[arg(long, value_delimiter = ',', value_name = "IDS")]
     pub tasks: Vec<String>,
+    /// Only the I-th of N equal slices of the selected tasks (1-based), to split a suite across
+    /// machines or time-limited sessions
+    #[arg(long, value_name = "I/N")]
+    pub chunk: Option<String>,
     /// A candidate kernel (directory with kernel.cu and launch.toml), strict-checked, then timed
     /// interleaved with the reference; repeatable; needs exactly one task in --tasks
     #[arg(long, value_name = "DIR")]
@@ -122,7 +126,16 @@ pub struct BenchPlan<'a> {
 
 /// Resolves tasks, shapes and candidates; `Err` is a usage error for the user.
 pub fn plan<'a>(suite: &'a Suite, a: &BenchArgs) -> Result<BenchPlan<'a>, String> {
-    let tasks = select_tasks(suite, a)?;
+    let mut tasks = select_tasks(suite, a)?;
+    if let Some(c) = &a.chunk {
+        let (i, n) = parse_chunk(c)?;
+        tasks = chunk_of(&tasks, i, n).to_vec();
+        if tasks.is_empty() {
+            return Err(format!(
+                "--chunk {c} selects no task (fewer tasks than chunks)"
+            ));
+        }
+    }
     let candidates = read_candidates(a)?;
     let mut shapes = Vec::new();
     let mut realistic = HashMap::new();
@@ -147,6 +160,27 @@ pub fn plan<'a>(suite: &'a Suite, a: &BenchArgs) -> Result<BenchPlan<'a>, String
         realistic,
         candidates,
     })
+}
+
+/// `I/N` with 1 <= I <= N.
+pub fn parse_chunk(text: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("--chunk `{text}`: expected I/N with 1 <= I <= N, e.g. 2/3");
+    let (i, n) = text.split_once('/').ok_or_else(bad)?;
+    let i: usize = i.trim().parse().map_err(|_| bad())?;
+    let n: usize = n.trim().parse().map_err(|_| bad())?;
+    if i == 0 || n == 0 || i > n {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
+/// The `i`-th (1-based) of `n` contiguous slices whose sizes differ by at most one.
+pub fn chunk_of<T>(items: &[T], i: usize, n: usize) -> &[T] {
+    let (len, n) = (items.len(), n.max(1));
+    let i = i.clamp(1, n);
+    let start = (i - 1) * len / n;
+    let end = i * len / n;
+    &items[start..end]
 }
 
 fn select_tasks<'a>(suite: &'a Suite, a: &BenchArgs) -> Result<Vec<&'a TaskDir>, String> {
@@ -456,6 +490,16 @@ pub fn run(g: &Global, a: &BenchArgs) -> anyhow::Result<u8> {
         }
         all_rows.extend(rows);
         reports.push((td, report));
+        if let Some(path) = &a.json_out {
+            // A partial reply after each task: a run cut short still leaves its rows behind.
+            let partial = serde_json::json!({
+                "partial": true, "gpu_key": key, "rows": all_rows, "elapsed": elapsed,
+                "wall_s": started.elapsed().as_secs_f64(),
+            });
+            if let Err(e) = std::fs::write(path, partial.to_string()) {
+                eprintln!("warning: writing {}: {e}", path.display());
+            }
+        }
     }
     if let Some(m) = &harness {
         // What was measured before the harness failed is still printed and stored.

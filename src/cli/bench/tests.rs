@@ -657,3 +657,29 @@ fn results_are_recorded_in_the_store() {
         StoreVerdict::CompileError
     );
 }
+
+#[test]
+fn chunks_split_the_suite_evenly_and_completely() {
+    assert_eq!(parse_chunk("2/3"), Ok((2, 3)));
+    for bad in ["0/3", "4/3", "3", "a/b", "1/0", ""] {
+        let e = parse_chunk(bad).unwrap_err();
+        assert!(e.contains("expected I/N"), "{bad}: {e}");
+    }
+    let items: Vec<u32> = (0..10).collect();
+    let parts: Vec<&[u32]> = (1..=3).map(|i| chunk_of(&items, i, 3)).collect();
+    assert_eq!(parts, [&[0, 1, 2][..], &[3, 4, 5][..], &[6, 7, 8, 9][..]]);
+    assert_eq!(chunk_of(&items, 1, 1), &items[..]);
+    // More chunks than items: some are empty, none holds two.
+    let sizes: Vec<usize> = (1..=4).map(|i| chunk_of(&items[..2], i, 4).len()).collect();
+    assert_eq!(sizes, [0, 1, 0, 1]);
+    let s = suite();
+    let all = plan(&s, &args(&[])).unwrap().tasks.len();
+    let mut seen = 0;
+    for i in 1..=3 {
+        let c = format!("{i}/3");
+        seen += plan(&s, &args(&["--chunk", &c])).unwrap().tasks.len();
+    }
+    assert_eq!(seen, all, "the chunks cover every task once");
+    let e = plan(&s, &args(&["--tasks", "swiglu", "--chunk", "1/2"])).unwrap_err();
+    assert!(e.contains("selects no task"), "{e}");
+}
