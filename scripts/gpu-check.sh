@@ -1,26 +1,62 @@
 #!/usr/bin/env bash
-# The GPU check of kernelsmith's runtime and strict verifier: the one script a GPU session runs.
+# The GPU check of kernelsmith: the one script a GPU session runs.
 #
 #   scripts/gpu-check.sh prepare
 #       On the CPU machine (Rust toolchain; NVRTC wheels via scripts/setup.sh): builds the release
 #       ksmith binary and the GPU test binaries, and packs them with tasks/, the broken-kernel
-#       corpus and NVRTC + CUDA headers into gpu-carry/kit.tar.xz (git-ignored, ~40-60 MB).
+#       corpus, NVRTC + CUDA headers, scripts/compare-load-inline.py and a ninja binary (from
+#       PyPI's `ninja` wheel; torch's load_inline needs it) into gpu-carry/kit.tar.xz
+#       (git-ignored, ~40-60 MB).
 #
 #   scripts/gpu-check.sh run [STEP...]
-#       On the GPU machine (no Rust toolchain there, no network): unpacks the kit and runs the
-#       steps, default all of them: runtime (verifier's gpu_runtime test), broken (the corpus
-#       through workers: tests/gpu_broken.rs), eval (`ksmith eval --json` on every corpus
-#       entry, checking verdict and exit code), references (every task's reference kernel
-#       through its own strict check: tests/gpu_references.rs). Full logs go under $OUT/logs
-#       (or gpu-carry/out/logs); a short table is printed last. Exit 0 when every step passed.
+#       On the GPU machine (no Rust toolchain there, no network): unpacks the kit (once per
+#       machine: kept in $KSMITH_STATE, default /tmp/ksmith-gpu-state, while the machine stays
+#       warm) and runs the steps. Full logs go under $OUT/logs (or gpu-carry/out/logs), results
+#       (calibration, SQLite store) under $OUT/results; a short table is printed last. Exit 0
+#       when every step passed. Steps:
+#         runtime     verifier's gpu_runtime test + the corpus CPU test            ~1 min
+#         broken      the broken-kernel corpus through workers (gpu_broken)         ~3-5 min
+#         eval        `ksmith eval --json` on every corpus entry                    ~2-4 min
+#         references  every task's reference through its strict check               ~5-10 min (split)
+#         info        `ksmith gpu info` (text and JSON)                             ~5 s
+#         calibrate   `ksmith gpu calibrate` (copy bandwidth, FMA and mma peaks)    ~20-40 s
+#         bench       `ksmith bench` on each task's realistic shape (calibrates first
+#                     if needed): time, vs eager, vs compile, SOL%, throttled;
+#                     ~6-10 s per task with eager, +20-40 s per task with compile   see below
+#         repeat      gpu_bench repeat_*: medians of 4 reference kernels (swiglu,
+#                     layernorm_fwd, softmax_row, gemm_bf16) from two processes
+#                     agree within 2 %                                              ~1.5-2 min
+#         ncu         gpu_bench ncu_*: ksmith's median vs ncu gpu__time_duration
+#                     median of the same kernel (5 %)                               ~2.5-3.5 min
+#         loadinline  scripts/compare-load-inline.py: wall time of one candidate
+#                     evaluation, ksmith vs KernelBench-style load_inline           ~2.5-4 min
 #
-# With the device tool, one command may run at most 10 minutes: run the steps in separate calls,
+# Knobs: KSMITH_GPU_TASKS=id,id (references and bench: only these tasks); KSMITH_GPU_FULL=1
+# (references: every public shape); KSMITH_BENCH_CHUNK=I/N (bench: the I-th of N slices of the
+# suite); KSMITH_BENCH_BASELINE=eager|torch|none (default eager: torch.compile costs 20-40 s per
+# task); KSMITH_BENCH_SHAPES=realistic|all|small|NAMES (default realistic); KSMITH_TIMING_TASKS
+# (repeat, ncu); KSMITH_LOADINLINE_RUNS (default 2).
+#
+# Device time: one command may run at most 10 minutes (keep each call under 9), the session has
+# 30 minutes in all, and a fresh machine takes ~2-3 minutes to start (the machine is released
+# after 30 s idle: issue the calls back to back). Planned calls for issue 4 (estimates, not yet
+# measured on a GPU; each step prints its wall time in the table):
+#   A  run(command="bash scripts/gpu-check.sh run info calibrate repeat ncu", carry=["gpu-carry"])
+#        ~5-6 min (+2-3 min machine start)
+#   B  run(command="KSMITH_BENCH_CHUNK=1/2 bash scripts/gpu-check.sh run bench", carry=["gpu-carry"])
+#        ~32 tasks x 6-10 s = ~4-6 min (calibrates first on a fresh machine: +30 s)
+#   C  run(command="KSMITH_BENCH_CHUNK=2/2 bash scripts/gpu-check.sh run bench", carry=["gpu-carry"])
+#        ~4-6 min
+#   D  run(command="KSMITH_GPU_TASKS=swiglu,rmsnorm_residual,softmax_row,gemm_bf16,conv2d_3x3_nhwc,flash_attention_fwd KSMITH_BENCH_BASELINE=torch bash scripts/gpu-check.sh run loadinline bench", carry=["gpu-carry"])
+#        ~2.5-4 + ~3-4 min (torch.compile on 6 realistic shapes)
+#   A-D together: ~17-22 min of commands + 2-3 min start. When less device time is left, run A
+#   and D first, and B/C with KSMITH_BENCH_BASELINE=none (kernels only, ~3-5 s per task).
+# If a bench call is cut off, the tasks it finished are in logs/bench*.json (rewritten after
+# every task). Earlier steps, split by task id where needed:
 #   run(command="bash scripts/gpu-check.sh run runtime broken", carry=["gpu-carry"])
 #   run(command="bash scripts/gpu-check.sh run eval", carry=["gpu-carry"])
-#   run(command="bash scripts/gpu-check.sh run references", carry=["gpu-carry"])
-# If the references step does not fit in 10 minutes, split it by task id:
 #   run(command="KSMITH_GPU_TASKS=swiglu,gemm_bf16 bash scripts/gpu-check.sh run references", ...)
-# (ids: ls tasks/*/). KSMITH_GPU_FULL=1 checks every public shape instead of the first.
+# (ids: ls tasks/*/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=gpu-carry
@@ -41,6 +77,31 @@ for line in sys.stdin:
 '
 }
 
+NINJA_WHEEL=ninja==1.13.2
+
+fetch_ninja() {
+  # The ninja binary from PyPI's manylinux wheel (~0.4 MB), for torch's load_inline on a GPU
+  # machine without it. Missing network: a warning; the loadinline step then names what is
+  # missing.
+  local dest=$1 cache=target/ninja-wheel
+  mkdir -p "$cache" "$dest"
+  if ! ls "$cache"/ninja-*.whl >/dev/null 2>&1; then
+    PIP_DISABLE_PIP_VERSION_CHECK=1 python3 -m pip download --quiet --no-deps \
+      --only-binary=:all: --platform manylinux_2_17_x86_64 --python-version 3.10 \
+      -d "$cache" "$NINJA_WHEEL" || { say "warning: could not download $NINJA_WHEEL"; return 0; }
+  fi
+  python3 - "$cache" "$dest" <<'PY'
+import glob, os, sys, zipfile
+whl = sorted(glob.glob(os.path.join(sys.argv[1], "ninja-*.whl")))[-1]
+with zipfile.ZipFile(whl) as z:
+    name = next(n for n in z.namelist() if n.endswith("/scripts/ninja"))
+    out = os.path.join(sys.argv[2], "ninja")
+    with open(out, "wb") as f:
+        f.write(z.read(name))
+    os.chmod(out, 0o755)
+PY
+}
+
 prepare() {
   # PROFILE=debug packs debug builds instead (for checking this script on a CPU machine).
   local profile=${PROFILE:-release} flag=--release
@@ -51,18 +112,21 @@ prepare() {
   local stage=$CARRY/kit
   rm -rf "$stage" && mkdir -p "$stage/bin" "$stage/verifier/tests" "$stage/tools/cuda/nvidia/cu13"
   {
-    cargo test $flag --no-run --message-format=json -p ksmith --test gpu_broken --test gpu_references
+    cargo test $flag --no-run --message-format=json -p ksmith --test gpu_broken --test gpu_references \
+      --test gpu_bench
     cargo test $flag --no-run --message-format=json -p verifier --test gpu_runtime --test broken_corpus
   } | test_exes | while read -r name exe; do
     cp "$exe" "$stage/bin/$name"
   done
   cp "target/$profile/ksmith" "$stage/bin/ksmith"
   for b in "$stage"/bin/*; do strip --strip-debug "$b" 2>/dev/null || true; done
-  for t in gpu_broken gpu_references gpu_runtime broken_corpus; do
+  for t in gpu_broken gpu_references gpu_bench gpu_runtime broken_corpus; do
     [[ -x "$stage/bin/$t" ]] || { say "test binary $t was not built"; exit 1; }
   done
   cp -r tasks "$stage/tasks"
   cp -r verifier/tests/broken "$stage/verifier/tests/broken"
+  mkdir -p "$stage/scripts" && cp scripts/compare-load-inline.py "$stage/scripts/"
+  fetch_ninja "$stage/tools/ninja"
   local cu=tools/cuda/nvidia/cu13
   mkdir -p "$stage/$cu/lib"
   cp "$cu"/lib/libnvrtc.so.13 "$cu"/lib/libnvrtc-builtins.so.13.* "$stage/$cu/lib/"
@@ -133,19 +197,171 @@ step_eval() {
   row eval "(all)" "$([[ $bad == 0 ]] && echo ok || echo FAIL)" "$((total - bad))/$total as expected"
 }
 
+step_secs() { printf '%d s' $((SECONDS - $1)); }
+
+# One-line summaries of the steps' output files for the table (python3 is on the GPU machine).
+read -r -d '' SUMMARY_PY <<'PY' || true
+import json, re, sys
+
+def load(path):
+    """The first JSON object in a log that may hold progress lines around it."""
+    t = open(path).read()
+    return json.JSONDecoder().raw_decode(t, t.index("{"))[0]
+
+def info(path):
+    v = load(path)
+    d = v["device"]
+    nvml = v["nvml"]["unavailable"] or "ok"
+    return (f"{d['name']}, {d['sm_count']} SMs, driver {v.get('driver') or v['cuda_driver_api']}, "
+            f"NVRTC {v.get('nvrtc')}, NVML {nvml}")
+
+def calibrate(path):
+    v = load(path)
+    peaks = ", ".join(f"{k} {r['per_s'] / 1e12:.0f}T" for k, r in v["peaks"].items())
+    skipped = f"; skipped {','.join(v['skipped'])}" if v["skipped"] else ""
+    return f"copy {v['bandwidth']['per_s'] / 1e9:.0f} GB/s; {peaks}{skipped}"
+
+def bench(path):
+    v = json.load(open(path))
+    rows = v.get("rows", [])
+    timed = {r["task"] for r in rows
+             if r.get("kernel") == "reference" and r.get("median_ms") is not None}
+    bad = [f"{r['task']}: {r['problem'][:60]}" for r in rows if r.get("problem")]
+    t = v.get("totals") or {}
+    def g(k, unit):
+        return "n/a" if t.get(k) is None else f"{t[k]:.2f}{unit}"
+    head = "PARTIAL " if v.get("partial") else ""
+    tail = f" ({bad[0]} ...)" if bad else ""
+    return (f"{head}{len(timed)} tasks timed in {v.get('wall_s', 0):.0f} s; geomean vs eager "
+            f"{g('geomean_vs_eager', 'x')}, vs compile {g('geomean_vs_compile', 'x')}, "
+            f"SOL {g('geomean_sol_pct', '%')}; throttled {t.get('throttled', '?')}; "
+            f"{len(bad)} problems{tail}")
+
+def table(path):
+    rows = re.findall(r"^(.+?)\s+([\d.]+) us\s+([\d.]+) us\s+([\d.]+)%\s+(ok|FAIL|not judged.*)$",
+                      open(path).read(), re.M)
+    judged = [float(r[3]) for r in rows if r[4] in ("ok", "FAIL")]
+    worst = f"{max(judged):.2f}%" if judged else "n/a"
+    n = lambda pred: sum(1 for r in rows if pred(r[4]))
+    return (f"{n(lambda x: x == 'ok')} ok, {n(lambda x: x == 'FAIL')} FAIL, "
+            f"{n(lambda x: x.startswith('not'))} not judged; worst diff {worst}")
+
+try:
+    print({"info": info, "calibrate": calibrate, "bench": bench, "table": table}[sys.argv[1]](sys.argv[2]))
+except Exception as e:
+    print(f"(no summary: {type(e).__name__}: {e})")
+PY
+
+summary() { python3 -c "$SUMMARY_PY" "$@" 2>&1 | tail -1; }
+
+first_error() {
+  # The first line of LOG that says what went wrong (for a failed step's table row).
+  # (A panic's message is on the line after "panicked at".)
+  grep -m1 -A1 -E 'error:|"error"|panicked|missing:|Error|FAIL' "$1" 2>/dev/null | tr '\n' ' ' \
+    | cut -c1-200 || true
+}
+
+step_info() {
+  local t0=$SECONDS rc=0
+  run_logged "$LOGS/info.log" 120 "$KIT/bin/ksmith" gpu info --results "$RESULTS" || rc=$?
+  run_logged "$LOGS/info.json" 120 "$KIT/bin/ksmith" gpu info --json --results "$RESULTS" || rc=$?
+  local d
+  d=$(summary info "$LOGS/info.json")
+  if (( rc == 0 )); then row info "ksmith gpu info" ok "$d ($(step_secs $t0))"
+  else row info "ksmith gpu info" FAIL "exit $rc: $(first_error "$LOGS/info.log")"; FAILED=1; fi
+}
+
+step_calibrate() {
+  local t0=$SECONDS rc=0
+  run_logged "$LOGS/calibration.json" 300 "$KIT/bin/ksmith" gpu calibrate --json --results "$RESULTS" || rc=$?
+  local d
+  d=$(summary calibrate "$LOGS/calibration.json")
+  if (( rc == 0 )); then row calibrate "ksmith gpu calibrate" ok "$d ($(step_secs $t0))"
+  else row calibrate "ksmith gpu calibrate" FAIL "exit $rc: $(first_error "$LOGS/calibration.json")"; FAILED=1; fi
+}
+
+have_calibration() {
+  "$KIT/bin/ksmith" gpu info --json --results "$RESULTS" 2>/dev/null \
+    | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("calibration") else 1)'
+}
+
+step_bench() {
+  have_calibration || step_calibrate
+  local t0=$SECONDS rc=0 label=bench baseline=${KSMITH_BENCH_BASELINE:-eager}
+  local args=(--shapes "${KSMITH_BENCH_SHAPES:-realistic}" --baseline "$baseline"
+              --compile-shapes realistic --results "$RESULTS" --timeout 300)
+  if [[ -n ${KSMITH_BENCH_CHUNK:-} ]]; then args+=(--chunk "$KSMITH_BENCH_CHUNK"); label+="-${KSMITH_BENCH_CHUNK/\//of}"; fi
+  if [[ -n ${KSMITH_GPU_TASKS:-} ]]; then args+=(--tasks "$KSMITH_GPU_TASKS"); label+="-tasks"; fi
+  label+="-$baseline"
+  run_logged "$LOGS/$label.log" 560 "$KIT/bin/ksmith" bench "${args[@]}" --json-out "$LOGS/$label.json" || rc=$?
+  local d
+  d=$(summary bench "$LOGS/$label.json")
+  if (( rc == 0 )); then row bench "$label" ok "$d ($(step_secs $t0))"
+  else
+    [[ -f $LOGS/$label.json ]] || d=$(first_error "$LOGS/$label.log")
+    row bench "$label" FAIL "exit $rc: $d; see logs/$label.log ($(step_secs $t0))"; FAILED=1
+  fi
+}
+
+step_gpu_bench() {
+  # step_gpu_bench STEP FILTER LIMIT: tests/gpu_bench.rs tests named FILTER*, tables under
+  # logs/timing/.
+  local step=$1 filter=$2 limit=$3 t0=$SECONDS rc=0
+  export KSMITH_OUT_DIR=$LOGS/timing
+  run_logged "$LOGS/$step.log" "$limit" "$KIT/bin/gpu_bench" "$filter" --nocapture --test-threads=1 || rc=$?
+  local d
+  d=$(summary table "$KSMITH_OUT_DIR/$step.txt")
+  if grep -q '^skipped' "$LOGS/$step.log"; then row "$step" gpu_bench SKIP "$(grep -m1 '^skipped' "$LOGS/$step.log")"; FAILED=1
+  elif (( rc == 0 )); then row "$step" gpu_bench ok "$d ($(step_secs $t0))"
+  else
+    [[ -f $KSMITH_OUT_DIR/$step.txt ]] || d=$(first_error "$LOGS/$step.log")
+    row "$step" gpu_bench FAIL "exit $rc: $d; see logs/$step.log ($(step_secs $t0))"; FAILED=1
+  fi
+}
+
+step_loadinline() {
+  local t0=$SECONDS rc=0 old_path=$PATH
+  export PATH=$PATH:/usr/local/cuda/bin
+  command -v ninja >/dev/null || export PATH=$PATH:$KIT/tools/ninja
+  run_logged "$LOGS/loadinline.log" 560 python3 "$KIT/scripts/compare-load-inline.py" \
+    --ksmith "$KIT/bin/ksmith" --tasks-dir "$KIT/tasks" --out "$LOGS" \
+    --runs "${KSMITH_LOADINLINE_RUNS:-2}" || rc=$?
+  export PATH=$old_path
+  local d
+  d=$(grep -E '^ratio load_inline' "$LOGS/loadinline.log" || grep -m1 'missing:' "$LOGS/loadinline.log" || echo "no ratio")
+  if (( rc == 0 )); then row loadinline compare-load-inline ok "$d ($(step_secs $t0))"
+  else row loadinline compare-load-inline FAIL "exit $rc: $d; see logs/loadinline.log"; FAILED=1; fi
+}
+
+unpack_kit() {
+  # The kit, unpacked once per machine (and again when the carried tar changes); its compile
+  # cache lives beside it.
+  local state=${KSMITH_STATE:-/tmp/ksmith-gpu-state} sum
+  sum=$(cksum < "$KIT_TAR")
+  KIT=$state/kit
+  if [[ ! -f $state/kit.sum || "$(cat "$state/kit.sum")" != "$sum" ]]; then
+    rm -rf "$KIT" && mkdir -p "$KIT"
+    tar -C "$KIT" -xJf "$KIT_TAR"
+    printf '%s' "$sum" > "$state/kit.sum"
+  fi
+  RESULTS=$state/results
+  mkdir -p "$RESULTS"
+}
+
 run_steps() {
   [[ -f "$KIT_TAR" ]] || { say "$KIT_TAR not found: run 'scripts/gpu-check.sh prepare' on the CPU machine and carry gpu-carry/"; exit 3; }
   OUTDIR=${OUT:-$PWD/gpu-carry/out}
   LOGS=$OUTDIR/logs
   mkdir -p "$LOGS"
-  KIT=$(mktemp -d /tmp/ksmith-kit.XXXXXX)
-  tar -C "$KIT" -xJf "$KIT_TAR"
+  unpack_kit
   export KSMITH_HOME=$KIT KSMITH_ROOT=$KIT KSMITH_BIN=$KIT/bin/ksmith KSMITH_REQUIRE_GPU=1
   export KSMITH_TASKS_DIR=$KIT/tasks KSMITH_CACHE_DIR=$KIT/cache
+  export KSMITH_DB=sqlite://$RESULTS/ksmith.db
   export LD_LIBRARY_PATH=$KIT/tools/cuda/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  export RUST_BACKTRACE=1 KSMITH_KERNEL_TIMEOUT=10
+  export RUST_BACKTRACE=1 KSMITH_KERNEL_TIMEOUT=10 KSMITH_REQUIRE_NCU=1
+  export PATH=$PATH:/usr/local/cuda/bin
   (nvidia-smi; nvidia-smi -q -d CLOCK,PERFORMANCE) > "$LOGS/nvidia-smi.txt" 2>&1 || true
-  say "kit $(cat "$KIT/REVISION" 2>/dev/null || echo '?') unpacked in $KIT; logs in $LOGS"
+  say "kit $(cat "$KIT/REVISION" 2>/dev/null || echo '?') in $KIT; logs in $LOGS"
   FAILED=0
   local steps=("$@")
   (( ${#steps[@]} )) || steps=(runtime broken eval references)
@@ -156,10 +372,16 @@ run_steps() {
       broken) step_test broken gpu_broken 580 ;;
       eval) step_eval ;;
       references) step_test references gpu_references 580 ;;
-      *) say "unknown step $s (runtime, broken, eval, references)"; exit 2 ;;
+      info) step_info ;;
+      calibrate) step_calibrate ;;
+      bench) step_bench ;;
+      repeat) step_gpu_bench repeat repeat_ 560 ;;
+      ncu) step_gpu_bench ncu ncu_ 560 ;;
+      loadinline) step_loadinline ;;
+      *) say "unknown step $s (runtime, broken, eval, references, info, calibrate, bench, repeat, ncu, loadinline)"; exit 2 ;;
     esac
   done
-  rm -rf "$KIT"
+  mkdir -p "$OUTDIR/results" && cp -r "$RESULTS"/. "$OUTDIR/results/" 2>/dev/null || true
   {
     echo
     printf '%-10s %-26s %-8s %s\n' step what result detail
@@ -171,5 +393,7 @@ run_steps() {
 case ${1:-} in
   prepare) prepare ;;
   run) shift; run_steps "$@" ;;
-  *) sed -n '2,22p' "$0"; exit 2 ;;
+  # The table's one-line summary of a step's output file (CPU tests check it on real output).
+  summary) shift; summary "$@" ;;
+  *) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;
 esac

@@ -474,6 +474,20 @@ fn cpu_agreement_rules() {
         t.contains("FAIL") && t.contains("not judged") && t.contains("tolerance 2 %"),
         "{t}"
     );
+    // scripts/gpu-check.sh reads this table back for its summary line.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("repeat.txt");
+    std::fs::write(&p, &t).unwrap();
+    let o = Command::new("bash")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/gpu-check.sh"))
+        .args(["summary", "table"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "1 ok, 1 FAIL, 1 not judged; worst diff 2.44%"
+    );
 }
 
 #[test]

@@ -138,22 +138,18 @@ fn info(g: &Global, a: &InfoArgs) -> anyhow::Result<u8> {
         Telemetry::Unavailable(r) => (None, None, None, Some(r.clone())),
     };
     if a.json {
-        let v = serde_json::json!({
-            "gpu_key": key,
-            "device": i,
-            "theoretical_bandwidth_bytes_per_s": i.theoretical_bandwidth(),
-            "cuda_driver_api": driver_version(i),
-            "driver": nvml_driver,
-            "nvrtc": nvrtc_version,
-            "nvml": {
-                "unavailable": nvml_note,
-                "reading": reading,
-                "max_sm_clock_mhz": max_clocks.and_then(|c| c.0),
-                "max_memory_clock_mhz": max_clocks.and_then(|c| c.1),
+        let v = info_value(
+            i,
+            &key,
+            &InfoExtras {
+                driver: nvml_driver,
+                nvrtc: nvrtc_version,
+                nvml_unavailable: nvml_note,
+                reading,
+                max_clocks,
             },
-            "calibration": cal.as_ref().ok().cloned().flatten(),
-            "calibration_error": cal.as_ref().err().map(|e| e.to_string()),
-        });
+            &cal,
+        );
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(EXIT_OK);
     }
@@ -245,6 +241,40 @@ fn info(g: &Global, a: &InfoArgs) -> anyhow::Result<u8> {
     }
     println!("{t}");
     Ok(EXIT_OK)
+}
+
+/// What `gpu info` read beside the CUDA attributes.
+pub(crate) struct InfoExtras {
+    pub driver: Option<String>,
+    pub nvrtc: Option<String>,
+    pub nvml_unavailable: Option<String>,
+    pub reading: Option<verifier::runtime::telemetry::Reading>,
+    pub max_clocks: Option<(Option<u32>, Option<u32>)>,
+}
+
+/// `gpu info --json`.
+pub(crate) fn info_value(
+    i: &DeviceInfo,
+    key: &str,
+    x: &InfoExtras,
+    cal: &Result<Option<Calibration>, verifier::runtime::calibrate::CalibrationError>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "gpu_key": key,
+        "device": i,
+        "theoretical_bandwidth_bytes_per_s": i.theoretical_bandwidth(),
+        "cuda_driver_api": driver_version(i),
+        "driver": x.driver,
+        "nvrtc": x.nvrtc,
+        "nvml": {
+            "unavailable": x.nvml_unavailable,
+            "reading": x.reading,
+            "max_sm_clock_mhz": x.max_clocks.and_then(|c| c.0),
+            "max_memory_clock_mhz": x.max_clocks.and_then(|c| c.1),
+        },
+        "calibration": cal.as_ref().ok().cloned().flatten(),
+        "calibration_error": cal.as_ref().err().map(|e| e.to_string()),
+    })
 }
 
 fn summary_line(c: &Calibration) -> String {
@@ -486,6 +516,47 @@ mod tests {
         assert_eq!(g.details["l2_cache_bytes"], 52428800);
         assert_eq!(g.details["calibration"]["bandwidth"]["per_s"], 3.0e12);
         assert!(new_gpu(&h100(), None).details["calibration"].is_null());
+    }
+
+    /// scripts/gpu-check.sh's one-line summaries read these files as the commands write them.
+    #[test]
+    fn gpu_check_summaries_read_info_and_calibration() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/gpu-check.sh");
+        let summary = |kind: &str, text: &str| {
+            let p = dir.path().join(kind);
+            std::fs::write(&p, text).unwrap();
+            let o = std::process::Command::new("bash")
+                .arg(&script)
+                .args(["summary", kind])
+                .arg(&p)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        };
+        let v = info_value(
+            &h100(),
+            "k",
+            &InfoExtras {
+                driver: Some("580.65".into()),
+                nvrtc: Some("13.0".into()),
+                nvml_unavailable: None,
+                reading: None,
+                max_clocks: None,
+            },
+            &Ok(None),
+        );
+        assert_eq!(
+            summary("info", &v.to_string()),
+            "NVIDIA H100 80GB HBM3, 132 SMs, driver 580.65, NVRTC 13.0, NVML ok"
+        );
+        // `calibrate --json` may be preceded by progress lines in the same log.
+        let c = format!("calibrate: copy kernel\n{}", calibration().to_json());
+        assert_eq!(
+            summary("calibrate", &c),
+            "copy 3000 GB/s; bf16_tensor 700T, int8_tensor 1400T; skipped fp8_tensor"
+        );
+        assert!(summary("calibrate", "garbage").starts_with("(no summary"));
     }
 
     #[test]

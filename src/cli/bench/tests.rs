@@ -683,3 +683,36 @@ fn chunks_split_the_suite_evenly_and_completely() {
     let e = plan(&s, &args(&["--tasks", "swiglu", "--chunk", "1/2"])).unwrap_err();
     assert!(e.contains("selects no task"), "{e}");
 }
+
+/// scripts/gpu-check.sh's one-line summary of `--json-out` reads the rows as serialized here.
+#[test]
+fn gpu_check_summary_of_a_bench_reply() {
+    let s = suite();
+    let task = &task_dir(&s, "swiglu").task;
+    let rows = rows_for(task, &report(), &torch_times(), Some(&calibration()));
+    let ids = vec!["swiglu".to_string()];
+    let realistic = HashMap::from([("swiglu".to_string(), "realistic".to_string())]);
+    let summary = summary_rows(&rows, &ids, &realistic);
+    let refs: Vec<&Row> = summary
+        .iter()
+        .copied()
+        .filter(|r| r.kernel == "reference")
+        .collect();
+    let reply = serde_json::json!({
+        "rows": rows, "realistic": summary, "totals": totals(&refs), "wall_s": 12.3,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bench.json");
+    std::fs::write(&p, reply.to_string()).unwrap();
+    let o = std::process::Command::new("bash")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/gpu-check.sh"))
+        .args(["summary", "bench"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(
+        line.starts_with("1 tasks timed in 12 s; geomean vs eager 3.00x, vs compile 1.50x, SOL 93.95%; throttled 0; 3 problems (swiglu: re-validation failed"),
+        "{line}"
+    );
+}
