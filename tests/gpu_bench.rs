@@ -81,7 +81,8 @@ fn save(name: &str, text: &str) {
 }
 
 /// `ksmith bench` on the realistic shapes of `tasks`, reference kernels only, no PyTorch, not
-/// stored: the arguments both tests time with.
+/// stored, the JSON reply on stdout: the arguments both tests time with. (Under ncu the reply
+/// goes to a file instead: ncu prints its CSV on the same stdout.)
 fn bench_args(tasks: &[String]) -> Vec<String> {
     vec![
         "--tasks-dir".into(),
@@ -98,7 +99,7 @@ fn bench_args(tasks: &[String]) -> Vec<String> {
     ]
 }
 
-/// Runs `ksmith bench` (optionally under `wrap`) and returns its JSON reply.
+/// Runs `ksmith bench` and returns its JSON reply.
 fn run_bench(tasks: &[String], label: &str) -> Value {
     let t0 = Instant::now();
     let out = Command::new(ksmith())
@@ -372,7 +373,14 @@ fn ncu_durations_agree_with_ksmith_medians() {
         };
         let target = NcuTarget::durations(kernel_regex(&kernel), NCU_SKIP, NCU_COUNT);
         let mut program = vec![ksmith().into_os_string()];
-        program.extend(bench_args(&one).into_iter().map(Into::into));
+        let under_ncu = std::env::temp_dir().join(format!("ksmith-ncu-{task}.json"));
+        program.extend(
+            bench_args(&one)
+                .into_iter()
+                .filter(|a| a != "--json")
+                .chain(["--json-out".to_string(), under_ncu.display().to_string()])
+                .map(Into::into),
+        );
         let t0 = Instant::now();
         let out = profile::run_tool(&ncu, &target.args(), &program, Duration::from_secs(540))
             .unwrap_or_else(|e| panic!("{task}: {e}"));

@@ -6,8 +6,11 @@ use super::backend::Device;
 use super::evaluate::{self, compile, CompileFailure, TaskBundle};
 use super::strict::{EvalError, NoHooks, ReferenceCache};
 use super::telemetry::Telemetry;
-use super::timing::{time_shape, ShapeTimings, Subject, TimingDevice, TimingOptions};
-use crate::nvrtc::Compiler;
+use super::timing::{
+    time_shape_with, Flush, ShapeTimings, Subject, TimingDevice, TimingOptions, FLUSH_KERNEL,
+    FLUSH_KERNEL_NAME,
+};
+use crate::nvrtc::{CompileRequest, Compiler};
 use crate::protocol::{EvalOptions, EvaluateRequest};
 use crate::verdict::Verdict;
 use serde::{Deserialize, Serialize};
@@ -173,10 +176,36 @@ pub fn bench<D: Device + TimingDevice>(
         }
         v
     };
+    // The read-based L2 flush (see runtime::timing); a memset where it cannot be built.
+    let flush_module = match compiler.compile(&CompileRequest::new(
+        FLUSH_KERNEL,
+        vec![FLUSH_KERNEL_NAME.to_string()],
+        arch,
+    )) {
+        Ok(c) => Some(
+            dev.load(&c)
+                .map_err(|e| load_err("the L2 flush kernel", e))?,
+        ),
+        Err(e) => {
+            log.push(format!(
+                "the L2 flush kernel does not compile ({e}): flushing L2 by memset"
+            ));
+            None
+        }
+    };
+    let flush = match &flush_module {
+        Some(m) => Flush::Read(m),
+        None => Flush::Write,
+    };
+    log.push(format!(
+        "L2 flush before each timed call: {} {} bytes",
+        flush.method(),
+        2 * dev.l2_bytes().max(1 << 20)
+    ));
     let mut timings = Vec::new();
     let mut failures = Vec::new();
     for shape in &shapes {
-        match time_shape(dev, task, shape, &subjects, &req.timing, telemetry) {
+        match time_shape_with(dev, task, shape, &subjects, &req.timing, telemetry, &flush) {
             Ok(t) => {
                 log.push(format!(
                     "{}: {} samples, stopped: {:?}, {:.0} ms",

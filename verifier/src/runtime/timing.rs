@@ -4,8 +4,15 @@
 //! Per sample, for each kernel in turn, untimed: the activation inputs are refreshed from a pool
 //! of pre-generated sets by device-to-device copies (no call sees the inputs of the call before
 //! it, so caching across calls cannot pay), outputs and scratch are poisoned, and L2 is flushed
-//! by writing a buffer twice its size on the same stream (after the refresh, so the inputs are
-//! not left warm in L2). Timed: an event, every launch of the plan, an event. The statistics
+//! by streaming a buffer twice its size through it on the same stream (after the refresh, so
+//! the inputs are not left warm in L2). Timed: an event, every launch of the plan, an event.
+//!
+//! The flush *reads* ([`FLUSH_KERNEL`], [`Flush::Read`]) where it can: a flush that writes
+//! (a memset, what KernelBench and Triton's do_bench do) leaves L2 full of dirty lines, and the
+//! timed kernel then pays for writing them back to DRAM — up to L2's size of extra traffic,
+//! several percent of a 100 us memory-bound kernel, which Nsight Compute's clean cache does not
+//! see. Reading also evicts (writes back) the refresh's and the poison's dirty lines before the
+//! timed window opens. [`Flush::Write`] remains for devices where the kernel is unavailable. The statistics
 //! and stopping rules are [`crate::timing`]'s; speedups are side by side. After the last timed
 //! call each output is re-validated: a candidate's against the reference's output for the same
 //! input set, the reference's against a fresh untimed run of itself.
@@ -24,7 +31,7 @@ use super::telemetry::{MeasurementTelemetry, Telemetry};
 use crate::compare::{compare, Metric, Poison};
 use crate::dtype::DType;
 use crate::inputs::{dims_of, generate_inputs, HostTensor, Variant};
-use crate::plan::{Plan, ResolvedLaunch};
+use crate::plan::{Plan, ResolvedArg, ResolvedLaunch};
 use crate::task::{Role, Shape, Task};
 use crate::timing::{speedup, Protocol, Speedup, StopReason, Summary};
 use serde::{Deserialize, Serialize};
@@ -60,6 +67,57 @@ impl TimingDevice for Gpu {
     }
     fn l2_bytes(&self) -> u64 {
         self.info.l2_cache_bytes
+    }
+}
+
+/// Name of the L2 flush kernel in [`FLUSH_KERNEL`].
+pub const FLUSH_KERNEL_NAME: &str = "ks_l2_flush";
+
+/// Streams `n` 16-byte words through L2 (`ld.global.cg`: cached in L2 only) and keeps the loads
+/// alive with a comparison against a runtime `key` the harness chooses so that it never holds
+/// for the zero-filled buffer (acc is 0): nothing is written.
+pub const FLUSH_KERNEL: &str = r#"extern "C" __global__ void ks_l2_flush(const int4* __restrict__ buf, long long n, int key, int* __restrict__ sink) {
+    int acc = 0;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        int4 v = __ldcg(buf + i);
+        acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+    if (acc == key) *sink = acc;
+}
+"#;
+
+/// How L2 is emptied before each timed call.
+pub enum Flush<'a, B: Backend> {
+    /// Write 2 x L2 bytes (memset): leaves dirty lines behind (see the module comment).
+    Write,
+    /// Read 2 x L2 bytes with this loaded build of [`FLUSH_KERNEL`]: leaves clean lines.
+    Read(&'a B::Program),
+}
+
+impl<B: Backend> Flush<'_, B> {
+    pub fn method(&self) -> &'static str {
+        match self {
+            Flush::Write => "write",
+            Flush::Read(_) => "read",
+        }
+    }
+}
+
+/// The flush kernel's launch over `bytes` of buffer `buf`.
+fn flush_launch(bytes: u64) -> ResolvedLaunch {
+    ResolvedLaunch {
+        kernel: FLUSH_KERNEL_NAME.to_string(),
+        grid: [1024, 1, 1],
+        block: [256, 1, 1],
+        shared_bytes: 0,
+        args: vec![
+            ResolvedArg::Buffer("buf".into()),
+            ResolvedArg::I64((bytes / 16) as i64),
+            ResolvedArg::I32(1),
+            ResolvedArg::Buffer("sink".into()),
+        ],
+        cluster: None,
+        cooperative: false,
     }
 }
 
@@ -260,7 +318,8 @@ struct Prepared<'a, B: Backend> {
     live: Live<B>,
 }
 
-/// Times `subjects` (subject 0 is the baseline every speedup is against) at `shape`.
+/// Times `subjects` (subject 0 is the baseline every speedup is against) at `shape`, flushing
+/// L2 by writing; see [`time_shape_with`].
 pub fn time_shape<B: TimingDevice>(
     dev: &B,
     task: &Task,
@@ -268,6 +327,19 @@ pub fn time_shape<B: TimingDevice>(
     subjects: &[Subject<'_, B>],
     opts: &TimingOptions,
     telemetry: &Telemetry,
+) -> Result<ShapeTimings, TimingError> {
+    time_shape_with(dev, task, shape, subjects, opts, telemetry, &Flush::Write)
+}
+
+/// Times `subjects` (subject 0 is the baseline every speedup is against) at `shape`.
+pub fn time_shape_with<B: TimingDevice>(
+    dev: &B,
+    task: &Task,
+    shape: &Shape,
+    subjects: &[Subject<'_, B>],
+    opts: &TimingOptions,
+    telemetry: &Telemetry,
+    flush_by: &Flush<'_, B>,
 ) -> Result<ShapeTimings, TimingError> {
     let started = Instant::now();
     if subjects.is_empty() {
@@ -312,6 +384,21 @@ pub fn time_shape<B: TimingDevice>(
     let flush = dev
         .alloc("l2_flush", DType::U8, flush_bytes)
         .map_err(|e| TimingError::runtime("allocating the L2 flush buffer", e, None))?;
+    let sink = dev
+        .alloc("l2_flush_sink", DType::I32, 1)
+        .map_err(|e| TimingError::runtime("allocating the L2 flush buffer", e, None))?;
+    if let Flush::Read(_) = flush_by {
+        // Zeros, so the kernel's accumulator (0) never matches its key (1).
+        dev.fill(&flush, &[0])
+            .map_err(|e| TimingError::runtime("clearing the L2 flush buffer", e, None))?;
+    }
+    let flush_call = flush_launch(flush_bytes);
+    let (flush_addr, sink_addr) = (dev.address(&flush), dev.address(&sink));
+    let flush_args = |name: &str| match name {
+        "buf" => Some(flush_addr),
+        "sink" => Some(sink_addr),
+        _ => None,
+    };
 
     let mut prepared: Vec<Prepared<B>> = Vec::new();
     for (i, s) in subjects.iter().enumerate() {
@@ -372,9 +459,14 @@ pub fn time_shape<B: TimingDevice>(
                     .map_err(|e| fail("poison", e))?;
             }
         }
-        flush_parity ^= 1;
-        dev.fill(&flush, &[flush_parity])
-            .map_err(|e| fail("L2 flush", e))?;
+        match flush_by {
+            Flush::Write => {
+                flush_parity ^= 1;
+                dev.fill(&flush, &[flush_parity])
+            }
+            Flush::Read(program) => dev.launch(program, &flush_call, &flush_args),
+        }
+        .map_err(|e| fail("L2 flush", e))?;
         dev.record(&start_ev).map_err(|e| fail("event", e))?;
         run_launches(dev, s.subject.program, &s.launches, &s.live)
             .map_err(|e| fail("launch", e))?;

@@ -3,6 +3,7 @@
 //! order, interleaving, speedups, re-validation and amortized timing are checked exactly.
 
 use super::*;
+use crate::plan::ResolvedArg;
 use crate::runtime::backend::Backend;
 use crate::runtime::evaluate::TaskBundle;
 use crate::runtime::fake::{Fake, FakeBuf, Kernel};
@@ -320,4 +321,113 @@ fn pool_and_amortization_sizes() {
     assert_eq!(amortized_calls(0.015), 134);
     assert_eq!(amortized_calls(1.0), 10);
     assert_eq!(amortized_calls(f64::NAN), 10);
+}
+
+/// With the read flush, each timed window is preceded by one launch of the flush kernel over
+/// 2 x L2 (no memset of the flush buffer after the single clearing fill).
+#[test]
+fn the_read_flush_streams_twice_l2_through_the_flush_kernel_before_each_timed_call() {
+    let (_d, b) = bundle();
+    let dev = Logged::new();
+    let reference = swiglu(Rc::clone(&dev.clock), 1.0, false);
+    // Per flush launch: (words, key, threads, sink bytes).
+    type FlushCall = (i64, i32, u64, u64);
+    let seen: Rc<RefCell<Vec<FlushCall>>> = Rc::new(RefCell::new(Vec::new()));
+    let flush_len = Rc::new(Cell::new(0usize));
+    let (s2, fl) = (Rc::clone(&seen), Rc::clone(&flush_len));
+    let flush_kernel: Kernel = Box::new(move |l, buf, _| {
+        let (n, key) = match (&l.args[1], &l.args[2]) {
+            (ResolvedArg::I64(n), ResolvedArg::I32(k)) => (*n, *k),
+            other => panic!("flush args {other:?}"),
+        };
+        let (flush, sink) = (buf("buf"), buf("sink"));
+        fl.set(flush.len);
+        s2.borrow_mut().push((
+            n,
+            key,
+            l.grid[0] as u64 * l.block[0] as u64,
+            sink.len as u64,
+        ));
+        Ok(())
+    });
+    let flush_program: HashMap<String, Kernel> =
+        [(FLUSH_KERNEL_NAME.to_string(), flush_kernel)].into();
+    let subjects = [Subject {
+        name: "reference".into(),
+        plan: &b.reference_plan,
+        program: &reference,
+    }];
+    let shape = b.task.shape("small").unwrap().clone();
+    let t = time_shape_with(
+        &dev,
+        &b.task,
+        &shape,
+        &subjects,
+        &opts(),
+        &no_nvml(),
+        &Flush::Read(&flush_program),
+    )
+    .unwrap();
+    assert!(
+        (t.subjects[0].summary.median_ms - 1.0).abs() < 1e-12,
+        "the flush is untimed"
+    );
+    let log = dev.log.borrow();
+    assert_eq!(
+        log.iter().filter(|l| *l == "fill l2_flush").count(),
+        1,
+        "cleared once, never written per call"
+    );
+    let mut windows = 0;
+    for (i, l) in log.iter().enumerate() {
+        if l == "record" && log[i + 1] == "launch swiglu_bf16" {
+            assert_eq!(log[i - 1], "launch ks_l2_flush", "{:?}", &log[i - 4..=i]);
+            assert_eq!(log[i - 2], "fill y");
+            windows += 1;
+        }
+    }
+    assert!(windows >= 20, "warm-up and samples: {windows}");
+    let calls = seen.borrow();
+    assert!(calls.len() >= windows);
+    // 2 MiB flush buffer (2 x the fake's 1 MiB L2) in 16-byte words; key 1 never matches the
+    // zero-filled buffer's XOR.
+    assert_eq!(flush_len.get(), 2 << 20);
+    assert!(
+        calls
+            .iter()
+            .all(|c| *c == ((2 << 20) / 16, 1, 1024 * 256, 4)),
+        "{:?}",
+        calls[0]
+    );
+}
+
+/// The flush kernel is real CUDA that NVRTC compiles, and its loads survive optimization
+/// (a flush whose loads were removed would flush nothing).
+#[test]
+fn the_flush_kernel_compiles_and_keeps_its_loads() {
+    use crate::nvrtc::{Arch, CompileRequest, Compiler, Locator};
+    let nvrtc = match Locator::default().load() {
+        Ok(n) => n,
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!("NVRTC is required under CI: {e}");
+            }
+            eprintln!("skipped: NVRTC not installed ({e})");
+            return;
+        }
+    };
+    let compiler = Compiler::new(nvrtc, None);
+    let c = compiler
+        .compile(&CompileRequest::new(
+            FLUSH_KERNEL,
+            vec![FLUSH_KERNEL_NAME.into()],
+            "sm_90".parse::<Arch>().unwrap(),
+        ))
+        .unwrap();
+    assert!(!c.cubin.is_empty());
+    assert!(
+        c.ptx.contains("ld.global.cg.v4"),
+        "no L2-only vector loads in the PTX:\n{}",
+        c.ptx
+    );
 }
