@@ -30,6 +30,8 @@
 #                     median of the same kernel (5 %)                               ~2.5-3.5 min
 #         loadinline  scripts/compare-load-inline.py: wall time of one candidate
 #                     evaluation, ksmith vs KernelBench-style load_inline           ~2.5-4 min
+#         capture     scripts/capture-profile-samples.sh: real ncu / compute-sanitizer
+#                     output for the parsers' samples, under logs/captures          ~1-2 min
 #
 # Knobs: KSMITH_GPU_TASKS=id,id (references and bench: only these tasks); KSMITH_GPU_FULL=1
 # (references: every public shape); KSMITH_BENCH_CHUNK=I/N (bench: the I-th of N slices of the
@@ -39,18 +41,21 @@
 #
 # Device time: one command may run at most 10 minutes (keep each call under 9), the session has
 # 30 minutes in all, and a fresh machine takes ~2-3 minutes to start (the machine is released
-# after 30 s idle: issue the calls back to back). Planned calls for issue 4 (estimates, not yet
-# measured on a GPU; each step prints its wall time in the table):
+# after 30 s idle: issue the calls back to back; the unpacked kit, the compile cache and the
+# calibration then stay in $KSMITH_STATE between calls). Planned calls for issue 4, estimated on
+# the CPU machine (NVRTC compiles all 63 references in 43 s single-threaded; ~81 GB of inputs +
+# outputs at the realistic shapes) and not yet measured on a GPU; every step prints its wall
+# time in the table and bench*.json holds per-task seconds, so re-plan after call A:
 #   A  run(command="bash scripts/gpu-check.sh run info calibrate repeat ncu", carry=["gpu-carry"])
 #        ~5-6 min (+2-3 min machine start)
 #   B  run(command="KSMITH_BENCH_CHUNK=1/2 bash scripts/gpu-check.sh run bench", carry=["gpu-carry"])
-#        ~32 tasks x 6-10 s = ~4-6 min (calibrates first on a fresh machine: +30 s)
+#        ~32 tasks x 6-10 s (kernels + PyTorch eager, realistic shape) = ~4-5 min
 #   C  run(command="KSMITH_BENCH_CHUNK=2/2 bash scripts/gpu-check.sh run bench", carry=["gpu-carry"])
-#        ~4-6 min
-#   D  run(command="KSMITH_GPU_TASKS=swiglu,rmsnorm_residual,softmax_row,gemm_bf16,conv2d_3x3_nhwc,flash_attention_fwd KSMITH_BENCH_BASELINE=torch bash scripts/gpu-check.sh run loadinline bench", carry=["gpu-carry"])
-#        ~2.5-4 + ~3-4 min (torch.compile on 6 realistic shapes)
-#   A-D together: ~17-22 min of commands + 2-3 min start. When less device time is left, run A
-#   and D first, and B/C with KSMITH_BENCH_BASELINE=none (kernels only, ~3-5 s per task).
+#        ~4-5 min
+#   D  run(command="KSMITH_GPU_TASKS=swiglu,rmsnorm_residual,softmax_row,gemm_bf16 KSMITH_BENCH_BASELINE=torch bash scripts/gpu-check.sh run loadinline capture bench", carry=["gpu-carry"])
+#        ~2.5-3 + 1-2 + 2-3 min (torch.compile on 4 realistic shapes) = ~6-8 min
+#   A-D: ~19-24 min of device time including one machine start. Short of time: B and C with
+#   KSMITH_BENCH_BASELINE=none (kernels only, ~3-5 s per task), or one of them only.
 # If a bench call is cut off, the tasks it finished are in logs/bench*.json (rewritten after
 # every task). Earlier steps, split by task id where needed:
 #   run(command="bash scripts/gpu-check.sh run runtime broken", carry=["gpu-carry"])
@@ -333,6 +338,25 @@ step_loadinline() {
   else row loadinline compare-load-inline FAIL "exit $rc: $d; see logs/loadinline.log"; FAILED=1; fi
 }
 
+step_capture() {
+  # Real ncu and compute-sanitizer output for the parsers' samples (scripts/capture-profile-
+  # samples.sh, run from this repository copy), into logs/captures/.
+  local t0=$SECONDS rc=0 dir=$LOGS/captures
+  export OUT_SAVED=${OUT:-} OUT=$dir KSMITH=$KIT/bin/ksmith
+  export KSMITH_NVRTC=$KIT/tools/cuda/nvidia/cu13/lib/libnvrtc.so.13
+  run_logged "$LOGS/capture.log" 560 bash scripts/capture-profile-samples.sh || rc=$?
+  export OUT=$OUT_SAVED
+  unset KSMITH KSMITH_NVRTC OUT_SAVED
+  local ok total
+  total=$(grep -c '^   exit' "$dir/capture.log" 2>/dev/null || true)
+  ok=$(grep -c '^   exit 0$' "$dir/capture.log" 2>/dev/null || true)
+  local missing
+  missing=$(grep -c '^   exit 127$' "$dir/capture.log" 2>/dev/null || true)
+  local d="$total captures ($ok exit 0, ${missing:-0} tool not found; failing ones are samples too); copy logs/captures/{ncu_*,sanitizer_*} to bench-suite/tests/samples/captured/"
+  if (( rc == 0 && ${total:-0} > 0 && ${missing:-0} == 0 )); then row capture capture-profile-samples ok "$d ($(step_secs $t0))"
+  else row capture capture-profile-samples FAIL "exit $rc: $d"; FAILED=1; fi
+}
+
 unpack_kit() {
   # The kit, unpacked once per machine (and again when the carried tar changes); its compile
   # cache lives beside it.
@@ -378,7 +402,8 @@ run_steps() {
       repeat) step_gpu_bench repeat repeat_ 560 ;;
       ncu) step_gpu_bench ncu ncu_ 560 ;;
       loadinline) step_loadinline ;;
-      *) say "unknown step $s (runtime, broken, eval, references, info, calibrate, bench, repeat, ncu, loadinline)"; exit 2 ;;
+      capture) step_capture ;;
+      *) say "unknown step $s (runtime, broken, eval, references, info, calibrate, bench, repeat, ncu, loadinline, capture)"; exit 2 ;;
     esac
   done
   mkdir -p "$OUTDIR/results" && cp -r "$RESULTS"/. "$OUTDIR/results/" 2>/dev/null || true
