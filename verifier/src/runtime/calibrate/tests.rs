@@ -213,3 +213,26 @@ fn microbenchmarks_compile_with_nvrtc() {
         }
     }
 }
+
+#[test]
+fn bandwidth_is_the_best_streaming_rate_and_names_the_others() {
+    let r = |per_s: f64, method: &str| {
+        Some(Rate {
+            per_s,
+            method: method.into(),
+            repetitions: 3,
+            best_ms: 1.0,
+        })
+    };
+    let (copy, memcpy, read) = (r(2.8e12, "copy"), r(2.7e12, "memcpy"), r(3.1e12, "read"));
+    let b = best_bandwidth(&[&copy, &memcpy, &read]).unwrap();
+    assert_eq!(b.per_s, 3.1e12);
+    assert_eq!(
+        b.method,
+        "read (best of; also copy: 2800 GB/s; memcpy: 2700 GB/s)"
+    );
+    let none = None;
+    let b = best_bandwidth(&[&copy, &none]).unwrap();
+    assert_eq!((b.per_s, b.method.as_str()), (2.8e12, "copy"));
+    assert!(best_bandwidth(&[&none]).is_none());
+}
