@@ -26,7 +26,7 @@ pub use rows::{render_summary, render_table, rows_for, summary_rows, totals, Row
 
 use super::gpu::{new_gpu, open_gpu, results_dir};
 use super::{Global, EXIT_FAILED, EXIT_HARNESS, EXIT_OK, EXIT_USAGE};
-use anyhow::Context;
+use anyhow::Context as _;
 use bench_suite::store::Store;
 use bench_suite::suite::{self, Entry, Suite, TaskDir};
 use bench_suite::torch::{self, Mode, ModeResult, RunnerConfig, TorchJob};
@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use verifier::inputs::{generate_inputs, Variant};
 use verifier::protocol::EvalOptions;
 use verifier::runtime::bench::{BenchCandidate, BenchReport, BenchRequest};
-use verifier::runtime::calibrate::{gpu_key, load_calibration};
+use verifier::runtime::calibrate::{gpu_key, load_calibration, Calibration};
 use verifier::timing::Protocol;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -282,34 +282,30 @@ fn fresh_seed() -> u64 {
 /// PyTorch at one shape on the timing pool's inputs, in the run's runner session (torch is
 /// imported once per `ksmith bench`). `Err(reason)` when PyTorch cannot run here at all (the
 /// caller stops asking).
-#[allow(clippy::too_many_arguments)]
 fn torch_times(
     session: &mut torch::Session,
-    td: &TaskDir,
-    shape_name: &str,
-    modes: Vec<Mode>,
-    pool_sets: usize,
-    seed: u64,
-    protocol: &Protocol,
+    job: &TorchRequest,
     l2_bytes: Option<u64>,
 ) -> Result<Result<TorchTimes, String>, String> {
-    let task = &td.task;
+    let task = &job.td.task;
+    let shape_name = job.shape.as_str();
     let Some(shape) = task.shape(shape_name) else {
         return Ok(Err(format!("no shape {shape_name}")));
     };
     let mut sets = Vec::new();
-    for k in 0..pool_sets.max(1) {
-        match generate_inputs(task, shape, seed + k as u64, Variant::Base) {
+    for k in 0..job.pool_sets.max(1) {
+        match generate_inputs(task, shape, job.seed + k as u64, Variant::Base) {
             Ok(s) => sets.push(s),
             Err(e) => return Ok(Err(e.to_string())),
         }
     }
-    let mut job = match TorchJob::for_task(task, shape, &sets, modes, protocol.clone()) {
-        Ok(j) => j,
-        Err(e) => return Ok(Err(e.to_string())),
-    };
-    job.l2_bytes = l2_bytes;
-    match session.run(&job) {
+    let mut tj =
+        match TorchJob::for_task(task, shape, &sets, job.modes.clone(), job.protocol.clone()) {
+            Ok(j) => j,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+    tj.l2_bytes = l2_bytes;
+    match session.run(&tj) {
         Ok(r) => {
             let median = |m: &Option<ModeResult<torch::Baseline>>, what: &str| match m {
                 Some(ModeResult::Ok(b)) => Some(b.summary.median_ms),
@@ -333,10 +329,10 @@ fn torch_times(
 
 /// Wall time spent per task, for planning device time.
 #[derive(Debug, Clone, Default, Serialize)]
-struct Elapsed {
-    task: String,
-    kernels_s: f64,
-    torch_s: f64,
+pub struct Elapsed {
+    pub task: String,
+    pub kernels_s: f64,
+    pub torch_s: f64,
 }
 
 fn usage(json: bool, message: &str) -> u8 {
@@ -349,6 +345,159 @@ fn usage(json: bool, message: &str) -> u8 {
         eprintln!("error: {message}");
     }
     EXIT_USAGE
+}
+
+/// What [`measure`] needs besides the plan and the arguments.
+pub struct Context<'c> {
+    /// The candidates' fresh seed.
+    pub seed: u64,
+    pub cal: Option<&'c Calibration>,
+    pub key: &'c str,
+    pub started: Instant,
+}
+
+/// One PyTorch baseline request: a task at one timed shape.
+pub struct TorchRequest<'t> {
+    pub td: &'t TaskDir,
+    pub shape: String,
+    pub modes: Vec<Mode>,
+    pub pool_sets: usize,
+    pub seed: u64,
+    pub protocol: Protocol,
+}
+
+/// Everything measured, before it is stored and printed.
+pub struct Measured<'a> {
+    pub all_rows: Vec<Row>,
+    pub reports: Vec<(&'a TaskDir, BenchReport)>,
+    pub elapsed: Vec<Elapsed>,
+    /// A task failed, a shape could not be timed, or an output failed re-validation.
+    pub failed: bool,
+    /// The harness could not run (the run stopped there).
+    pub harness: Option<String>,
+    /// Why PyTorch baselines were not (or no longer) run.
+    pub torch_skip: Option<String>,
+}
+
+/// Runs the plan's tasks one after another: `child` times a task's kernels (a `gpu serve`
+/// process in `run`), then `torch` times PyTorch at each timed shape (`Err(reason)`: PyTorch
+/// cannot run here, not asked again). With `--json-out`, the rows so far are written after
+/// every task.
+pub fn measure<'a>(
+    p: &BenchPlan<'a>,
+    a: &BenchArgs,
+    cx: &Context,
+    child: &mut dyn FnMut(&BenchRequest) -> anyhow::Result<Result<BenchReport, ChildFailure>>,
+    torch: &mut dyn FnMut(TorchRequest) -> Result<Result<TorchTimes, String>, String>,
+) -> anyhow::Result<Measured<'a>> {
+    let mut torch_skip: Option<String> =
+        (a.baseline == Baseline::None).then(|| "--baseline none".into());
+    let mut all_rows = Vec::new();
+    let mut reports: Vec<(&TaskDir, BenchReport)> = Vec::new();
+    let mut elapsed = Vec::new();
+    let mut failed = false;
+    let mut harness: Option<String> = None;
+    for (i, (td, shapes)) in p.tasks.iter().copied().zip(&p.shapes).enumerate() {
+        eprintln!(
+            "bench: [{}/{}] {} ({})",
+            i + 1,
+            p.tasks.len(),
+            td.task.id,
+            shapes.join(", ")
+        );
+        let req = BenchRequest {
+            task_dir: std::fs::canonicalize(&td.dir).unwrap_or_else(|_| td.dir.clone()),
+            candidates: p.candidates.clone(),
+            shapes: shapes.clone(),
+            timing: Default::default(),
+            check: EvalOptions {
+                shapes: a.check_shapes.clone(),
+                fresh_seed: Some(cx.seed),
+                heldout_seed: cx.seed,
+                ..EvalOptions::default()
+            },
+        };
+        let t0 = Instant::now();
+        let outcome = child(&req)?;
+        let kernels_s = t0.elapsed().as_secs_f64();
+        let report = match outcome {
+            Ok(r) => r,
+            Err(ChildFailure::Harness(m)) => {
+                harness = Some(format!("{}: {m}", td.task.id));
+                break;
+            }
+            Err(ChildFailure::Task(m)) => {
+                failed = true;
+                all_rows.push(rows::task_failure_row(&td.task.id, &m));
+                elapsed.push(Elapsed {
+                    task: td.task.id.clone(),
+                    kernels_s,
+                    torch_s: 0.0,
+                });
+                continue;
+            }
+        };
+        let t1 = Instant::now();
+        let mut torch_by_shape = HashMap::new();
+        for st in &report.shapes {
+            if torch_skip.is_some() {
+                break;
+            }
+            let is_realistic = p.realistic.get(&td.task.id) == Some(&st.shape);
+            let job = TorchRequest {
+                td,
+                shape: st.shape.clone(),
+                modes: torch_modes(a.baseline, a.compile_shapes, is_realistic),
+                pool_sets: st.pool_sets,
+                seed: req.timing.seed,
+                protocol: req.timing.protocol.clone(),
+            };
+            match torch(job) {
+                Ok(Ok(t)) => {
+                    torch_by_shape.insert(st.shape.clone(), t);
+                }
+                Ok(Err(e)) => eprintln!("PyTorch baseline of {} at {}: {e}", td.task.id, st.shape),
+                Err(reason) => {
+                    eprintln!("PyTorch baselines skipped: {reason}");
+                    torch_skip = Some(reason);
+                }
+            }
+        }
+        let torch_s = t1.elapsed().as_secs_f64();
+        eprintln!(
+            "bench: {}: kernels {kernels_s:.1} s, PyTorch {torch_s:.1} s",
+            td.task.id
+        );
+        elapsed.push(Elapsed {
+            task: td.task.id.clone(),
+            kernels_s,
+            torch_s,
+        });
+        let rows = rows_for(&td.task, &report, &torch_by_shape, cx.cal);
+        if rows.iter().any(|r| r.problem.is_some()) {
+            failed = true;
+        }
+        all_rows.extend(rows);
+        reports.push((td, report));
+        if let Some(path) = &a.json_out {
+            // A partial reply after each task: a run cut short still leaves its rows behind.
+            let partial = serde_json::json!({
+                "partial": true, "gpu_key": cx.key, "rows": all_rows, "elapsed": elapsed,
+                "wall_s": cx.started.elapsed().as_secs_f64(),
+            });
+            if let Err(e) = std::fs::write(path, partial.to_string()) {
+                eprintln!("warning: writing {}: {e}", path.display());
+            }
+        }
+    }
+    Ok(Measured {
+        all_rows,
+        reports,
+        elapsed,
+        failed,
+        harness,
+        torch_skip,
+    })
 }
 
 pub fn run(g: &Global, a: &BenchArgs) -> anyhow::Result<u8> {
@@ -384,123 +533,40 @@ pub fn run(g: &Global, a: &BenchArgs) -> anyhow::Result<u8> {
     if !p.candidates.is_empty() {
         eprintln!("bench: candidates are checked with fresh seed {seed}");
     }
-    let mut torch_skip: Option<String> =
-        (a.baseline == Baseline::None).then(|| "--baseline none".into());
-    let mut session: Option<torch::Session> = None;
-    let mut all_rows = Vec::new();
-    let mut reports: Vec<(&TaskDir, BenchReport)> = Vec::new();
-    let mut elapsed = Vec::new();
-    let mut failed = false;
-    let mut harness: Option<String> = None;
     let limit = Duration::from_secs(a.timeout.max(1));
     let started = Instant::now();
-    for (i, (td, shapes)) in p.tasks.iter().zip(&p.shapes).enumerate() {
-        eprintln!(
-            "bench: [{}/{}] {} ({})",
-            i + 1,
-            p.tasks.len(),
-            td.task.id,
-            shapes.join(", ")
-        );
-        let req = BenchRequest {
-            task_dir: std::fs::canonicalize(&td.dir).unwrap_or_else(|_| td.dir.clone()),
-            candidates: p.candidates.clone(),
-            shapes: shapes.clone(),
-            timing: Default::default(),
-            check: EvalOptions {
-                shapes: a.check_shapes.clone(),
-                fresh_seed: Some(seed),
-                heldout_seed: seed,
-                ..EvalOptions::default()
-            },
+    let mut session: Option<torch::Session> = None;
+    let mut child = |req: &BenchRequest| run_child(g, req, limit);
+    let mut baseline = |job: TorchRequest| -> Result<Result<TorchTimes, String>, String> {
+        if session.is_none() {
+            session =
+                Some(torch::Session::new(RunnerConfig::default()).map_err(|e| e.to_string())?);
+        }
+        let Some(sess) = session.as_mut() else {
+            return Err("no PyTorch session".into());
         };
-        let t0 = Instant::now();
-        let outcome = run_child(g, &req, limit)?;
-        let kernels_s = t0.elapsed().as_secs_f64();
-        let report = match outcome {
-            Ok(r) => r,
-            Err(ChildFailure::Harness(m)) => {
-                harness = Some(format!("{}: {m}", td.task.id));
-                break;
-            }
-            Err(ChildFailure::Task(m)) => {
-                failed = true;
-                all_rows.push(rows::task_failure_row(&td.task.id, &m));
-                elapsed.push(Elapsed {
-                    task: td.task.id.clone(),
-                    kernels_s,
-                    torch_s: 0.0,
-                });
-                continue;
-            }
-        };
-        let t1 = Instant::now();
-        let mut torch_by_shape = HashMap::new();
-        for st in &report.shapes {
-            if torch_skip.is_some() {
-                break;
-            }
-            if session.is_none() {
-                match torch::Session::new(RunnerConfig::default()) {
-                    Ok(s) => session = Some(s),
-                    Err(e) => {
-                        let reason = e.to_string();
-                        eprintln!("PyTorch baselines skipped: {reason}");
-                        torch_skip = Some(reason);
-                        break;
-                    }
-                }
-            }
-            let Some(sess) = session.as_mut() else { break };
-            let is_realistic = p.realistic.get(&td.task.id) == Some(&st.shape);
-            let modes = torch_modes(a.baseline, a.compile_shapes, is_realistic);
-            match torch_times(
-                sess,
-                td,
-                &st.shape,
-                modes,
-                st.pool_sets,
-                req.timing.seed,
-                &req.timing.protocol,
-                Some(info.l2_cache_bytes),
-            ) {
-                Ok(Ok(t)) => {
-                    torch_by_shape.insert(st.shape.clone(), t);
-                }
-                Ok(Err(e)) => eprintln!("PyTorch baseline of {} at {}: {e}", td.task.id, st.shape),
-                Err(reason) => {
-                    eprintln!("PyTorch baselines skipped: {reason}");
-                    torch_skip = Some(reason);
-                }
-            }
-        }
-        let torch_s = t1.elapsed().as_secs_f64();
-        eprintln!(
-            "bench: {}: kernels {kernels_s:.1} s, PyTorch {torch_s:.1} s",
-            td.task.id
-        );
-        elapsed.push(Elapsed {
-            task: td.task.id.clone(),
-            kernels_s,
-            torch_s,
-        });
-        let rows = rows_for(&td.task, &report, &torch_by_shape, cal.as_ref());
-        if rows.iter().any(|r| r.problem.is_some()) {
-            failed = true;
-        }
-        all_rows.extend(rows);
-        reports.push((td, report));
-        if let Some(path) = &a.json_out {
-            // A partial reply after each task: a run cut short still leaves its rows behind.
-            let partial = serde_json::json!({
-                "partial": true, "gpu_key": key, "rows": all_rows, "elapsed": elapsed,
-                "wall_s": started.elapsed().as_secs_f64(),
-            });
-            if let Err(e) = std::fs::write(path, partial.to_string()) {
-                eprintln!("warning: writing {}: {e}", path.display());
-            }
-        }
-    }
+        torch_times(sess, &job, Some(info.l2_cache_bytes))
+    };
+    let m = measure(
+        &p,
+        a,
+        &Context {
+            seed,
+            cal: cal.as_ref(),
+            key: &key,
+            started,
+        },
+        &mut child,
+        &mut baseline,
+    )?;
+    let Measured {
+        all_rows,
+        reports,
+        elapsed,
+        failed,
+        harness,
+        torch_skip,
+    } = m;
     if let Some(m) = &harness {
         // What was measured before the harness failed is still printed and stored.
         eprintln!("error: {m}");

@@ -716,3 +716,165 @@ fn gpu_check_summary_of_a_bench_reply() {
         "{line}"
     );
 }
+
+fn context(cal: Option<&Calibration>) -> Context<'_> {
+    Context {
+        seed: 7,
+        cal,
+        key: "test-gpu",
+        started: std::time::Instant::now(),
+    }
+}
+
+/// The orchestration with stand-ins for the GPU process and PyTorch: what each task is asked,
+/// where torch.compile runs, how a failed task and the partial JSON are handled.
+#[test]
+fn measuring_tasks_with_stand_ins_for_the_gpu_and_pytorch() {
+    let s = suite();
+    let dir = tempfile::tempdir().unwrap();
+    let partial = dir.path().join("partial.json");
+    let a = args(&[
+        "--tasks",
+        "swiglu,bias_gelu,rmsnorm_residual",
+        "--shapes",
+        "small,realistic",
+        "--json-out",
+        partial.to_str().unwrap(),
+    ]);
+    let p = plan(&s, &a).unwrap();
+    let cal = calibration();
+    let mut asked: Vec<(String, Vec<String>, Option<u64>)> = Vec::new();
+    let mut child = |req: &BenchRequest| -> anyhow::Result<Result<BenchReport, ChildFailure>> {
+        let task = req
+            .task_dir
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        asked.push((task.clone(), req.shapes.clone(), req.check.fresh_seed));
+        Ok(match task.as_str() {
+            "bias_gelu" => Err(ChildFailure::Task("killed after 300 s".into())),
+            _ => {
+                let mut r = report();
+                r.task = task;
+                Ok(r)
+            }
+        })
+    };
+    let mut torch_calls: Vec<(String, String, Vec<Mode>)> = Vec::new();
+    let mut torch = |job: TorchRequest| -> Result<Result<TorchTimes, String>, String> {
+        torch_calls.push((job.td.task.id.clone(), job.shape.clone(), job.modes.clone()));
+        Ok(Ok(TorchTimes {
+            eager_ms: Some(2.0),
+            compile_ms: job.modes.contains(&Mode::Compile).then_some(1.0),
+        }))
+    };
+    let m = measure(&p, &a, &context(Some(&cal)), &mut child, &mut torch).unwrap();
+    assert_eq!(
+        asked,
+        [
+            (
+                "swiglu".to_string(),
+                vec!["small".to_string(), "realistic".to_string()],
+                Some(7)
+            ),
+            (
+                "bias_gelu".to_string(),
+                vec!["small".to_string(), "realistic".to_string()],
+                Some(7)
+            ),
+            (
+                "rmsnorm_residual".to_string(),
+                vec!["small".to_string(), "realistic".to_string()],
+                Some(7)
+            ),
+        ]
+    );
+    // The stand-in report has shapes realistic and small; compile only at the realistic one.
+    let swiglu_calls: Vec<_> = torch_calls.iter().filter(|c| c.0 == "swiglu").collect();
+    assert_eq!(swiglu_calls.len(), 2);
+    for (_, shape, modes) in &swiglu_calls {
+        let want: &[Mode] = if shape == "realistic" {
+            &[Mode::Eager, Mode::Compile]
+        } else {
+            &[Mode::Eager]
+        };
+        assert_eq!(modes.as_slice(), want, "{shape}");
+    }
+    assert!(
+        torch_calls.iter().all(|c| c.0 != "bias_gelu"),
+        "a failed task gets no baseline"
+    );
+    assert!(m.failed && m.harness.is_none() && m.torch_skip.is_none());
+    assert_eq!(m.reports.len(), 2);
+    assert_eq!(m.elapsed.len(), 3);
+    let lost: Vec<&Row> = m
+        .all_rows
+        .iter()
+        .filter(|r| r.task == "bias_gelu")
+        .collect();
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].problem.as_deref(), Some("killed after 300 s"));
+    let r = m
+        .all_rows
+        .iter()
+        .find(|r| r.task == "swiglu" && r.shape == "realistic" && r.kernel == "reference")
+        .unwrap();
+    assert_eq!((r.eager_ms, r.compile_ms), (Some(2.0), Some(1.0)));
+    let r = m
+        .all_rows
+        .iter()
+        .find(|r| r.task == "swiglu" && r.shape == "small" && r.kernel == "reference")
+        .unwrap();
+    assert_eq!((r.eager_ms, r.compile_ms), (Some(2.0), None));
+    // The partial reply on disk holds every task measured so far.
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&partial).unwrap()).unwrap();
+    assert_eq!(v["partial"], true);
+    assert_eq!(v["rows"].as_array().unwrap().len(), m.all_rows.len());
+}
+
+#[test]
+fn no_pytorch_is_asked_once_and_a_harness_failure_stops_the_run() {
+    let s = suite();
+    let a = args(&[
+        "--tasks",
+        "swiglu,bias_gelu,rmsnorm_residual",
+        "--shapes",
+        "realistic",
+    ]);
+    let p = plan(&s, &a).unwrap();
+    let mut n_child = 0;
+    let mut child = |_: &BenchRequest| -> anyhow::Result<Result<BenchReport, ChildFailure>> {
+        n_child += 1;
+        Ok(if n_child == 2 {
+            Err(ChildFailure::Harness("NVRTC not found".into()))
+        } else {
+            Ok(report())
+        })
+    };
+    let mut n_torch = 0;
+    let mut torch = |_: TorchRequest| -> Result<Result<TorchTimes, String>, String> {
+        n_torch += 1;
+        Err("torch does not import".into())
+    };
+    let m = measure(&p, &a, &context(None), &mut child, &mut torch).unwrap();
+    assert_eq!(n_child, 2, "nothing runs after a harness failure");
+    assert_eq!(n_torch, 1, "PyTorch is not asked again once it cannot run");
+    assert_eq!(m.torch_skip.as_deref(), Some("torch does not import"));
+    assert_eq!(m.harness.as_deref(), Some("bias_gelu: NVRTC not found"));
+    assert_eq!(m.reports.len(), 1, "the first task's measurement is kept");
+    assert!(m.all_rows.iter().all(|r| r.eager_ms.is_none()));
+
+    // --baseline none never asks.
+    let a = args(&["--tasks", "swiglu", "--baseline", "none"]);
+    let p = plan(&s, &a).unwrap();
+    let mut child = |_: &BenchRequest| -> anyhow::Result<Result<BenchReport, ChildFailure>> {
+        Ok(Ok(report()))
+    };
+    let mut torch = |_: TorchRequest| -> Result<Result<TorchTimes, String>, String> {
+        panic!("PyTorch asked under --baseline none")
+    };
+    let m = measure(&p, &a, &context(None), &mut child, &mut torch).unwrap();
+    assert_eq!(m.torch_skip.as_deref(), Some("--baseline none"));
+}
