@@ -286,7 +286,7 @@ fn torch_times(
     session: &mut torch::Session,
     job: &TorchRequest,
     l2_bytes: Option<u64>,
-) -> Result<Result<TorchTimes, String>, String> {
+) -> TorchOutcome {
     let task = &job.td.task;
     let shape_name = job.shape.as_str();
     let Some(shape) = task.shape(shape_name) else {
@@ -356,6 +356,13 @@ pub struct Context<'c> {
     pub started: Instant,
 }
 
+/// A GPU process's answer: `Err` it could not be started; `Ok(Err)` it failed.
+pub type ChildOutcome = anyhow::Result<Result<BenchReport, ChildFailure>>;
+
+/// PyTorch's answer at one shape: `Ok(Ok)` the medians; `Ok(Err)` this shape failed (said
+/// why); `Err(reason)` PyTorch cannot run here at all.
+pub type TorchOutcome = Result<Result<TorchTimes, String>, String>;
+
 /// One PyTorch baseline request: a task at one timed shape.
 pub struct TorchRequest<'t> {
     pub td: &'t TaskDir,
@@ -387,8 +394,8 @@ pub fn measure<'a>(
     p: &BenchPlan<'a>,
     a: &BenchArgs,
     cx: &Context,
-    child: &mut dyn FnMut(&BenchRequest) -> anyhow::Result<Result<BenchReport, ChildFailure>>,
-    torch: &mut dyn FnMut(TorchRequest) -> Result<Result<TorchTimes, String>, String>,
+    child: &mut dyn FnMut(&BenchRequest) -> ChildOutcome,
+    torch: &mut dyn FnMut(TorchRequest) -> TorchOutcome,
 ) -> anyhow::Result<Measured<'a>> {
     let mut torch_skip: Option<String> =
         (a.baseline == Baseline::None).then(|| "--baseline none".into());
@@ -537,7 +544,7 @@ pub fn run(g: &Global, a: &BenchArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
     let mut session: Option<torch::Session> = None;
     let mut child = |req: &BenchRequest| run_child(g, req, limit);
-    let mut baseline = |job: TorchRequest| -> Result<Result<TorchTimes, String>, String> {
+    let mut baseline = |job: TorchRequest| -> TorchOutcome {
         if session.is_none() {
             session =
                 Some(torch::Session::new(RunnerConfig::default()).map_err(|e| e.to_string())?);

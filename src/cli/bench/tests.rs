@@ -744,7 +744,7 @@ fn measuring_tasks_with_stand_ins_for_the_gpu_and_pytorch() {
     let p = plan(&s, &a).unwrap();
     let cal = calibration();
     let mut asked: Vec<(String, Vec<String>, Option<u64>)> = Vec::new();
-    let mut child = |req: &BenchRequest| -> anyhow::Result<Result<BenchReport, ChildFailure>> {
+    let mut child = |req: &BenchRequest| -> ChildOutcome {
         let task = req
             .task_dir
             .file_name()
@@ -762,7 +762,7 @@ fn measuring_tasks_with_stand_ins_for_the_gpu_and_pytorch() {
         })
     };
     let mut torch_calls: Vec<(String, String, Vec<Mode>)> = Vec::new();
-    let mut torch = |job: TorchRequest| -> Result<Result<TorchTimes, String>, String> {
+    let mut torch = |job: TorchRequest| -> TorchOutcome {
         torch_calls.push((job.td.task.id.clone(), job.shape.clone(), job.modes.clone()));
         Ok(Ok(TorchTimes {
             eager_ms: Some(2.0),
@@ -845,7 +845,7 @@ fn no_pytorch_is_asked_once_and_a_harness_failure_stops_the_run() {
     ]);
     let p = plan(&s, &a).unwrap();
     let mut n_child = 0;
-    let mut child = |_: &BenchRequest| -> anyhow::Result<Result<BenchReport, ChildFailure>> {
+    let mut child = |_: &BenchRequest| -> ChildOutcome {
         n_child += 1;
         Ok(if n_child == 2 {
             Err(ChildFailure::Harness("NVRTC not found".into()))
@@ -854,7 +854,7 @@ fn no_pytorch_is_asked_once_and_a_harness_failure_stops_the_run() {
         })
     };
     let mut n_torch = 0;
-    let mut torch = |_: TorchRequest| -> Result<Result<TorchTimes, String>, String> {
+    let mut torch = |_: TorchRequest| -> TorchOutcome {
         n_torch += 1;
         Err("torch does not import".into())
     };
@@ -869,12 +869,9 @@ fn no_pytorch_is_asked_once_and_a_harness_failure_stops_the_run() {
     // --baseline none never asks.
     let a = args(&["--tasks", "swiglu", "--baseline", "none"]);
     let p = plan(&s, &a).unwrap();
-    let mut child = |_: &BenchRequest| -> anyhow::Result<Result<BenchReport, ChildFailure>> {
-        Ok(Ok(report()))
-    };
-    let mut torch = |_: TorchRequest| -> Result<Result<TorchTimes, String>, String> {
-        panic!("PyTorch asked under --baseline none")
-    };
+    let mut child = |_: &BenchRequest| -> ChildOutcome { Ok(Ok(report())) };
+    let mut torch =
+        |_: TorchRequest| -> TorchOutcome { panic!("PyTorch asked under --baseline none") };
     let m = measure(&p, &a, &context(None), &mut child, &mut torch).unwrap();
     assert_eq!(m.torch_skip.as_deref(), Some("--baseline none"));
 }
