@@ -3,6 +3,8 @@
 //!
 //! - `repeat_*`: `ksmith bench` run twice, as two separate processes, gives medians within 2 %
 //!   of each other (kernels of 50 us or more; shorter ones are reported, not judged);
+//! - `repeat_a_kernel_timed_against_itself_is_even`: the reference as a candidate, timed side
+//!   by side with itself, is within 2 % of 1x;
 //! - `ncu_*`: ksmith's median is within 5 % of the median `gpu__time_duration.sum` Nsight
 //!   Compute measures for the same kernel on the same inputs (`ncu --clock-control none`
 //!   wrapped around `ksmith bench`, launches picked with `-k regex:NAME -s 10 -c 20`).
@@ -337,6 +339,70 @@ fn repeat_medians_of_two_processes_agree() {
         rows.iter().any(|r| r.ok.is_some()),
         "no kernel long enough to judge"
     );
+}
+
+/// A kernel timed side by side against itself (the reference as a `--candidate`) comes out
+/// even: the interleaved A B protocol gives neither position an edge.
+#[test]
+fn repeat_a_kernel_timed_against_itself_is_even() {
+    if !gpu_or_skip() {
+        return;
+    }
+    let root = root();
+    let task = "swiglu";
+    let dir = tempfile::tempdir().unwrap();
+    let cand = dir.path().join("itself");
+    std::fs::create_dir(&cand).unwrap();
+    let src = root.join("tasks/activation/swiglu");
+    std::fs::copy(src.join("reference.cu"), cand.join("kernel.cu")).unwrap();
+    std::fs::copy(src.join("reference.toml"), cand.join("launch.toml")).unwrap();
+    let out = Command::new(ksmith())
+        .args(["--tasks-dir", &root.join("tasks").display().to_string()])
+        .args([
+            "bench",
+            "--tasks",
+            task,
+            "--candidate",
+            &cand.display().to_string(),
+        ])
+        .args([
+            "--shapes",
+            "realistic",
+            "--check-shapes",
+            "small",
+            "--baseline",
+            "none",
+        ])
+        .args(["--no-db", "--json"])
+        .output()
+        .expect("ksmith runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    save("itself.json", &stdout);
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON ({e}); stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(out.status.success(), "exit {:?}: {v}", out.status.code());
+    let rows = v["rows"].as_array().unwrap();
+    let me = rows
+        .iter()
+        .find(|r| r["kernel"] == "itself")
+        .unwrap_or_else(|| panic!("the candidate was not timed: {rows:?}"));
+    let ratio = me["vs_reference"].as_f64().unwrap();
+    let text = format!(
+        "{task} @ realistic against itself: {:.2} us vs reference {:.2} us, ratio {ratio:.4}\n",
+        me["median_ms"].as_f64().unwrap_or(f64::NAN) * 1e3,
+        me["median_ms"].as_f64().unwrap_or(f64::NAN) * ratio * 1e3,
+    );
+    println!("{text}");
+    save("itself.txt", &text);
+    assert!(
+        (ratio - 1.0).abs() <= REPEAT_TOLERANCE,
+        "a kernel against itself: {ratio}"
+    );
+    assert!(me["quarantine"].is_null(), "{me}");
 }
 
 #[test]
