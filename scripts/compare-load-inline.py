@@ -20,7 +20,7 @@ The same device code (the task's reference.cu, swiglu by default) is evaluated b
 Prints a table (median wall seconds per flow and phase, and the ratio) and writes
 compare-load-inline.json into --out. Exit 0 when both flows ran and agreed the kernel is
 correct; 1 when a flow found it wrong or failed; 3 when a prerequisite is missing (torch with
-CUDA, nvcc, ninja, the ksmith binary), named in the message.
+CUDA, nvcc, a host C++ compiler, ninja, the ksmith binary), named in the message.
 
     python3 scripts/compare-load-inline.py [--runs 3] [--task swiglu] [--shape small]
         [--ksmith BIN] [--tasks-dir DIR] [--out DIR] [--print-source]
@@ -142,6 +142,10 @@ def prerequisites(ksmith):
             nvcc = os.path.join(home, "bin", "nvcc")
     if nvcc is None:
         missing.append("nvcc not found (PATH, CUDA_HOME): load_inline compiles with it")
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which(cxx) is None:
+        missing.append(f"host C++ compiler `{cxx}` not found (CXX or c++ on PATH): "
+                       "load_inline builds the host wrapper with it")
     if shutil.which("ninja") is None:
         missing.append("ninja not found on PATH: torch.utils.cpp_extension.load_inline needs it "
                        "(pip install ninja, or the kit's tools/ninja)")
