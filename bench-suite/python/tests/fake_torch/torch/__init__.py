@@ -63,6 +63,10 @@ class Tensor:
         self.buf[:] = src.buf
         return self
 
+    def amax(self):
+        # Reads every byte, as the runner's L2 flush relies on.
+        return Tensor(bytearray([max(self.buf, default=0)]), self.dtype, (), self.device)
+
     def fill_(self, v):
         self.buf[:] = bytes([v & 0xFF]) * len(self.buf)
         return self
