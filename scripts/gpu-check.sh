@@ -16,8 +16,14 @@
 #       when every step passed. Steps:
 #         runtime     verifier's gpu_runtime test + the corpus CPU test            ~1 min
 #         broken      the broken-kernel corpus through workers (gpu_broken)         ~3-5 min
-#         eval        `ksmith eval --json` on every corpus entry                    ~2-4 min
+#         eval        `ksmith eval --json` on every corpus entry, then the median wall
+#                     time of a whole uncached `ksmith eval` of swiglu's reference   ~2-4 min
 #         references  every task's reference through its strict check               ~5-10 min (split)
+#         spec        every task's reference vs spec.py through PyTorch (first
+#                     public shape; KSMITH_GPU_FULL=1 all of them: ~12-15 min, split)
+#                     + tests/eval_oracle.rs (the worker's PyTorch oracle)            ~3-5 min
+#         agent       tests/gpu_run.rs: scripted `ksmith run` over 3 seed tasks on the
+#                     GPU (correct kernels, speedups recorded, replay cached)          ~1-3 min
 #         info        `ksmith gpu info` (text and JSON)                             ~5 s
 #         calibrate   `ksmith gpu calibrate` (copy bandwidth, FMA and mma peaks)    ~20-40 s
 #         bench       `ksmith bench` on each task's realistic shape (calibrates first
@@ -39,29 +45,29 @@
 # task); KSMITH_BENCH_SHAPES=realistic|all|small|NAMES (default realistic); KSMITH_TIMING_TASKS
 # (repeat, ncu); KSMITH_LOADINLINE_RUNS (default 2).
 #
-# Device time: one command may run at most 10 minutes (keep each call under 9), the session has
-# 30 minutes in all, and a fresh machine takes ~2-3 minutes to start (the machine is released
-# after 30 s idle: issue the calls back to back; the unpacked kit, the compile cache and the
-# calibration then stay in $KSMITH_STATE between calls). Planned calls for issue 4, estimated on
-# the CPU machine (NVRTC compiles all 63 references in 43 s single-threaded; ~81 GB of inputs +
-# outputs at the realistic shapes) and not yet measured on a GPU; every step prints its wall
-# time in the table and bench*.json holds per-task seconds, so re-plan after call A:
-#   A  run(command="bash scripts/gpu-check.sh run info calibrate repeat ncu", carry=["gpu-carry"])
-#        ~5-6 min (+2-3 min machine start)
-#   B  run(command="KSMITH_BENCH_CHUNK=1/2 bash scripts/gpu-check.sh run bench", carry=["gpu-carry"])
+# Device time: one command may run at most 10 minutes (keep each call under 9), a session has
+# 30 minutes in all, a fresh machine takes ~2-3 minutes to start and is released after ~30 s
+# idle: issue the calls back to back (the unpacked kit, the compile cache and the calibration
+# then stay in $KSMITH_STATE between calls). All estimates below come from the CPU machine
+# (NVRTC compiles the 63 references in 43 s on one thread; ~81 GB of inputs + outputs at the
+# realistic shapes), none is measured on a GPU yet: every step prints its wall time in the
+# table, and bench*.json holds per-task seconds, so re-plan after the first call.
+# The whole plan needs more than one session's 30 minutes; in priority order:
+#   1  run(command="bash scripts/gpu-check.sh run runtime info calibrate agent broken", carry=["gpu-carry"])
+#        runtime + calibration + a scripted agent run + the broken corpus: ~7-9 min (+ start)
+#   2  run(command="bash scripts/gpu-check.sh run eval references", carry=["gpu-carry"])
+#        ~7-14 min: split with KSMITH_GPU_TASKS (two halves of `ls tasks/*/`) if the first
+#        call's timings say so
+#   3  run(command="bash scripts/gpu-check.sh run spec", carry=["gpu-carry"])  ~3-5 min
+#   4  run(command="KSMITH_BENCH_CHUNK=1/2 bash scripts/gpu-check.sh run bench", carry=["gpu-carry"])
 #        ~32 tasks x 6-10 s (kernels + PyTorch eager, realistic shape) = ~4-5 min
-#   C  run(command="KSMITH_BENCH_CHUNK=2/2 bash scripts/gpu-check.sh run bench", carry=["gpu-carry"])
-#        ~4-5 min
-#   D  run(command="KSMITH_GPU_TASKS=swiglu,rmsnorm_residual,softmax_row,gemm_bf16 KSMITH_BENCH_BASELINE=torch bash scripts/gpu-check.sh run loadinline capture bench", carry=["gpu-carry"])
+#   5  run(command="KSMITH_BENCH_CHUNK=2/2 bash scripts/gpu-check.sh run bench", carry=["gpu-carry"])
+#   6  run(command="bash scripts/gpu-check.sh run repeat ncu", carry=["gpu-carry"])  ~4-6 min
+#   7  run(command="KSMITH_GPU_TASKS=swiglu,rmsnorm_residual,softmax_row,gemm_bf16 KSMITH_BENCH_BASELINE=torch bash scripts/gpu-check.sh run loadinline capture bench", carry=["gpu-carry"])
 #        ~2.5-3 + 1-2 + 2-3 min (torch.compile on 4 realistic shapes) = ~6-8 min
-#   A-D: ~19-24 min of device time including one machine start. Short of time: B and C with
-#   KSMITH_BENCH_BASELINE=none (kernels only, ~3-5 s per task), or one of them only.
-# If a bench call is cut off, the tasks it finished are in logs/bench*.json (rewritten after
-# every task). Earlier steps, split by task id where needed:
-#   run(command="bash scripts/gpu-check.sh run runtime broken", carry=["gpu-carry"])
-#   run(command="bash scripts/gpu-check.sh run eval", carry=["gpu-carry"])
-#   run(command="KSMITH_GPU_TASKS=swiglu,gemm_bf16 bash scripts/gpu-check.sh run references", ...)
-# (ids: ls tasks/*/).
+# Short of time: bench with KSMITH_BENCH_BASELINE=none (kernels only, ~3-5 s per task). If a
+# bench call is cut off, the tasks it finished are in logs/bench*.json (rewritten after every
+# task). Task ids for KSMITH_GPU_TASKS: ls tasks/*/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=gpu-carry
@@ -118,14 +124,14 @@ prepare() {
   rm -rf "$stage" && mkdir -p "$stage/bin" "$stage/verifier/tests" "$stage/tools/cuda/nvidia/cu13"
   {
     cargo test $flag --no-run --message-format=json -p ksmith --test gpu_broken --test gpu_references \
-      --test gpu_bench
+      --test gpu_bench --test gpu_run --test gpu_spec_agreement --test eval_oracle
     cargo test $flag --no-run --message-format=json -p verifier --test gpu_runtime --test broken_corpus
   } | test_exes | while read -r name exe; do
     cp "$exe" "$stage/bin/$name"
   done
   cp "target/$profile/ksmith" "$stage/bin/ksmith"
   for b in "$stage"/bin/*; do strip --strip-debug "$b" 2>/dev/null || true; done
-  for t in gpu_broken gpu_references gpu_bench gpu_runtime broken_corpus; do
+  for t in gpu_broken gpu_references gpu_bench gpu_run gpu_spec_agreement eval_oracle gpu_runtime broken_corpus; do
     [[ -x "$stage/bin/$t" ]] || { say "test binary $t was not built"; exit 1; }
   done
   cp -r tasks "$stage/tasks"
@@ -200,6 +206,30 @@ step_eval() {
     fi
   done
   row eval "(all)" "$([[ $bad == 0 ]] && echo ok || echo FAIL)" "$((total - bad))/$total as expected"
+  step_eval_wall
+}
+
+step_eval_wall() {
+  # Issue 3's number: the wall time of one whole `ksmith eval` (NVRTC compile without the cache,
+  # worker start, strict protocol over every public shape, held-out shapes, 3 seeds) of a small
+  # task's kernel (swiglu's reference); median of KSMITH_EVAL_RUNS (default 5) runs.
+  local runs=${KSMITH_EVAL_RUNS:-5} i rc ms=() bad=0
+  for ((i = 0; i < runs; i++)); do
+    local t0 t1
+    t0=$(date +%s%N)
+    set +e
+    (cd "$KIT" && "$KIT/bin/ksmith" --no-cache eval --json --tasks-dir "$KIT/tasks" --task swiglu \
+      --reference >"$LOGS/eval-wall-$i.json" 2>>"$LOGS/eval.stderr.log")
+    rc=$?
+    set -e
+    t1=$(date +%s%N)
+    (( rc == 0 )) || bad=$((bad + 1))
+    ms+=($(( (t1 - t0) / 1000000 )))
+  done
+  local med
+  med=$(printf '%s\n' "${ms[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}')
+  if (( bad == 0 )); then row eval "wall: swiglu reference" ok "median ${med} ms over $runs runs (${ms[*]} ms)"
+  else row eval "wall: swiglu reference" FAIL "$bad of $runs runs did not exit 0; see logs/eval-wall-*.json"; FAILED=1; fi
 }
 
 step_secs() { printf '%d s' $((SECONDS - $1)); }
@@ -403,7 +433,12 @@ run_steps() {
       ncu) step_gpu_bench ncu ncu_ 560 ;;
       loadinline) step_loadinline ;;
       capture) step_capture ;;
-      *) say "unknown step $s (runtime, broken, eval, references, info, calibrate, bench, repeat, ncu, loadinline, capture)"; exit 2 ;;
+      agent) step_test agent gpu_run 420 ;;
+      spec)
+        export KSMITH_SPEC_AGREEMENT_OUT=$LOGS/spec-agreement.jsonl
+        step_test oracle eval_oracle 300
+        step_test spec gpu_spec_agreement 580 ;;
+      *) say "unknown step $s (runtime, broken, eval, references, spec, agent, info, calibrate, bench, repeat, ncu, loadinline, capture)"; exit 2 ;;
     esac
   done
   mkdir -p "$OUTDIR/results" && cp -r "$RESULTS"/. "$OUTDIR/results/" 2>/dev/null || true
