@@ -9,6 +9,9 @@ use indexmap::IndexMap;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
+mod checks;
+pub use checks::{BatchInvariant, Checks};
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Task {
     pub id: String,
@@ -25,6 +28,8 @@ pub struct Task {
     pub check: Check,
     pub roofline: Roofline,
     pub compile: CompilePolicy,
+    /// Optional properties beyond agreeing with the oracle (`[checks]`).
+    pub checks: Checks,
     /// The `task.toml` this was read from.
     pub path: PathBuf,
 }
@@ -349,6 +354,7 @@ const TOP_KEYS: &[&str] = &[
     "check",
     "roofline",
     "compile",
+    "checks",
 ];
 
 fn read_task(rep: &mut Reporter, root: &Table, path: &Path) -> Option<Task> {
@@ -485,6 +491,7 @@ fn read_task(rep: &mut Reporter, root: &Table, path: &Path) -> Option<Task> {
     };
 
     let shapes = read_shapes(rep, root, &params);
+    let (checks, checks_at) = checks::read(rep, root, &params, &inputs, &outputs);
 
     let task = Task {
         id: id?.0,
@@ -501,6 +508,7 @@ fn read_task(rep: &mut Reporter, root: &Table, path: &Path) -> Option<Task> {
         check: check?,
         roofline: roofline?,
         compile,
+        checks,
         path: path.to_path_buf(),
     };
     // Shapes are checked against the whole task only once everything else read cleanly, so a
@@ -514,6 +522,11 @@ fn read_task(rep: &mut Reporter, root: &Table, path: &Path) -> Option<Task> {
                     format!("shape `{}`: {why}", shape.name),
                 );
             }
+        }
+    }
+    if rep.is_empty() {
+        if let Some(at) = &checks_at {
+            checks::check_on_shapes(rep, &task, at);
         }
     }
     Some(task)

@@ -93,6 +93,20 @@ pub struct MutatedBuffer {
     pub first_changed: Vec<u64>,
 }
 
+/// A batch-invariance failure: one row computed alone (the batch parameter set to 1, that
+/// row of the batch inputs, every other input the same bytes) differs from the same row of the
+/// full batch. The report of such a [`Verdict::WrongOutput`] compares the row alone (`got`)
+/// with the row in the batch (`expected`) bit for bit, at coordinates of the full output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchProbe {
+    /// The batch parameter (`M`).
+    pub param: String,
+    /// Its value in the full run.
+    pub batch: i64,
+    /// The row that was run alone.
+    pub row: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
@@ -123,6 +137,11 @@ pub enum Verdict {
         case: Case,
         output: String,
         report: Box<MismatchReport>,
+        /// Set when the output matched the oracle but a row computed alone did not match its
+        /// row of the batch (the task's `[checks.batch_invariant]`). Still `wrong_output` for
+        /// storage and counting: the single-row run's output is wrong.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        batch: Option<Box<BatchProbe>>,
     },
     /// The kernel wrote to an input or to persistent scratch.
     InputMutated {
@@ -200,7 +219,15 @@ impl Verdict {
                 *limit_ms as f64 / 1000.0,
                 on(case)
             ),
-            Verdict::WrongOutput { case, output, report } => {
+            Verdict::WrongOutput { case, output, report, batch: Some(b) } => format!(
+                "Output `{output}` is not batch-invariant on {}: row {row} computed alone ({param}=1, that row of the batch inputs, the same weights) differs from row {row} of the full batch ({param}={batch}). The task requires every row to be bitwise the same whatever the batch size and wherever the row sits.\n{}\n(`got` is the row computed alone, `expected` the row in the batch; coordinates are in the full output.)\nEvery output element's reduction must run in the same order whatever {param} is: no split-K, split count, tile shape or kernel choice keyed on {param} that changes how an element is accumulated, no atomics, and no reduction that mixes rows.",
+                case.describe(),
+                report.summary(),
+                row = b.row,
+                param = b.param,
+                batch = b.batch,
+            ),
+            Verdict::WrongOutput { case, output, report, batch: None } => {
                 let mut s = format!(
                     "Output `{output}` is wrong on {}.\n{}",
                     case.describe(),
@@ -314,6 +341,7 @@ mod tests {
                 case: case(),
                 output: "y".into(),
                 report: Box::new(report.clone()),
+                batch: None,
             },
             Verdict::InputMutated {
                 case: case(),
@@ -327,11 +355,21 @@ mod tests {
             Verdict::Nondeterministic {
                 case: case(),
                 output: "y".into(),
-                report: Box::new(report),
+                report: Box::new(report.clone()),
             },
             Verdict::Correct {
                 cases: 12,
                 nondeterministic_within_tolerance: vec!["y".into()],
+            },
+            Verdict::WrongOutput {
+                case: case(),
+                output: "y".into(),
+                report: Box::new(report.clone()),
+                batch: Some(Box::new(BatchProbe {
+                    param: "M".into(),
+                    batch: 37,
+                    row: 36,
+                })),
             },
         ]
     }
@@ -357,6 +395,35 @@ mod tests {
         assert!(all()[3].feedback().contains("SIGSEGV"));
         assert!(all()[6].feedback().contains("input `x`"));
         assert!(all()[8].is_correct() && !all()[0].is_correct());
+    }
+
+    #[test]
+    fn a_batch_invariance_failure_is_a_wrong_output_naming_the_row() {
+        let v = all().pop().unwrap();
+        assert_eq!(v.kind(), "wrong_output");
+        let json = serde_json::to_string(&v).unwrap();
+        assert!(
+            json.contains("\"batch\":{\"param\":\"M\",\"batch\":37,\"row\":36}"),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Verdict>(&json).unwrap(), v);
+        let fb = v.feedback();
+        assert!(
+            fb.contains("not batch-invariant")
+                && fb.contains("row 36 computed alone (M=1")
+                && fb.contains("full batch (M=37)")
+                && fb.contains("split-K"),
+            "{fb}"
+        );
+        // A plain wrong output carries no probe, and JSON written before the field existed
+        // still reads.
+        let plain = serde_json::to_string(&all()[5]).unwrap();
+        assert!(!plain.contains("\"batch\""), "{plain}");
+        match serde_json::from_str::<Verdict>(&plain).unwrap() {
+            Verdict::WrongOutput { batch, .. } => assert!(batch.is_none()),
+            other => panic!("{other:?}"),
+        }
+        assert!(!all()[5].feedback().contains("batch-invariant"));
     }
 
     #[test]

@@ -194,3 +194,33 @@ fn the_fixture_base_is_valid() {
     assert_eq!(launches[0].grid, [4, 1, 1]);
     assert_eq!(launches[0].block, [256, 1, 1]);
 }
+
+/// The `[checks.batch_invariant]` fixtures share a base that must load once its one mistake is
+/// undone, with the check read as written and the default rows (first, middle, last).
+#[test]
+fn the_batch_invariant_fixture_base_is_valid() {
+    let dir = fixtures_root().join("batch_invariant_unknown_param");
+    let path = dir.join("task.toml");
+    let text = read(&path).replace("param = \"B\"", "param = \"M\"");
+    let task = Task::parse(&path, &text).unwrap_or_else(|e| panic!("base task is valid:\n{e}"));
+    let bi = task
+        .checks
+        .batch_invariant
+        .as_ref()
+        .expect("the check is read");
+    assert_eq!(bi.param, "M");
+    assert_eq!(
+        (bi.inputs.as_slice(), bi.outputs.as_slice()),
+        (&["x".to_string()][..], &["y".to_string()][..])
+    );
+    let (rows, notes) = bi.rows_on(&task.shapes[0]);
+    assert_eq!(rows, vec![0, 2, 3]);
+    assert!(notes.is_empty(), "{notes:?}");
+    // Without the section the same task has no check at all.
+    let cut = text
+        .split("[checks.batch_invariant]")
+        .next()
+        .expect("text before the section");
+    let plain = Task::parse(&path, cut).unwrap_or_else(|e| panic!("{e}"));
+    assert!(plain.checks.batch_invariant.is_none());
+}

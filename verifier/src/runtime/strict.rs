@@ -5,7 +5,9 @@
 //! candidate's own buffers, run its `[[prepare]]` launches, poison outputs and scratch, run the
 //! plan, synchronise, check every error code and the guard zones, check that inputs and
 //! persistent scratch are bit-identical, compare, then run again with the other poison and
-//! compare the two runs. The first failure is the verdict.
+//! compare the two runs. Where the task declares `[checks.batch_invariant]`, probed rows are
+//! then each run alone at the same shape with the batch parameter set to 1 and compared bitwise
+//! with their rows of the full run ([`batch`]). The first failure is the verdict.
 //!
 //! `[[prepare]]` runs once per case rather than once per task: weight inputs are regenerated
 //! for every (shape, seed, variant), and prepare's output depends on them. Persistent scratch
@@ -348,19 +350,19 @@ fn prepare<B: Backend>(
 fn mutated<B: Backend>(
     dev: &B,
     bufs: &PlanBuffers<B>,
-    inputs: &[HostTensor],
+    inputs: &[&[u8]],
     persistent: &[Vec<u8>],
 ) -> Result<Vec<MutatedBuffer>, RuntimeError> {
     let mut out = Vec::new();
     let expected = inputs
         .iter()
-        .map(|t| (Role::Input, &t.bytes))
-        .chain(persistent.iter().map(|p| (Role::Persistent, p)));
+        .map(|t| (Role::Input, *t))
+        .chain(persistent.iter().map(|p| (Role::Persistent, p.as_slice())));
     let slots = bufs.of(Role::Input).chain(bufs.of(Role::Persistent));
     for (s, (role, before)) in slots.zip(expected) {
         debug_assert_eq!(s.role, role);
         let now = dev.download(&s.buf)?;
-        if &now == before {
+        if now == before {
             continue;
         }
         let size = s.dtype.size_bytes();
@@ -508,6 +510,8 @@ pub fn check<B: Backend>(
         oracle.describe()
     ));
     let mut count = 0u32;
+    // (shapes, single-row runs) of the batch-invariance check.
+    let mut probed = (0u32, 0u32);
     let mut within_tolerance: Vec<String> = Vec::new();
     let errors = std::cell::RefCell::new(Vec::<OutputError>::new());
     let done = |verdict: Verdict, log: Vec<String>, context_lost: bool| {
@@ -556,6 +560,10 @@ pub fn check<B: Backend>(
                 )
             }
         };
+        let mut probe = match batch::Probe::new(dev, task, plan, shape, &mut log) {
+            Ok(p) => p,
+            Err(v) => return done(*v, log, false),
+        };
         for &seed in &sel.seeds {
             for &variant in &sel.variants {
                 let case = Case::new(shape, seed, variant);
@@ -567,6 +575,7 @@ pub fn check<B: Backend>(
                     |e: RuntimeError| EvalError::runtime(format!("on {}", case.describe()), &e);
 
                 bufs.upload_inputs(dev, &inputs).map_err(harness)?;
+                let input_bytes: Vec<&[u8]> = inputs.iter().map(|t| t.bytes.as_slice()).collect();
                 hooks.running(Some(&case));
                 let prepared = prepare(dev, program, &prep, &bufs);
                 hooks.running(None);
@@ -590,7 +599,8 @@ pub fn check<B: Backend>(
                         let (v, lost) = fail(e);
                         return done(v, log, lost);
                     }
-                    let changed = mutated(dev, &bufs, &inputs, &persistent).map_err(harness)?;
+                    let changed =
+                        mutated(dev, &bufs, &input_bytes, &persistent).map_err(harness)?;
                     if !changed.is_empty() {
                         return done(
                             Verdict::InputMutated {
@@ -615,6 +625,7 @@ pub fn check<B: Backend>(
                                         case: case.clone(),
                                         output: name.clone(),
                                         report: Box::new(report),
+                                        batch: None,
                                     },
                                     log,
                                     false,
@@ -648,9 +659,26 @@ pub fn check<B: Backend>(
                         first = got;
                     }
                 }
+                if let Some(p) = probe.as_mut() {
+                    if let Err((v, lost)) =
+                        p.check_case(dev, program, task, &case, &inputs, &first, hooks)?
+                    {
+                        return done(v, log, lost);
+                    }
+                }
                 count += 1;
             }
         }
+        if let Some(p) = probe {
+            probed.0 += 1;
+            probed.1 += p.runs;
+        }
+    }
+    if let Some(b) = &task.checks.batch_invariant {
+        log.push(format!(
+            "batch invariance ({}): {} single-row run(s) on {} shape(s), each bitwise equal to its row of the batch",
+            b.param, probed.1, probed.0
+        ));
     }
     done(
         Verdict::Correct {
@@ -715,6 +743,7 @@ pub fn revalidate<B: Backend>(
                 case: case.clone(),
                 output: task.outputs[i].name.clone(),
                 report: Box::new(report),
+                batch: None,
             }));
         }
     }
@@ -871,6 +900,7 @@ impl<B: Backend> Oracle for KernelOracle<'_, B> {
     }
 }
 
+mod batch;
 mod spec;
 pub use spec::{SpecCase, SpecOracle, SpecOracleFor, SPEC_ORACLE_SKIPPED};
 

@@ -622,3 +622,271 @@ fn spec_oracle_failures_are_harness_errors() {
         "{e}"
     );
 }
+
+/// Y = X @ W^T with a batch-invariance check on M (f32 so that one ulp is easy to make).
+const MATMUL: &str = r#"
+id = "rowdot"
+title = "Y = X @ W^T"
+category = "test"
+[params]
+M = { min = 1, max = 64 }
+K = { min = 1, max = 128 }
+N = { min = 1, max = 32 }
+[[shapes]]
+name = "m8"
+M = 8
+K = 64
+N = 16
+[[shapes]]
+name = "m1"
+M = 1
+K = 64
+N = 16
+[[inputs]]
+name = "X"
+dtype = "f32"
+shape = ["M", "K"]
+init = { dist = "normal" }
+[[inputs]]
+name = "W"
+dtype = "f32"
+shape = ["N", "K"]
+init = { dist = "normal" }
+role = "weight"
+[[outputs]]
+name = "Y"
+dtype = "f32"
+shape = ["M", "N"]
+[check]
+metric = "normalized_max"
+tol = 1e-4
+[roofline]
+bytes = "4*(M*K + N*K + M*N)"
+flops = "2*M*N*K"
+peak = "fp32"
+[checks.batch_invariant]
+param = "M"
+inputs = ["X"]
+outputs = ["Y"]
+"#;
+
+const MATMUL_PLAN: &str = r#"
+[[launch]]
+kernel = "mm"
+grid = ["M"]
+block = [32]
+args = ["X", "W", "Y", "M", "K", "N"]
+"#;
+
+fn int_arg(l: &ResolvedLaunch, i: usize) -> usize {
+    match l.args[i] {
+        crate::plan::ResolvedArg::I32(n) => n as usize,
+        _ => panic!("argument {i} is not an int"),
+    }
+}
+
+/// A matmul whose element (m, n) is `f(m, M, forward-order dot product, reverse-order one)`:
+/// `None` leaves it unwritten.
+fn matmul(f: impl Fn(usize, usize, f32, f32) -> Option<f32> + 'static) -> HashMap<String, Kernel> {
+    let k: Kernel = Box::new(move |l, buf, _| {
+        let (m_rows, k, n) = (int_arg(l, 3), int_arg(l, 4), int_arg(l, 5));
+        let (x, w, y) = (buf("X").f32s(), buf("W").f32s(), buf("Y"));
+        for m in 0..m_rows {
+            for j in 0..n {
+                let terms = (0..k).map(|p| x[m * k + p] * w[j * k + p]);
+                let forward = terms.clone().fold(0.0f32, |a, t| a + t);
+                let reverse = terms.rev().fold(0.0f32, |a, t| a + t);
+                if let Some(v) = f(m, m_rows, forward, reverse) {
+                    y.set_f32(m * n + j, v);
+                }
+            }
+        }
+        Ok(())
+    });
+    [("mm".to_string(), k)].into()
+}
+
+fn run_matmul(program: HashMap<String, Kernel>, heldout: u32) -> Outcome {
+    let t = Task::parse(Path::new("tasks/test/rowdot/task.toml"), MATMUL).unwrap();
+    let k: BTreeSet<String> = ["mm".to_string()].into();
+    let p = Plan::parse(Path::new("launch.toml"), MATMUL_PLAN, &t, &k).unwrap();
+    let dev = Fake::default();
+    let reference = matmul(|_, _, fwd, _| Some(fwd));
+    let mut cache = ReferenceCache::new(1 << 30);
+    let mut oracle = KernelOracle::new(&dev, &t, &p, &reference, "mm-v1".into(), &mut cache);
+    let o = EvalOptions {
+        heldout_shapes: heldout,
+        ..opts()
+    };
+    check(&dev, &t, &p, &program, &mut oracle, &o, &NoHooks).unwrap()
+}
+
+fn next_ulp(v: f32) -> f32 {
+    f32::from_bits(v.to_bits() + 1)
+}
+
+#[test]
+fn a_batch_invariant_kernel_passes_and_every_probe_runs() {
+    let seen_single = Rc::new(Cell::new(0u32));
+    let s = Rc::clone(&seen_single);
+    let o = run_matmul(
+        matmul(move |m, rows, fwd, _| {
+            if rows == 1 && m == 0 {
+                s.set(s.get() + 1);
+            }
+            Some(fwd)
+        }),
+        0,
+    );
+    assert!(o.verdict.is_correct(), "{:?}\n{:?}", o.verdict, o.log);
+    // m8: rows 0, 4 and 7 for 3 seeds x 3 variants; m1 has no row to run alone.
+    assert!(
+        o.log.iter().any(|l| l
+            == "batch invariance (M): 27 single-row run(s) on 1 shape(s), each bitwise equal to its row of the batch"),
+        "{:?}",
+        o.log
+    );
+    assert!(
+        o.log
+            .iter()
+            .any(|l| l.contains("not checked on shape m1: M = 1")),
+        "{:?}",
+        o.log
+    );
+    // 16 columns per single-row run, plus the m1 shape's own 9 cases x 2 runs.
+    assert_eq!(seen_single.get(), 27 * 16 + 9 * 2 * 16);
+    // Held-out shapes are probed too.
+    let o = run_matmul(matmul(|_, _, fwd, _| Some(fwd)), 2);
+    assert!(o.verdict.is_correct(), "{:?}", o.verdict);
+}
+
+#[test]
+fn a_row_that_depends_on_the_batch_size_fails_naming_row_and_coordinate() {
+    // One ulp off in the last row whenever the batch has more than one row: well inside the
+    // tolerance, so only the batch-invariance check can see it.
+    let o = run_matmul(
+        matmul(|m, rows, fwd, _| {
+            Some(if rows > 1 && m == rows - 1 {
+                next_ulp(fwd)
+            } else {
+                fwd
+            })
+        }),
+        0,
+    );
+    match &o.verdict {
+        Verdict::WrongOutput {
+            case,
+            output,
+            report,
+            batch: Some(b),
+        } => {
+            assert_eq!((output.as_str(), case.shape.as_str()), ("Y", "m8"));
+            assert_eq!((b.param.as_str(), b.batch, b.row), ("M", 8, 7));
+            assert_eq!(report.metric, Metric::Exact);
+            assert_eq!(report.mismatches, 16, "{}", report.summary());
+            let first = report.first_bad.as_ref().unwrap();
+            assert_eq!(first.coords, vec![7, 0]);
+            assert_eq!(first.index, 7 * 16);
+            let fb = o.verdict.feedback();
+            assert!(
+                fb.contains("row 7 computed alone (M=1")
+                    && fb.contains("first bad element at [7, 0]"),
+                "{fb}"
+            );
+        }
+        v => panic!("{v:?}"),
+    }
+    assert!(!o.context_lost);
+    // The accumulation order chosen by M (split-K style): reversed sums when M > 1 differ
+    // from the single-row forward sums in the last bits somewhere in row 0.
+    let o = run_matmul(
+        matmul(|_, rows, fwd, rev| Some(if rows > 1 { rev } else { fwd })),
+        0,
+    );
+    match &o.verdict {
+        Verdict::WrongOutput {
+            batch: Some(b),
+            report,
+            ..
+        } => {
+            assert_eq!(b.row, 0);
+            assert!(report.mismatches > 0 && report.max_abs_error < 1e-4);
+        }
+        v => panic!("{v:?}"),
+    }
+}
+
+#[test]
+fn a_row_that_depends_on_its_position_fails_on_that_row() {
+    // Odd rows of a batch take the other order: row 0 and 4 pass alone, row 7 does not.
+    let o = run_matmul(
+        matmul(|m, rows, fwd, rev| Some(if rows > 1 && m % 2 == 1 { rev } else { fwd })),
+        0,
+    );
+    match &o.verdict {
+        Verdict::WrongOutput {
+            batch: Some(b),
+            report,
+            ..
+        } => {
+            assert_eq!(b.row, 7, "{}", report.summary());
+            assert_eq!(report.first_bad.as_ref().unwrap().coords[0], 7);
+        }
+        v => panic!("{v:?}"),
+    }
+}
+
+#[test]
+fn a_single_row_run_that_writes_nothing_is_caught_as_unwritten() {
+    let o = run_matmul(matmul(|_, rows, fwd, _| (rows > 1).then_some(fwd)), 0);
+    match &o.verdict {
+        // m8's probes come first; m1 (also rows == 1) is never reached.
+        Verdict::WrongOutput {
+            batch: Some(b),
+            report,
+            case,
+            ..
+        } => {
+            assert_eq!((b.row, case.shape.as_str()), (0, "m8"));
+            assert_eq!(report.unwritten, 16, "{}", report.summary());
+        }
+        v => panic!("{v:?}"),
+    }
+}
+
+#[test]
+fn a_fault_in_a_single_row_run_names_the_row_case() {
+    let k: Kernel = Box::new(|l, _, _| {
+        if int_arg(l, 3) == 1 {
+            return Err(Fault::Async(RuntimeError::Cuda(CudaError {
+                call: "cuStreamSynchronize".into(),
+                code: 700,
+                name: "CUDA_ERROR_ILLEGAL_ADDRESS".into(),
+                message: "an illegal memory access was encountered".into(),
+            })));
+        }
+        Ok(())
+    });
+    // Its full-batch outputs are wrong too, so the reference-free order matters: make the
+    // full run right and only the single-row run fault.
+    let good = matmul(|_, _, fwd, _| Some(fwd));
+    let both: Kernel = Box::new(move |l, buf, n| {
+        k(l, buf, n)?;
+        (good["mm"])(l, buf, n)
+    });
+    let o = run_matmul([("mm".to_string(), both)].into(), 0);
+    match &o.verdict {
+        Verdict::RuntimeFault {
+            case: Some(c),
+            message,
+            ..
+        } => {
+            assert_eq!(c.shape, "m8, row 0 alone");
+            assert_eq!(c.values["M"], 1);
+            assert!(message.contains("CUDA_ERROR_ILLEGAL_ADDRESS"), "{message}");
+        }
+        v => panic!("{v:?}"),
+    }
+    assert!(o.context_lost);
+}
