@@ -959,3 +959,51 @@ fn run_without_dry_run_on_a_machine_without_gpu_exits_3_before_any_llm_call() {
         "no run is left behind to resume"
     );
 }
+
+/// `--gpus` on `run` and `replay`: malformed lists are usage errors (exit 2) before anything
+/// runs; a well-formed list on a machine without a driver still gets the no-GPU error (exit 3,
+/// naming what was looked for); on a machine with one, a GPU the driver does not see is exit 2.
+#[test]
+fn gpus_flag_is_checked_and_the_no_gpu_error_comes_first() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}", tmp.path().join("g.db").display());
+    let ksmith = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ksmith"))
+            .current_dir(repo())
+            .args(args)
+            .output()
+            .expect("run ksmith")
+    };
+    for bad in ["x", "0,,1", "0,0", "-1", ""] {
+        let flag = format!("--gpus={bad}");
+        for out in [
+            ksmith(&[
+                "run", "--model", "m", "--tasks", "swiglu", "--db", &db, &flag,
+            ]),
+            ksmith(&["replay", "--run", "r", "--db", &db, &flag]),
+        ] {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "--gpus {bad:?}: {stderr}");
+            assert!(
+                stderr.contains("--gpus") && stderr.contains("all"),
+                "names the flag and what it takes: {stderr}"
+            );
+        }
+    }
+    let out = ksmith(&["replay", "--run", "anything", "--db", &db, "--gpus", "0,63"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if verifier::runtime::driver_present() {
+        // 63: more GPUs than any one machine here has.
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("--gpus names GPU 63, but the driver sees"),
+            "{stderr}"
+        );
+    } else {
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(
+            stderr.contains("GPU") && stderr.contains("libcuda"),
+            "{stderr}"
+        );
+    }
+}

@@ -2,7 +2,9 @@
 //! request, answers, crashes, hangs, writes garbage or a partial line, or floods stderr. The
 //! mode is the request's `source`. Every test is bounded to a few seconds.
 
-use bench_suite::pool::{Limits, Outcome, Pool, PoolConfig, Reply, Worker, WorkerCommand};
+use bench_suite::pool::{
+    visible_device, Limits, Outcome, Pool, PoolConfig, Reply, Worker, WorkerCommand,
+};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use verifier::protocol::{EvalOptions, EvaluateRequest, RequestBody, ResponseBody};
@@ -32,6 +34,7 @@ while IFS= read -r line; do
     flood) head -c 3000000 /dev/zero | tr '\0' 'e' >&2; echo "last words" >&2 ;;
     answer_then_exit) printf '{"id":%s,"kind":"evaluated","verdict":{"verdict":"correct","cases":1,"nondeterministic_within_tolerance":[]},"elapsed_ms":1}\n' "$id"; exit 0 ;;
     slow) sleep 0.3 ;;
+    span) echo "${CUDA_VISIBLE_DEVICES:-none} start $(date +%s%N)" >> "$SPAN_LOG"; sleep 0.3; echo "${CUDA_VISIBLE_DEVICES:-none} end $(date +%s%N)" >> "$SPAN_LOG" ;;
     *) printf '{"id":%s,"kind":"harness_error","message":"unknown mode %s"}\n' "$id" "$mode"; continue ;;
   esac
   printf '{"id":%s,"kind":"evaluated","verdict":{"verdict":"correct","cases":1,"nondeterministic_within_tolerance":[]},"elapsed_ms":1,"log":["%s"]}\n' "$id" "${CUDA_VISIBLE_DEVICES:-none}"
@@ -333,8 +336,8 @@ fn a_pool_batch_survives_every_fault() {
         assert_eq!(kind, want, "{m}");
     }
     assert_eq!(
-        devices.into_iter().collect::<Vec<_>>(),
-        vec!["0".to_string(), "1".to_string()],
+        devices,
+        [dev(0), dev(1)].into_iter().collect(),
         "both workers served requests, each with its own GPU"
     );
     // Six faults kill a worker; a restart happens when that worker takes its next request, so
@@ -346,4 +349,132 @@ fn a_pool_batch_survives_every_fault() {
     assert!(matches!(again[0], Reply::Answered(ResponseBody::Pong(_))));
     assert!(again[1].verdict().unwrap().is_correct());
     pool.shutdown(T);
+}
+
+/// What worker `i` of a per-GPU pool sees as CUDA_VISIBLE_DEVICES under this test's own.
+fn dev(i: u32) -> String {
+    visible_device(std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(), i)
+}
+
+fn device_of(r: &Reply) -> String {
+    match r {
+        Reply::Answered(ResponseBody::Evaluated(e)) => e.log.join(","),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Requests addressed to one worker reach that worker's GPU; a worker the pool lacks is a
+/// harness error, not a panic; and a fault on one worker leaves the others alone.
+#[test]
+fn requests_reach_the_named_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = PoolConfig::per_gpu(stand_in(dir.path()), &[0, 1], Duration::from_millis(800));
+    cfg.limits = limits();
+    let pool = Pool::new(cfg);
+    let ok = |m: &str| match eval(m) {
+        RequestBody::Evaluate(r) => r,
+        _ => unreachable!(),
+    };
+    for _ in 0..2 {
+        assert_eq!(device_of(&pool.evaluate_on(1, ok("ok"))), dev(1));
+        assert_eq!(device_of(&pool.evaluate_on(0, ok("ok"))), dev(0));
+    }
+    match pool.call_on(2, RequestBody::Ping, None) {
+        Reply::HarnessError(m) => assert!(m.contains("no worker 2: the pool has 2"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // A hang on worker 0 times out under its own limit and restarts only worker 0.
+    let r = pool.call_on(0, eval("hang"), Some(Duration::from_millis(300)));
+    assert!(
+        matches!(&r, Reply::Fault(Verdict::Timeout { limit_ms: 300, .. })),
+        "{r:?}"
+    );
+    assert_eq!(device_of(&pool.evaluate_on(1, ok("ok"))), dev(1));
+    assert_eq!(device_of(&pool.evaluate_on(0, ok("ok"))), dev(0));
+    assert_eq!(pool.starts(), vec![2, 1]);
+    pool.shutdown(T);
+}
+
+/// Two threads on two workers run at the same time; two threads on one worker take turns
+/// (the stand-in logs the start and end of each request with a nanosecond clock).
+#[test]
+fn workers_serve_in_parallel_and_one_worker_never_serves_two_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("spans.log");
+    let mut cmd = stand_in(dir.path());
+    cmd.env
+        .push(("SPAN_LOG".to_string(), log.display().to_string()));
+    let mut cfg = PoolConfig::per_gpu(cmd, &[0, 1], Duration::from_secs(5));
+    cfg.limits = limits();
+    let pool = Pool::new(cfg);
+    // Start both processes first, so that start-up time does not separate the spans.
+    for i in 0..2 {
+        assert!(matches!(
+            pool.call_on(i, RequestBody::Ping, None),
+            Reply::Answered(ResponseBody::Pong(_))
+        ));
+    }
+    let spans = |workers: [usize; 2]| -> Vec<(String, u128, u128)> {
+        let _ = std::fs::remove_file(&log);
+        std::thread::scope(|s| {
+            for w in workers {
+                let pool = &pool;
+                s.spawn(move || {
+                    assert!(pool
+                        .call_on(w, eval("span"), None)
+                        .verdict()
+                        .unwrap()
+                        .is_correct())
+                });
+            }
+        });
+        let text = std::fs::read_to_string(&log).unwrap();
+        let mut open: Vec<(String, u128)> = Vec::new();
+        let mut out = Vec::new();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let t: u128 = f[2].parse().unwrap();
+            if f[1] == "start" {
+                open.push((f[0].to_string(), t));
+            } else {
+                let i = open.iter().position(|(d, _)| d == f[0]).unwrap();
+                let (d, s) = open.remove(i);
+                out.push((d, s, t));
+            }
+        }
+        assert_eq!(out.len(), 2, "{text}");
+        out
+    };
+    let overlap = |a: &(String, u128, u128), b: &(String, u128, u128)| a.1 < b.2 && b.1 < a.2;
+
+    let both = spans([0, 1]);
+    assert_ne!(both[0].0, both[1].0);
+    assert!(
+        overlap(&both[0], &both[1]),
+        "different workers overlap: {both:?}"
+    );
+
+    let one = spans([1, 1]);
+    assert!(one.iter().all(|s| s.0 == dev(1)), "{one:?}");
+    assert!(
+        !overlap(&one[0], &one[1]),
+        "one worker takes turns: {one:?}"
+    );
+    assert_eq!(pool.starts(), vec![1, 1]);
+    pool.shutdown(T);
+}
+
+#[test]
+fn child_ordinals_follow_the_parents_visible_devices() {
+    assert_eq!(visible_device(None, 1), "1");
+    assert_eq!(visible_device(Some(""), 0), "0");
+    assert_eq!(visible_device(Some("  "), 2), "2");
+    assert_eq!(visible_device(Some("2,3"), 0), "2");
+    assert_eq!(visible_device(Some("2,3"), 1), "3");
+    assert_eq!(
+        visible_device(Some("GPU-8f1e, MIG-5a2b/1/0"), 1),
+        "MIG-5a2b/1/0"
+    );
+    // Past the end of the list the driver would not have numbered it; keep the ordinal.
+    assert_eq!(visible_device(Some("4"), 1), "1");
 }

@@ -20,7 +20,7 @@ mod shapes;
 #[cfg(test)]
 mod tests;
 
-pub use child::{run_child, ChildFailure};
+pub use child::{run_child, run_child_on, ChildFailure};
 pub use record::BENCH_PROTOCOL;
 pub use rows::{render_summary, render_table, rows_for, summary_rows, totals, Row, TorchTimes};
 

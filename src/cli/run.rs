@@ -7,14 +7,24 @@
 //! speedup and % of speed-of-light and the Judge's optimization prompt reads them. A timing
 //! failure leaves the kernel correct and untimed, the reason in its feedback.
 //!
+//! `--gpus` picks the GPUs (default: every GPU of GPU 0's model), one worker each; a kernel is
+//! verified and timed on one GPU, which does nothing else meanwhile, and GPUs work in parallel
+//! (tasks of a run, candidates of a replay).
+//!
 //! Exit codes: 0 every task ended with a passing kernel (correct; `compiled` in a dry run);
 //! 1 the run finished but some task has none; 3 the harness could not run or was interrupted
 //! (no config, NVRTC or GPU; provider or store failure) — `--resume RUN` continues it.
 
-use super::bench::{run_child, ChildFailure};
+mod gpus;
+mod slots;
+
+pub(crate) use gpus::{choose_here, parse_gpus, Chosen, GpuSelection, SelectError};
+pub(crate) use slots::{GpuSlot, Slots};
+
+use super::bench::{run_child_on, ChildFailure};
 use super::gpu::{new_gpu, results_dir};
 use super::tasks::compiler;
-use super::{Global, EXIT_FAILED, EXIT_HARNESS, EXIT_OK};
+use super::{Global, EXIT_FAILED, EXIT_HARNESS, EXIT_OK, EXIT_USAGE};
 use agent::evaluate::{DryRunEvaluator, GpuEvaluator, KernelRun, KernelRunner, TaskMap};
 use agent::llm::{ClientPool, LlmConfig};
 use agent::prompt::{DeviceFacts, PromptRenderer, ShapeTiming};
@@ -22,7 +32,7 @@ use agent::r#loop::Evaluator;
 use agent::record::{CachedEvaluator, EvalTarget, ProgressFn, RunBudget, RunEvent};
 use agent::run::{execute, load_config, RunConfig, RunReport, RunSetup, Strategy};
 use anyhow::{bail, Context};
-use bench_suite::pool::{Limits, Pool, PoolConfig, WorkerCommand};
+use bench_suite::pool::{Pool, PoolConfig, WorkerCommand};
 use bench_suite::store::{self, EvalKey, NewGpu, Store};
 use bench_suite::suite::{self, Entry, Suite, TaskDir};
 use clap::{Args, ValueEnum};
@@ -31,12 +41,14 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use verifier::nvrtc::Arch;
 use verifier::protocol::{EvalOptions, EvaluateRequest};
 use verifier::runtime::bench::{BenchCandidate, BenchReport, BenchRequest};
 use verifier::runtime::calibrate::{gpu_key, load_calibration, sol, Calibration};
+use verifier::runtime::DeviceInfo;
 use verifier::task::Task;
 
 /// Protocol label of GPU evaluations made by the agent and by replays (part of the cache key):
@@ -107,7 +119,7 @@ pub struct RunArgs {
     /// Result database URL [default: $KSMITH_DB, else sqlite://results/ksmith.db]
     #[arg(long, value_name = "URL")]
     pub db: Option<String>,
-    /// Tasks searched at once [default: min(tasks, 4)]
+    /// Tasks searched at once [default: min(tasks, max(4, GPUs))]
     #[arg(long, value_name = "N")]
     pub parallel: Option<usize>,
     /// Do not start from the task's reference kernel
@@ -117,6 +129,10 @@ pub struct RunArgs {
     /// drawn): quicker, weaker evaluations, stored under their own protocol label
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub first_shapes: Option<u32>,
+    /// GPUs to evaluate on, one worker each: ordinals (`0,1`) or `all`; applies to --resume
+    /// too, ignored with --dry-run [default: every GPU of GPU 0's model]
+    #[arg(long, value_name = "LIST|all", value_parser = parse_gpus)]
+    pub gpus: Option<GpuSelection>,
     /// Where GPU calibrations are kept, for % of speed-of-light [default: results]
     #[arg(long, value_name = "DIR")]
     pub results: Option<PathBuf>,
@@ -136,6 +152,10 @@ pub struct ReplayArgs {
     /// Wall-clock limit per candidate, in seconds (verification and timing each)
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub timeout: u64,
+    /// GPUs to evaluate on, one worker each: ordinals (`0,1`) or `all` [default: every GPU of
+    /// GPU 0's model]
+    #[arg(long, value_name = "LIST|all", value_parser = parse_gpus)]
+    pub gpus: Option<GpuSelection>,
     /// Where GPU calibrations are kept, for % of speed-of-light [default: results]
     #[arg(long, value_name = "DIR")]
     pub results: Option<PathBuf>,
@@ -242,9 +262,10 @@ fn shapes_of(task: &Task, first_shapes: Option<u32>) -> Vec<String> {
 
 /// Times a correct kernel side by side with its task's reference (DESIGN §5).
 trait KernelTimer: Send + Sync {
-    /// The timing report, or why there is none.
+    /// The timing report from GPU `gpu` (the one that verified the kernel), or why there is none.
     fn time(
         &self,
+        gpu: &GpuSlot,
         task: &TaskDir,
         source: &str,
         plan_toml: &str,
@@ -262,6 +283,7 @@ struct ServeTimer {
 impl KernelTimer for ServeTimer {
     fn time(
         &self,
+        gpu: &GpuSlot,
         task: &TaskDir,
         source: &str,
         plan_toml: &str,
@@ -290,7 +312,7 @@ impl KernelTimer for ServeTimer {
                 ..EvalOptions::default()
             },
         };
-        match run_child(&self.global, &req, self.limit) {
+        match run_child_on(&self.global, &req, self.limit, Some(&gpu.visible)) {
             Ok(Ok(report)) => Ok(report),
             Ok(Err(ChildFailure::Harness(m))) => {
                 Err(format!("the timing process could not run: {m}"))
@@ -413,11 +435,14 @@ fn timings_from_report(
     (timings, note)
 }
 
-/// A verifier verdict, timed when it is `correct` and a timer is given. A timing failure never
-/// changes the verdict: the kernel stays correct, untimed, with the reason as its note.
+/// A verifier verdict, timed on `gpu` when it is `correct` and a timer is given. A timing
+/// failure never changes the verdict: the kernel stays correct, untimed, with the reason as its
+/// note.
+#[allow(clippy::too_many_arguments)]
 fn verdict_with_timings(
     verdict: verifier::verdict::Verdict,
     timer: Option<&dyn KernelTimer>,
+    gpu: &GpuSlot,
     task: &TaskDir,
     source: &str,
     plan_toml: &str,
@@ -425,7 +450,7 @@ fn verdict_with_timings(
     cal: Option<&Calibration>,
 ) -> KernelRun {
     let (timings, note) = match timer {
-        Some(t) if verdict.is_correct() => match t.time(task, source, plan_toml, shapes) {
+        Some(t) if verdict.is_correct() => match t.time(gpu, task, source, plan_toml, shapes) {
             Ok(report) => timings_from_report(&task.task, &report, cal),
             Err(m) => (
                 Vec::new(),
@@ -444,21 +469,93 @@ fn verdict_with_timings(
     }
 }
 
-/// The strict protocol on `ksmith worker` subprocesses (one for GPU 0), then, for a correct
-/// kernel, the timing protocol in a `ksmith gpu serve` child.
+/// Runs the strict protocol for one kernel on one GPU's worker.
+trait Verify: Send + Sync {
+    /// The verdict from the worker of GPU slot `gpu`, or a harness failure.
+    fn verify(
+        &self,
+        gpu: usize,
+        request: EvaluateRequest,
+    ) -> Result<verifier::verdict::Verdict, String>;
+}
+
+impl Verify for Pool {
+    fn verify(
+        &self,
+        gpu: usize,
+        request: EvaluateRequest,
+    ) -> Result<verifier::verdict::Verdict, String> {
+        self.evaluate_on(gpu, request).verdict().cloned()
+    }
+}
+
+/// The strict protocol on `ksmith worker` subprocesses (one per GPU), then, for a correct
+/// kernel, the timing protocol in a `ksmith gpu serve` child on the same GPU.
 struct PoolRunner {
-    pool: Pool,
+    /// Worker `i` runs on `gpus[i]`.
+    verifier: Box<dyn Verify>,
+    gpus: Vec<GpuSlot>,
+    /// A kernel holds its GPU from verification to the end of its timing, so that no
+    /// measurement shares the device with another kernel's work; other GPUs go on meanwhile.
+    slots: Slots,
     timer: Option<Box<dyn KernelTimer>>,
     cal: Option<Calibration>,
     first_shapes: Option<u32>,
-    /// One GPU: verification and timing take turns, so that no measurement shares the device
-    /// with another task's work.
-    gpu: Mutex<()>,
+}
+
+impl PoolRunner {
+    fn new(
+        verifier: Box<dyn Verify>,
+        gpus: Vec<GpuSlot>,
+        timer: Option<Box<dyn KernelTimer>>,
+        cal: Option<Calibration>,
+        first_shapes: Option<u32>,
+    ) -> PoolRunner {
+        PoolRunner {
+            verifier,
+            slots: Slots::new(gpus.len()),
+            gpus,
+            timer,
+            cal,
+            first_shapes,
+        }
+    }
+
+    /// One worker per GPU of the run.
+    fn on_workers(
+        g: &Global,
+        gpus: Vec<GpuSlot>,
+        verify_limit: Duration,
+        timing_limit: Duration,
+        cal: Option<Calibration>,
+        first_shapes: Option<u32>,
+    ) -> anyhow::Result<PoolRunner> {
+        let ordinals: Vec<u32> = gpus.iter().map(|s| s.ordinal).collect();
+        let pool = Pool::new(PoolConfig::per_gpu(
+            worker_command(g)?,
+            &ordinals,
+            verify_limit,
+        ));
+        Ok(PoolRunner::new(
+            Box::new(pool),
+            gpus,
+            Some(Box::new(ServeTimer {
+                global: global_copy(g),
+                limit: timing_limit,
+            })),
+            cal,
+            first_shapes,
+        ))
+    }
 }
 
 impl KernelRunner for PoolRunner {
     fn run(&self, task: &TaskDir, source: &str, plan_toml: &str) -> Result<KernelRun, String> {
-        let _gpu = self.gpu.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = self.slots.checkout();
+        let gpu = self
+            .gpus
+            .get(slot.index)
+            .ok_or_else(|| format!("no GPU for slot {}", slot.index))?;
         let shapes = shapes_of(&task.task, self.first_shapes);
         let fresh = verifier::inputs::fresh_seed();
         let options = EvalOptions {
@@ -473,13 +570,11 @@ impl KernelRunner for PoolRunner {
             plan: plan_toml.to_string(),
             options,
         };
-        let verdict = match self.pool.evaluate(vec![req]).into_iter().next() {
-            Some(reply) => reply.verdict().cloned()?,
-            None => return Err("the worker pool returned no reply".into()),
-        };
+        let verdict = self.verifier.verify(slot.index, req)?;
         Ok(verdict_with_timings(
             verdict,
             self.timer.as_deref(),
+            gpu,
             task,
             source,
             plan_toml,
@@ -489,13 +584,47 @@ impl KernelRunner for PoolRunner {
     }
 }
 
-/// GPU 0 as the store and the prompts know it, with its calibration (for % of speed-of-light)
-/// when `ksmith gpu calibrate` has measured it; or why there is no GPU.
+/// The run's GPUs (`--gpus`), or the exit code after saying why there are none: 3 when this
+/// machine has no usable GPU (`no_gpu` frames the message), 2 when `--gpus` is wrong.
+fn choose_gpus(
+    selection: Option<&GpuSelection>,
+    no_gpu: impl FnOnce(&str) -> String,
+) -> Result<Chosen, u8> {
+    match choose_here(selection) {
+        Ok(c) => {
+            for n in &c.notes {
+                eprintln!("note: {n}");
+            }
+            if c.ordinals.len() > 1 {
+                eprintln!(
+                    "evaluating on GPUs {} ({})",
+                    c.ordinals
+                        .iter()
+                        .map(|o| o.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    c.info.name
+                );
+            }
+            Ok(c)
+        }
+        Err(SelectError::NoGpu(e)) => {
+            eprintln!("error: {}", no_gpu(&e));
+            Err(EXIT_HARNESS)
+        }
+        Err(SelectError::Usage(m)) => {
+            eprintln!("error: {m}");
+            Err(EXIT_USAGE)
+        }
+    }
+}
+
+/// The run's GPU as the store and the prompts know it (all GPUs of a run share its key), with
+/// its calibration (for % of speed-of-light) when `ksmith gpu calibrate` has measured it.
 fn gpu_identity(
+    i: &DeviceInfo,
     results: Option<&Path>,
-) -> Result<(NewGpu, DeviceFacts, Option<Calibration>), String> {
-    let gpu = verifier::runtime::Gpu::open(0).map_err(|e| e.to_string())?;
-    let i = &gpu.info;
+) -> (NewGpu, DeviceFacts, Option<Calibration>) {
     let cal = match load_calibration(&results_dir(results), &gpu_key(i)) {
         Ok(c) => c,
         Err(e) => {
@@ -533,7 +662,7 @@ fn gpu_identity(
         driver_version: Some(driver),
         ..DeviceFacts::default()
     };
-    Ok((new, facts, cal))
+    (new, facts, cal)
 }
 
 fn progress_bar(total: u64, hidden: bool) -> ProgressBar {
@@ -624,13 +753,17 @@ pub fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
     let gpu = if config.dry_run {
         None
     } else {
-        match gpu_identity(a.results.as_deref()) {
-            Ok(x) => Some(x),
-            Err(e) => bail!(
+        let chosen = match choose_gpus(a.gpus.as_ref(), |e| {
+            format!(
                 "`ksmith run` without --dry-run verifies and times kernels on a CUDA GPU, and this \
                  machine has none usable: {e}\n(--dry-run compiles the candidates without a GPU)"
-            ),
-        }
+            )
+        }) {
+            Ok(c) => c,
+            Err(code) => return Ok(code),
+        };
+        let (new, facts, cal) = gpu_identity(&chosen.info, a.results.as_deref());
+        Some((new, facts, cal, GpuSlot::for_ordinals(&chosen.ordinals)))
     };
 
     let tds = valid_tasks(&suite, &config.tasks)?;
@@ -653,33 +786,27 @@ pub fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
         nvrtc_version: Some(format!("{}.{}", comp.nvrtc.version.0, comp.nvrtc.version.1)),
         ..DeviceFacts::default()
     };
+    let mut gpu_count = 1;
     let (evaluator, target): (Arc<dyn Evaluator>, EvalTarget) = match gpu {
         None => (
             Arc::new(DryRunEvaluator::new(tasks.clone(), comp, arch, jobs)),
             EvalTarget::DryRun,
         ),
-        Some((gpu, facts, cal)) => {
+        Some((gpu, facts, cal, slots)) => {
             device = DeviceFacts {
                 nvrtc_version: device.nvrtc_version,
                 ..facts
             };
+            gpu_count = slots.len();
             let gpu_id = store.write(|tx| tx.upsert_gpu(&gpu))?;
-            let pool = Pool::new(PoolConfig {
-                command: worker_command(g)?,
-                workers: vec![Vec::new()],
-                request_timeout: Duration::from_secs(300),
-                limits: Limits::default(),
-            });
-            let runner = Arc::new(PoolRunner {
-                pool,
-                timer: Some(Box::new(ServeTimer {
-                    global: global_copy(g),
-                    limit: Duration::from_secs(600),
-                })),
+            let runner = Arc::new(PoolRunner::on_workers(
+                g,
+                slots,
+                Duration::from_secs(300),
+                Duration::from_secs(600),
                 cal,
-                first_shapes: config.first_shapes,
-                gpu: Mutex::new(()),
-            });
+                config.first_shapes,
+            )?);
             let protocol = gpu_protocol(config.first_shapes);
             let gpu_eval = Arc::new(GpuEvaluator::new(tasks.clone(), comp, arch, runner, jobs));
             (
@@ -729,7 +856,9 @@ pub fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
         )),
     });
 
-    let parallel = a.parallel.unwrap_or_else(|| config.tasks.len().clamp(1, 4));
+    let parallel = a
+        .parallel
+        .unwrap_or_else(|| default_parallel(config.tasks.len(), gpu_count));
     let report = execute(RunSetup {
         store: Arc::clone(&store),
         name,
@@ -755,6 +884,12 @@ pub fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
     bar.finish_and_clear();
     print_report(&report, a.json)?;
     Ok(exit_code(&report))
+}
+
+/// Tasks searched at once by default: up to 4 (LLM calls overlap with evaluations), and at
+/// least one per GPU so that no GPU of the run waits idle while tasks are left.
+fn default_parallel(tasks: usize, gpus: usize) -> usize {
+    tasks.clamp(1, gpus.max(4))
 }
 
 fn exit_code(r: &RunReport) -> u8 {
@@ -839,19 +974,64 @@ fn print_report(r: &RunReport, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `ksmith replay --run RUN`: every candidate of the run, evaluated on this machine's GPU; the
-/// results become evaluations of the same candidates under this GPU's key (cached ones reused).
+/// `f` over `items` on `threads` threads, results in the order of `items`. The first error
+/// stops the threads from starting new items and is returned.
+fn map_in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> anyhow::Result<R> + Sync,
+) -> anyhow::Result<Vec<R>> {
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, items.len().max(1)) {
+            s.spawn(|| loop {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(item) = items.get(i) else { return };
+                match f(item) {
+                    Ok(r) => results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r),
+                    Err(e) => {
+                        stop.store(true, Ordering::SeqCst);
+                        first_error
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.ok_or_else(|| anyhow::anyhow!("item {i} was never processed")))
+        .collect()
+}
+
+/// `ksmith replay --run RUN`: every candidate of the run, evaluated on this machine's GPUs
+/// (`--gpus`, one candidate per GPU at a time); the results become evaluations of the same
+/// candidates under this GPU model's key (cached ones reused).
 pub fn replay(g: &Global, a: &ReplayArgs) -> anyhow::Result<u8> {
     // First: without a GPU nothing below can work, and the user should hear that plainly.
-    let (gpu, _, cal) = match gpu_identity(a.results.as_deref()) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!(
-                "error: `ksmith replay` re-evaluates kernels on a GPU, and this machine has none usable: {e}"
-            );
-            return Ok(EXIT_HARNESS);
-        }
+    let chosen = match choose_gpus(a.gpus.as_ref(), |e| {
+        format!(
+            "`ksmith replay` re-evaluates kernels on a GPU, and this machine has none usable: {e}"
+        )
+    }) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
     };
+    let (gpu, _, cal) = gpu_identity(&chosen.info, a.results.as_deref());
     let store = Store::open(&Store::resolve_url(a.db.as_deref()))?;
     let run = store.run_by_name(&a.run)?;
     // The run's own shape restriction, so that its results compare like with like.
@@ -880,37 +1060,23 @@ pub fn replay(g: &Global, a: &ReplayArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    let pool = Pool::new(PoolConfig {
-        command: worker_command(g)?,
-        workers: vec![Vec::new()],
-        request_timeout: Duration::from_secs(a.timeout.max(1)),
-        limits: Limits::default(),
-    });
-    let runner = PoolRunner {
-        pool,
-        timer: Some(Box::new(ServeTimer {
-            global: global_copy(g),
-            limit: Duration::from_secs(a.timeout.max(1)),
-        })),
-        cal,
-        first_shapes,
-        gpu: Mutex::new(()),
-    };
-    let evaluator = GpuEvaluator::new(taskmap.clone(), comp, arch, Arc::new(runner), 1);
+    let limit = Duration::from_secs(a.timeout.max(1));
+    let gpus = GpuSlot::for_ordinals(&chosen.ordinals);
+    let threads = gpus.len();
+    let runner = PoolRunner::on_workers(g, gpus, limit, limit, cal, first_shapes)?;
+    // Compiles (CPU) of one GPU's next candidate overlap with the other GPUs' work.
+    let evaluator = GpuEvaluator::new(taskmap.clone(), comp, arch, Arc::new(runner), threads);
     let cands = store.candidates_of_run(run.id)?;
     let bar = progress_bar(cands.len() as u64, a.json);
-    let mut rows = Vec::new();
-    let mut skipped = 0usize;
-    for c in &cands {
+    // One row per candidate, None for one skipped.
+    let replayed = map_in_parallel(&cands, threads, |c| {
         bar.inc(1);
         let Some(task) = tasks_by_store_id.get(&c.candidate.task_id) else {
-            skipped += 1;
-            continue;
+            return Ok(None);
         };
         if !taskmap.contains_key(&task.task.name) {
             // The task changed on disk (or is gone): its results would not be comparable.
-            skipped += 1;
-            continue;
+            return Ok(None);
         }
         let key = EvalKey {
             candidate_hash: &c.content_hash,
@@ -931,14 +1097,22 @@ pub fn replay(g: &Global, a: &ReplayArgs) -> anyhow::Result<u8> {
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let Some(row) = agent::record::evaluation_row(&e, c.id, gpu_id, key.clone(), &protocol)
             else {
-                skipped += 1;
-                continue;
+                return Ok(None);
             };
             store.write(|tx| tx.add_evaluation(&row))?;
             (row.verdict.as_str().to_string(), row.speedup_ref)
         };
-        rows.push((task.task.name.clone(), c.id, verdict, speedup));
-    }
+        Ok(Some((task.task.name.clone(), c.id, verdict, speedup)))
+    });
+    let replayed = match replayed {
+        Ok(r) => r,
+        Err(e) => {
+            bar.finish_and_clear();
+            return Err(e);
+        }
+    };
+    let skipped = replayed.iter().filter(|r| r.is_none()).count();
+    let rows: Vec<_> = replayed.into_iter().flatten().collect();
     bar.finish_and_clear();
     let correct = rows.iter().filter(|r| r.2 == "correct").count();
     if a.json {
@@ -1138,11 +1312,19 @@ mod tests {
         assert!(note.expect("note").contains("found timeout"));
     }
 
+    fn gpu0() -> GpuSlot {
+        GpuSlot {
+            ordinal: 0,
+            visible: "0".into(),
+        }
+    }
+
     struct FakeTimer(Result<BenchReport, String>, std::sync::atomic::AtomicUsize);
 
     impl KernelTimer for FakeTimer {
         fn time(
             &self,
+            _: &GpuSlot,
             task: &TaskDir,
             _: &str,
             _: &str,
@@ -1166,7 +1348,7 @@ mod tests {
             Ok(report(vec![shape("small")], correct())),
             Default::default(),
         );
-        let run = verdict_with_timings(correct(), Some(&ok), &td, "s", "p", &shapes, None);
+        let run = verdict_with_timings(correct(), Some(&ok), &gpu0(), &td, "s", "p", &shapes, None);
         assert!(run.verdict.is_correct());
         assert_eq!(run.timings.len(), 1);
         assert_eq!(run.note, None);
@@ -1175,7 +1357,7 @@ mod tests {
             case: None,
             limit_ms: 1000,
         };
-        let run = verdict_with_timings(failing, Some(&ok), &td, "s", "p", &shapes, None);
+        let run = verdict_with_timings(failing, Some(&ok), &gpu0(), &td, "s", "p", &shapes, None);
         assert!(run.timings.is_empty() && run.note.is_none());
         assert_eq!(
             ok.1.load(std::sync::atomic::Ordering::SeqCst),
@@ -1187,7 +1369,16 @@ mod tests {
             Err("the timing run failed: did not finish within 600 s".into()),
             Default::default(),
         );
-        let run = verdict_with_timings(correct(), Some(&broken), &td, "s", "p", &shapes, None);
+        let run = verdict_with_timings(
+            correct(),
+            Some(&broken),
+            &gpu0(),
+            &td,
+            "s",
+            "p",
+            &shapes,
+            None,
+        );
         assert!(
             run.verdict.is_correct(),
             "a timing failure is not the kernel's verdict"
@@ -1199,7 +1390,7 @@ mod tests {
             "{note}"
         );
 
-        let run = verdict_with_timings(correct(), None, &td, "s", "p", &shapes, None);
+        let run = verdict_with_timings(correct(), None, &gpu0(), &td, "s", "p", &shapes, None);
         assert!(run.timings.is_empty() && run.note.is_none());
     }
 
@@ -1208,5 +1399,252 @@ mod tests {
         assert_eq!(gpu_protocol(None), GPU_PROTOCOL);
         assert_eq!(gpu_protocol(Some(2)), format!("{GPU_PROTOCOL}+first2"));
         assert_ne!(gpu_protocol(Some(1)), gpu_protocol(None));
+    }
+
+    /// Two fake GPUs. Each records what runs on it; verification and timing both sleep, so
+    /// that overlap would be seen. The first two verifications meet at a rendezvous that only
+    /// two evaluations running at once can pass: GPUs work in parallel.
+    #[derive(Default)]
+    struct FakeGpus {
+        /// Per GPU: how many things run on it now (must never exceed 1).
+        busy: [AtomicUsize; 2],
+        /// Per GPU: the most that ever ran on it at once.
+        most: [AtomicUsize; 2],
+        /// (kernel source, GPU index) of each verification and of each timing.
+        verified: Mutex<Vec<(String, usize)>>,
+        timed: Mutex<Vec<(String, u32, String)>>,
+        rendezvous: (Mutex<usize>, std::sync::Condvar),
+        calls: AtomicUsize,
+        never_met: AtomicBool,
+    }
+
+    impl FakeGpus {
+        fn enter(&self, gpu: usize) {
+            let now = self.busy[gpu].fetch_add(1, Ordering::SeqCst) + 1;
+            self.most[gpu].fetch_max(now, Ordering::SeqCst);
+        }
+
+        fn leave(&self, gpu: usize) {
+            self.busy[gpu].fetch_sub(1, Ordering::SeqCst);
+        }
+
+        /// Waits (at most 5 s) until two callers are here; false if the other never came.
+        fn meet(&self) -> bool {
+            let (count, cv) = &self.rendezvous;
+            let mut n = count.lock().unwrap();
+            *n += 1;
+            if *n >= 2 {
+                cv.notify_all();
+                return true;
+            }
+            let (n, _) = cv
+                .wait_timeout_while(n, Duration::from_secs(5), |n| *n < 2)
+                .unwrap();
+            *n >= 2
+        }
+    }
+
+    struct FakeVerify(Arc<FakeGpus>);
+
+    impl Verify for FakeVerify {
+        fn verify(&self, gpu: usize, r: EvaluateRequest) -> Result<V, String> {
+            let f = &self.0;
+            f.enter(gpu);
+            if f.calls.fetch_add(1, Ordering::SeqCst) < 2 && !f.meet() {
+                f.never_met.store(true, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            f.verified.lock().unwrap().push((r.source.clone(), gpu));
+            f.leave(gpu);
+            // Every third kernel is wrong, and must not be timed.
+            if r.source.ends_with('2') || r.source.ends_with('5') || r.source.ends_with('8') {
+                Ok(V::Timeout {
+                    case: None,
+                    limit_ms: 1,
+                })
+            } else {
+                Ok(correct())
+            }
+        }
+    }
+
+    struct SlotTimer(Arc<FakeGpus>, Vec<GpuSlot>);
+
+    impl KernelTimer for SlotTimer {
+        fn time(
+            &self,
+            gpu: &GpuSlot,
+            _: &TaskDir,
+            source: &str,
+            _: &str,
+            _: &[String],
+        ) -> Result<BenchReport, String> {
+            let f = &self.0;
+            let i = self
+                .1
+                .iter()
+                .position(|s| s == gpu)
+                .expect("a GPU of the run");
+            f.enter(i);
+            std::thread::sleep(Duration::from_millis(5));
+            f.timed
+                .lock()
+                .unwrap()
+                .push((source.to_string(), gpu.ordinal, gpu.visible.clone()));
+            f.leave(i);
+            Ok(report(vec![shape("small")], correct()))
+        }
+    }
+
+    #[test]
+    fn gpus_work_in_parallel_one_thing_at_a_time_each_and_time_what_they_verified() {
+        let td = Arc::new(swiglu());
+        let fake = Arc::new(FakeGpus::default());
+        // Ordinals 3 and 5 of this process, shown to children as GPU-b and GPU-d.
+        let gpus = vec![
+            GpuSlot {
+                ordinal: 3,
+                visible: "GPU-b".into(),
+            },
+            GpuSlot {
+                ordinal: 5,
+                visible: "GPU-d".into(),
+            },
+        ];
+        let runner = PoolRunner::new(
+            Box::new(FakeVerify(Arc::clone(&fake))),
+            gpus.clone(),
+            Some(Box::new(SlotTimer(Arc::clone(&fake), gpus.clone()))),
+            None,
+            Some(1),
+        );
+        let runs: Vec<String> = (0..12).map(|i| format!("kernel-{i}")).collect();
+        let done = map_in_parallel(&runs, 4, |src| {
+            runner
+                .run(&td, src, "plan")
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        })
+        .expect("every run");
+        assert_eq!(done.len(), 12);
+        for (src, r) in runs.iter().zip(&done) {
+            let wrong = src.ends_with('2') || src.ends_with('5') || src.ends_with('8');
+            assert_eq!(r.verdict.is_correct(), !wrong, "{src}");
+            assert_eq!(r.timings.is_empty(), wrong, "{src}");
+        }
+        for g in 0..2 {
+            assert_eq!(
+                fake.most[g].load(Ordering::SeqCst),
+                1,
+                "GPU {g} never ran two things at once"
+            );
+        }
+        let verified = fake.verified.lock().unwrap().clone();
+        let timed = fake.timed.lock().unwrap().clone();
+        assert_eq!(verified.len(), 12);
+        assert_eq!(timed.len(), 9, "only correct kernels are timed");
+        for (src, ordinal, visible) in &timed {
+            let (_, g) = verified.iter().find(|(s, _)| s == src).expect("verified");
+            assert_eq!(
+                &gpus[*g].ordinal, ordinal,
+                "{src} timed where it was verified"
+            );
+            assert_eq!(&gpus[*g].visible, visible, "{src}");
+        }
+        assert!(
+            verified.iter().any(|(_, g)| *g == 0) && verified.iter().any(|(_, g)| *g == 1),
+            "both GPUs were used: {verified:?}"
+        );
+        assert!(
+            !fake.never_met.load(Ordering::SeqCst),
+            "the first two evaluations ran at the same time, on two GPUs"
+        );
+    }
+
+    #[test]
+    fn parallel_map_keeps_order_and_stops_at_the_first_error() {
+        let items: Vec<u32> = (0..40).collect();
+        let out = map_in_parallel(&items, 3, |x| Ok(x * 2)).unwrap();
+        assert_eq!(out, items.iter().map(|x| x * 2).collect::<Vec<_>>());
+        assert!(map_in_parallel(&Vec::<u32>::new(), 2, |x| Ok(*x))
+            .unwrap()
+            .is_empty());
+
+        let failing = |seen: &AtomicUsize, x: &u32| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            if *x == 3 {
+                anyhow::bail!("store is gone at {x}")
+            }
+            Ok(*x)
+        };
+        // One thread: nothing after the failing item starts.
+        let seen = AtomicUsize::new(0);
+        let e = map_in_parallel(&items, 1, |x| failing(&seen, x)).unwrap_err();
+        assert_eq!(e.to_string(), "store is gone at 3");
+        assert_eq!(seen.load(Ordering::SeqCst), 4);
+        let seen = AtomicUsize::new(0);
+        let e = map_in_parallel(&items, 3, |x| failing(&seen, x)).unwrap_err();
+        assert_eq!(e.to_string(), "store is gone at 3");
+    }
+
+    #[test]
+    fn default_parallelism_keeps_every_gpu_busy() {
+        assert_eq!(default_parallel(1, 1), 1);
+        assert_eq!(default_parallel(10, 1), 4);
+        assert_eq!(default_parallel(3, 2), 3);
+        assert_eq!(default_parallel(10, 8), 8);
+        assert_eq!(default_parallel(0, 2), 1);
+    }
+
+    fn parse(args: &[&str]) -> Result<crate::cli::Cli, clap::Error> {
+        use clap::Parser;
+        crate::cli::Cli::try_parse_from(std::iter::once("ksmith").chain(args.iter().copied()))
+    }
+
+    fn gpus_of(cli: crate::cli::Cli) -> Option<GpuSelection> {
+        match cli.command {
+            crate::cli::Command::Run(a) => a.gpus,
+            crate::cli::Command::Replay(a) => a.gpus,
+            _ => panic!("not run or replay"),
+        }
+    }
+
+    #[test]
+    fn gpus_flag_parses_on_run_and_replay() {
+        let run = |extra: &[&str]| {
+            let mut v = vec!["run", "--model", "m", "--tasks", "swiglu"];
+            v.extend_from_slice(extra);
+            parse(&v)
+        };
+        assert_eq!(gpus_of(run(&[]).unwrap()), None);
+        assert_eq!(
+            gpus_of(run(&["--gpus", "0,1"]).unwrap()),
+            Some(GpuSelection::List(vec![0, 1]))
+        );
+        assert_eq!(
+            gpus_of(run(&["--gpus", "all"]).unwrap()),
+            Some(GpuSelection::All)
+        );
+        assert_eq!(
+            gpus_of(parse(&["replay", "--run", "r", "--gpus=2"]).unwrap()),
+            Some(GpuSelection::List(vec![2]))
+        );
+        for (bad, why) in [
+            ("x", "`x` is not a GPU ordinal"),
+            ("0,0", "GPU 0 is listed twice"),
+            ("", "empty"),
+            ("1,", "empty entry"),
+        ] {
+            for e in [
+                run(&["--gpus", bad]).expect_err(bad),
+                parse(&["replay", "--run", "r", "--gpus", bad]).expect_err(bad),
+            ] {
+                assert_eq!(e.exit_code(), 2, "{bad}");
+                let text = e.to_string();
+                assert!(
+                    text.contains("--gpus") && text.contains(why),
+                    "{bad}: {text}"
+                );
+            }
+        }
     }
 }

@@ -27,18 +27,39 @@ pub struct PoolConfig {
 }
 
 impl PoolConfig {
-    /// One worker per GPU ordinal, each seeing only its GPU (`CUDA_VISIBLE_DEVICES`).
+    /// One worker per GPU ordinal, each seeing only its GPU (`CUDA_VISIBLE_DEVICES`). Ordinals
+    /// are this process's: under a `CUDA_VISIBLE_DEVICES` of its own, worker `i` gets the
+    /// `i`-th device of that list (see [`visible_device`]).
     pub fn per_gpu(command: WorkerCommand, gpus: &[u32], request_timeout: Duration) -> PoolConfig {
+        let parent = std::env::var("CUDA_VISIBLE_DEVICES").ok();
         PoolConfig {
             command,
             workers: gpus
                 .iter()
-                .map(|g| vec![("CUDA_VISIBLE_DEVICES".to_string(), g.to_string())])
+                .map(|g| {
+                    vec![(
+                        "CUDA_VISIBLE_DEVICES".to_string(),
+                        visible_device(parent.as_deref(), *g),
+                    )]
+                })
                 .collect(),
             request_timeout,
             limits: Limits::default(),
         }
     }
+}
+
+/// The `CUDA_VISIBLE_DEVICES` value that shows a child process exactly the device this process
+/// calls `ordinal`. A child's variable replaces the parent's rather than narrowing it, so under
+/// a parent list (`2,3`, or UUIDs `GPU-...`, `MIG-...`) ordinal `i` is the list's `i`-th entry,
+/// not physical device `i`. Without a parent list (unset or blank) ordinals are the driver's.
+pub fn visible_device(parent: Option<&str>, ordinal: u32) -> String {
+    parent
+        .filter(|p| !p.trim().is_empty())
+        .and_then(|p| p.split(',').map(str::trim).nth(ordinal as usize))
+        .filter(|d| !d.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| ordinal.to_string())
 }
 
 /// The answer to one request of a batch.
@@ -166,6 +187,26 @@ impl Pool {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Reply::HarnessError("no worker ran this request".into())))
             .collect()
+    }
+
+    /// Sends one request to worker `index` (for a GPU ordinal the caller has checked out, say),
+    /// waiting for that worker if another thread is using it. Its own time limit, or the pool's.
+    pub fn call_on(&self, index: usize, body: RequestBody, limit: Option<Duration>) -> Reply {
+        let Some(w) = self.workers.get(index) else {
+            return Reply::HarnessError(format!(
+                "no worker {index}: the pool has {}",
+                self.workers.len()
+            ));
+        };
+        // A thread that panicked while holding the worker left it between requests at worst
+        // (every fault kills the process), so the worker is still usable.
+        let mut worker = w.lock().unwrap_or_else(|p| p.into_inner());
+        Reply::from(worker.call(body, limit.unwrap_or(self.timeout)))
+    }
+
+    /// Evaluates one kernel on worker `index`.
+    pub fn evaluate_on(&self, index: usize, request: EvaluateRequest) -> Reply {
+        self.call_on(index, RequestBody::Evaluate(request), None)
     }
 
     /// Evaluates kernels; one reply per request, in order.

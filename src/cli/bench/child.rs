@@ -48,7 +48,22 @@ pub fn run_child(
     req: &BenchRequest,
     limit: Duration,
 ) -> anyhow::Result<Result<BenchReport, ChildFailure>> {
+    run_child_on(g, req, limit, None)
+}
+
+/// [`run_child`] on one GPU: `visible` becomes the child's `CUDA_VISIBLE_DEVICES` (the value
+/// that shows it the GPU meant, see `bench_suite::pool::visible_device`), so its device 0 is
+/// that GPU; `None` leaves the environment as it is.
+pub fn run_child_on(
+    g: &Global,
+    req: &BenchRequest,
+    limit: Duration,
+    visible: Option<&str>,
+) -> anyhow::Result<Result<BenchReport, ChildFailure>> {
     let mut cmd = serve_command(g)?;
+    if let Some(v) = visible {
+        cmd.env("CUDA_VISIBLE_DEVICES", v);
+    }
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

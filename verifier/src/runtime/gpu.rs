@@ -53,28 +53,43 @@ impl Drop for Ctx {
 pub const GUARD_BYTES: usize = 4096;
 pub const GUARD_BYTE: u8 = 0xDB;
 
+/// Probes for the driver and initialises it; a missing driver, the toolkit's stub library and
+/// a driver without devices are typed errors.
+fn init_driver() -> Result<(), RuntimeError> {
+    probe_driver()?;
+    if let Err(e) = result::init() {
+        let err = CudaError::from_driver("cuInit", e);
+        return Err(match err.code {
+            // CUDA_ERROR_STUB_LIBRARY: the toolkit's link stub shadows the real driver.
+            34 => RuntimeError::NoDriver {
+                looked_for: format!(
+                    "libcuda (found the CUDA toolkit's stub library instead of the driver: {err})"
+                ),
+            },
+            100 => RuntimeError::NoDevice(format!("the driver sees no GPU ({err})")),
+            _ => RuntimeError::NoDevice(err.to_string()),
+        });
+    }
+    Ok(())
+}
+
 pub struct Gpu {
     ctx: Rc<Ctx>,
     pub info: DeviceInfo,
 }
 
 impl Gpu {
+    /// How many devices the driver sees (after `CUDA_VISIBLE_DEVICES`), probing for the driver
+    /// first as [`Gpu::open`] does. Opens no context.
+    pub fn count() -> Result<u32, RuntimeError> {
+        init_driver()?;
+        let count = result::device::get_count().call("cuDeviceGetCount")?;
+        Ok(u32::try_from(count).unwrap_or(0))
+    }
+
     /// Probes for the driver, initialises it and opens device `ordinal`.
     pub fn open(ordinal: u32) -> Result<Gpu, RuntimeError> {
-        probe_driver()?;
-        if let Err(e) = result::init() {
-            let err = CudaError::from_driver("cuInit", e);
-            return Err(match err.code {
-                // CUDA_ERROR_STUB_LIBRARY: the toolkit's link stub shadows the real driver.
-                34 => RuntimeError::NoDriver {
-                    looked_for: format!(
-                        "libcuda (found the CUDA toolkit's stub library instead of the driver: {err})"
-                    ),
-                },
-                100 => RuntimeError::NoDevice(format!("the driver sees no GPU ({err})")),
-                _ => RuntimeError::NoDevice(err.to_string()),
-            });
-        }
+        init_driver()?;
         let count = result::device::get_count().call("cuDeviceGetCount")?;
         if ordinal as i32 >= count {
             return Err(RuntimeError::NoDevice(format!(
