@@ -1647,4 +1647,85 @@ mod tests {
             }
         }
     }
+
+    /// A worker stand-in that reports the device it was given as the verdict's case count.
+    const DEVICE_ECHO: &str = r#"
+while IFS= read -r line; do
+  [[ $line =~ \"id\":([0-9]+) ]] && id=${BASH_REMATCH[1]}
+  sleep 0.05
+  printf '{"id":%s,"kind":"evaluated","verdict":{"verdict":"correct","cases":%s,"nondeterministic_within_tolerance":[]},"elapsed_ms":1}\n' "$id" "$CUDA_VISIBLE_DEVICES"
+done
+"#;
+
+    struct VisibleTimer(Mutex<Vec<(String, String)>>);
+
+    impl KernelTimer for Arc<VisibleTimer> {
+        fn time(
+            &self,
+            gpu: &GpuSlot,
+            _: &TaskDir,
+            source: &str,
+            _: &str,
+            _: &[String],
+        ) -> Result<BenchReport, String> {
+            self.0
+                .lock()
+                .unwrap()
+                .push((source.to_string(), gpu.visible.clone()));
+            Ok(report(vec![shape("small")], correct()))
+        }
+    }
+
+    /// The real worker pool behind the runner: the worker that verifies a kernel and the
+    /// timing child see the same CUDA_VISIBLE_DEVICES, for every kernel, with both GPUs used.
+    #[test]
+    fn the_verifying_worker_and_the_timing_child_see_the_same_device() {
+        if std::env::var_os("CUDA_VISIBLE_DEVICES").is_some() {
+            eprintln!("SKIPPED: CUDA_VISIBLE_DEVICES is set here; the stand-in echoes numbers");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("worker.sh");
+        std::fs::write(&script, DEVICE_ECHO).unwrap();
+        let command = WorkerCommand {
+            program: "bash".into(),
+            args: vec![script.display().to_string()],
+            env: Vec::new(),
+        };
+        let gpus = GpuSlot::for_ordinals(&[0, 1]);
+        let pool = Pool::new(PoolConfig::per_gpu(
+            command,
+            &[0, 1],
+            Duration::from_secs(10),
+        ));
+        let timer = Arc::new(VisibleTimer(Mutex::new(Vec::new())));
+        let runner = PoolRunner::new(
+            Box::new(pool),
+            gpus,
+            Some(Box::new(Arc::clone(&timer))),
+            None,
+            Some(1),
+        );
+        let td = swiglu();
+        let sources: Vec<String> = (0..8).map(|i| format!("k{i}")).collect();
+        let verdicts = map_in_parallel(&sources, 4, |src| {
+            runner
+                .run(&td, src, "plan")
+                .map(|r| r.verdict)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        })
+        .unwrap();
+        let timed = timer.0.lock().unwrap().clone();
+        assert_eq!(timed.len(), 8);
+        let mut seen = std::collections::BTreeSet::new();
+        for (src, v) in sources.iter().zip(&verdicts) {
+            let V::Correct { cases, .. } = v else {
+                panic!("{src}: {v:?}")
+            };
+            let (_, visible) = timed.iter().find(|(s, _)| s == src).unwrap();
+            assert_eq!(&cases.to_string(), visible, "{src}");
+            seen.insert(visible.clone());
+        }
+        assert_eq!(seen.len(), 2, "both GPUs served: {seen:?}");
+    }
 }
