@@ -5,7 +5,9 @@
 //! plus a per-task summary on each task's realistic shape, and recorded in the result store.
 //!
 //! The GPU work of each task runs in a `ksmith gpu serve` subprocess under a wall-clock limit,
-//! so a kernel that faults or hangs costs that task, not the run. PyTorch baselines run in the
+//! so a kernel that faults or hangs costs that task, not the run. With several GPUs (`--gpus`,
+//! default: every GPU of GPU 0's model) tasks are spread over them, one task per GPU at a time,
+//! each GPU with its own GPU processes and PyTorch runner. PyTorch baselines run in the
 //! torch runner's own subprocess (bench-suite::torch) after the kernels, one per shape;
 //! torch.compile costs tens of seconds per shape, so by default it runs only on each task's
 //! realistic shape (`--compile-shapes all` for every timed shape).
@@ -20,11 +22,12 @@ mod shapes;
 #[cfg(test)]
 mod tests;
 
-pub use child::{run_child, run_child_on, ChildFailure};
+pub use child::{run_child_on, ChildFailure};
 pub use record::BENCH_PROTOCOL;
 pub use rows::{render_summary, render_table, rows_for, summary_rows, totals, Row, TorchTimes};
 
-use super::gpu::{new_gpu, open_gpu, results_dir};
+use super::gpu::{new_gpu, results_dir};
+use super::run::{choose_here, parse_gpus, GpuSelection, GpuSlot, SelectError};
 use super::{Global, EXIT_FAILED, EXIT_HARNESS, EXIT_OK, EXIT_USAGE};
 use anyhow::Context as _;
 use bench_suite::store::Store;
@@ -35,6 +38,8 @@ use record::{store_results, Recorded};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use verifier::inputs::{generate_inputs, Variant};
 use verifier::protocol::EvalOptions;
@@ -111,6 +116,10 @@ pub struct BenchArgs {
     /// Wall-clock limit per task (its GPU process), in seconds
     #[arg(long, default_value_t = 1800, value_name = "SECS")]
     pub timeout: u64,
+    /// GPUs to time on, one task per GPU at a time: ordinals (`0,1`) or `all` [default: every
+    /// GPU of GPU 0's model]
+    #[arg(long, value_name = "LIST|all", value_parser = parse_gpus)]
+    pub gpus: Option<GpuSelection>,
 }
 
 /// What to run, worked out from the arguments and the suite before any GPU is touched.
@@ -386,124 +395,270 @@ pub struct Measured<'a> {
     pub torch_skip: Option<String>,
 }
 
-/// Runs the plan's tasks one after another: `child` times a task's kernels (a `gpu serve`
-/// process in `run`), then `torch` times PyTorch at each timed shape (`Err(reason)`: PyTorch
-/// cannot run here, not asked again). With `--json-out`, the rows so far are written after
-/// every task.
+/// One GPU's means to measure a task: its GPU process (`child`, a `gpu serve` process in
+/// `run`) and its PyTorch baselines (`torch`; `Err(reason)`: PyTorch cannot run here).
+pub struct Lane<'l> {
+    /// Which GPU, for the progress lines (`None` with a single GPU).
+    pub label: Option<String>,
+    pub child: Box<dyn FnMut(&BenchRequest) -> ChildOutcome + Send + 'l>,
+    pub torch: Box<dyn FnMut(TorchRequest) -> TorchOutcome + Send + 'l>,
+}
+
+/// What one task came to.
+enum TaskResult {
+    /// The harness could not run: the run stops (no new task starts).
+    Harness(String),
+    /// The task's GPU process failed: one row saying why.
+    Failed { row: Row, elapsed: Elapsed },
+    Timed {
+        rows: Vec<Row>,
+        report: BenchReport,
+        elapsed: Elapsed,
+    },
+}
+
+/// [`measure_on`] with a single GPU.
+#[cfg(test)]
 pub fn measure<'a>(
     p: &BenchPlan<'a>,
     a: &BenchArgs,
     cx: &Context,
-    child: &mut dyn FnMut(&BenchRequest) -> ChildOutcome,
-    torch: &mut dyn FnMut(TorchRequest) -> TorchOutcome,
+    child: &mut (dyn FnMut(&BenchRequest) -> ChildOutcome + Send),
+    torch: &mut (dyn FnMut(TorchRequest) -> TorchOutcome + Send),
 ) -> anyhow::Result<Measured<'a>> {
-    let mut torch_skip: Option<String> =
-        (a.baseline == Baseline::None).then(|| "--baseline none".into());
-    let mut all_rows = Vec::new();
-    let mut reports: Vec<(&TaskDir, BenchReport)> = Vec::new();
-    let mut elapsed = Vec::new();
-    let mut failed = false;
-    let mut harness: Option<String> = None;
-    for (i, (td, shapes)) in p.tasks.iter().copied().zip(&p.shapes).enumerate() {
-        eprintln!(
-            "bench: [{}/{}] {} ({})",
-            i + 1,
-            p.tasks.len(),
-            td.task.id,
-            shapes.join(", ")
-        );
-        let req = BenchRequest {
-            task_dir: std::fs::canonicalize(&td.dir).unwrap_or_else(|_| td.dir.clone()),
-            candidates: p.candidates.clone(),
-            shapes: shapes.clone(),
-            timing: Default::default(),
-            check: EvalOptions {
-                shapes: a.check_shapes.clone(),
-                fresh_seed: Some(cx.seed),
-                heldout_seed: cx.seed,
-                ..EvalOptions::default()
-            },
-        };
-        let t0 = Instant::now();
-        let outcome = child(&req)?;
-        let kernels_s = t0.elapsed().as_secs_f64();
-        let report = match outcome {
-            Ok(r) => r,
-            Err(ChildFailure::Harness(m)) => {
-                harness = Some(format!("{}: {m}", td.task.id));
-                break;
-            }
-            Err(ChildFailure::Task(m)) => {
-                failed = true;
-                all_rows.push(rows::task_failure_row(&td.task.id, &m));
-                elapsed.push(Elapsed {
-                    task: td.task.id.clone(),
-                    kernels_s,
-                    torch_s: 0.0,
-                });
-                continue;
-            }
-        };
-        let t1 = Instant::now();
-        let mut torch_by_shape = HashMap::new();
-        for st in &report.shapes {
-            if torch_skip.is_some() {
-                break;
-            }
-            let is_realistic = p.realistic.get(&td.task.id) == Some(&st.shape);
-            let job = TorchRequest {
-                td,
-                shape: st.shape.clone(),
-                modes: torch_modes(a.baseline, a.compile_shapes, is_realistic),
-                pool_sets: st.pool_sets,
-                seed: req.timing.seed,
-                protocol: req.timing.protocol.clone(),
-            };
-            match torch(job) {
-                Ok(Ok(t)) => {
-                    torch_by_shape.insert(st.shape.clone(), t);
+    measure_on(
+        p,
+        a,
+        cx,
+        vec![Lane {
+            label: None,
+            child: Box::new(|r: &BenchRequest| child(r)),
+            torch: Box::new(|j: TorchRequest| torch(j)),
+        }],
+    )
+}
+
+/// Runs the plan's tasks, each lane (GPU) taking the next task when it is free: the lane's
+/// `child` times a task's kernels, then its `torch` times PyTorch at each timed shape (once
+/// PyTorch cannot run here, no lane asks again). A harness failure stops every lane from
+/// starting another task. Results come back in the plan's task order whatever finished first.
+/// With `--json-out`, the rows so far are written after every task.
+pub fn measure_on<'a>(
+    p: &BenchPlan<'a>,
+    a: &BenchArgs,
+    cx: &Context,
+    lanes: Vec<Lane<'_>>,
+) -> anyhow::Result<Measured<'a>> {
+    let n = p.tasks.len();
+    let torch_skip: Mutex<Option<String>> =
+        Mutex::new((a.baseline == Baseline::None).then(|| "--baseline none".into()));
+    let done: Mutex<Vec<Option<TaskResult>>> = Mutex::new((0..n).map(|_| None).collect());
+    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let (torch_skip, done, first_error, next, stop) =
+            (&torch_skip, &done, &first_error, &next, &stop);
+        for mut lane in lanes {
+            s.spawn(move || loop {
+                if stop.load(Ordering::SeqCst) {
+                    return;
                 }
-                Ok(Err(e)) => eprintln!("PyTorch baseline of {} at {}: {e}", td.task.id, st.shape),
-                Err(reason) => {
-                    eprintln!("PyTorch baselines skipped: {reason}");
-                    torch_skip = Some(reason);
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= n {
+                    return;
                 }
-            }
-        }
-        let torch_s = t1.elapsed().as_secs_f64();
-        eprintln!(
-            "bench: {}: kernels {kernels_s:.1} s, PyTorch {torch_s:.1} s",
-            td.task.id
-        );
-        elapsed.push(Elapsed {
-            task: td.task.id.clone(),
-            kernels_s,
-            torch_s,
-        });
-        let rows = rows_for(&td.task, &report, &torch_by_shape, cx.cal);
-        if rows.iter().any(|r| r.problem.is_some()) {
-            failed = true;
-        }
-        all_rows.extend(rows);
-        reports.push((td, report));
-        if let Some(path) = &a.json_out {
-            // A partial reply after each task: a run cut short still leaves its rows behind.
-            let partial = serde_json::json!({
-                "partial": true, "gpu_key": cx.key, "rows": all_rows, "elapsed": elapsed,
-                "wall_s": cx.started.elapsed().as_secs_f64(),
+                match measure_task(p, a, cx, i, &mut lane, torch_skip) {
+                    Ok(r) => {
+                        if matches!(r, TaskResult::Harness(_)) {
+                            stop.store(true, Ordering::SeqCst);
+                        }
+                        let mut d = done.lock().unwrap_or_else(|e| e.into_inner());
+                        d[i] = Some(r);
+                        write_partial(a, cx, &d);
+                    }
+                    Err(e) => {
+                        stop.store(true, Ordering::SeqCst);
+                        first_error
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(e);
+                        return;
+                    }
+                }
             });
-            if let Err(e) = std::fs::write(path, partial.to_string()) {
-                eprintln!("warning: writing {}: {e}", path.display());
+        }
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    let mut m = Measured {
+        all_rows: Vec::new(),
+        reports: Vec::new(),
+        elapsed: Vec::new(),
+        failed: false,
+        harness: None,
+        torch_skip: torch_skip.into_inner().unwrap_or_else(|e| e.into_inner()),
+    };
+    let done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    for (td, r) in p.tasks.iter().copied().zip(done) {
+        match r {
+            None => {}
+            Some(TaskResult::Harness(h)) => {
+                m.harness.get_or_insert(h);
+            }
+            Some(TaskResult::Failed { row, elapsed }) => {
+                m.failed = true;
+                m.all_rows.push(row);
+                m.elapsed.push(elapsed);
+            }
+            Some(TaskResult::Timed {
+                rows,
+                report,
+                elapsed,
+            }) => {
+                m.failed |= rows.iter().any(|r| r.problem.is_some());
+                m.all_rows.extend(rows);
+                m.reports.push((td, report));
+                m.elapsed.push(elapsed);
             }
         }
     }
-    Ok(Measured {
-        all_rows,
-        reports,
-        elapsed,
-        failed,
-        harness,
-        torch_skip,
+    Ok(m)
+}
+
+/// The rows of every task finished so far, in task order, as a partial reply (`--json-out`):
+/// a run cut short still leaves them behind.
+fn write_partial(a: &BenchArgs, cx: &Context, done: &[Option<TaskResult>]) {
+    let Some(path) = &a.json_out else { return };
+    let mut rows: Vec<&Row> = Vec::new();
+    let mut elapsed: Vec<&Elapsed> = Vec::new();
+    for r in done.iter().flatten() {
+        match r {
+            TaskResult::Harness(_) => {}
+            TaskResult::Failed { row, elapsed: e } => {
+                rows.push(row);
+                elapsed.push(e);
+            }
+            TaskResult::Timed {
+                rows: r,
+                elapsed: e,
+                ..
+            } => {
+                rows.extend(r);
+                elapsed.push(e);
+            }
+        }
+    }
+    let partial = serde_json::json!({
+        "partial": true, "gpu_key": cx.key, "rows": rows, "elapsed": elapsed,
+        "wall_s": cx.started.elapsed().as_secs_f64(),
+    });
+    if let Err(e) = std::fs::write(path, partial.to_string()) {
+        eprintln!("warning: writing {}: {e}", path.display());
+    }
+}
+
+/// Task `i` of the plan on one lane.
+fn measure_task(
+    p: &BenchPlan<'_>,
+    a: &BenchArgs,
+    cx: &Context,
+    i: usize,
+    lane: &mut Lane<'_>,
+    torch_skip: &Mutex<Option<String>>,
+) -> anyhow::Result<TaskResult> {
+    let (td, shapes) = (p.tasks[i], &p.shapes[i]);
+    eprintln!(
+        "bench: [{}/{}] {} ({}){}",
+        i + 1,
+        p.tasks.len(),
+        td.task.id,
+        shapes.join(", "),
+        lane.label
+            .as_ref()
+            .map(|l| format!(" on {l}"))
+            .unwrap_or_default()
+    );
+    let req = BenchRequest {
+        task_dir: std::fs::canonicalize(&td.dir).unwrap_or_else(|_| td.dir.clone()),
+        candidates: p.candidates.clone(),
+        shapes: shapes.clone(),
+        timing: Default::default(),
+        check: EvalOptions {
+            shapes: a.check_shapes.clone(),
+            fresh_seed: Some(cx.seed),
+            heldout_seed: cx.seed,
+            ..EvalOptions::default()
+        },
+    };
+    let t0 = Instant::now();
+    let outcome = (lane.child)(&req)?;
+    let kernels_s = t0.elapsed().as_secs_f64();
+    let report = match outcome {
+        Ok(r) => r,
+        Err(ChildFailure::Harness(m)) => {
+            return Ok(TaskResult::Harness(format!("{}: {m}", td.task.id)))
+        }
+        Err(ChildFailure::Task(m)) => {
+            return Ok(TaskResult::Failed {
+                row: rows::task_failure_row(&td.task.id, &m),
+                elapsed: Elapsed {
+                    task: td.task.id.clone(),
+                    kernels_s,
+                    torch_s: 0.0,
+                },
+            })
+        }
+    };
+    let skipped = || {
+        torch_skip
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    };
+    let t1 = Instant::now();
+    let mut torch_by_shape = HashMap::new();
+    for st in &report.shapes {
+        if skipped() {
+            break;
+        }
+        let is_realistic = p.realistic.get(&td.task.id) == Some(&st.shape);
+        let job = TorchRequest {
+            td,
+            shape: st.shape.clone(),
+            modes: torch_modes(a.baseline, a.compile_shapes, is_realistic),
+            pool_sets: st.pool_sets,
+            seed: req.timing.seed,
+            protocol: req.timing.protocol.clone(),
+        };
+        match (lane.torch)(job) {
+            Ok(Ok(t)) => {
+                torch_by_shape.insert(st.shape.clone(), t);
+            }
+            Ok(Err(e)) => eprintln!("PyTorch baseline of {} at {}: {e}", td.task.id, st.shape),
+            Err(reason) => {
+                let mut skip = torch_skip.lock().unwrap_or_else(|e| e.into_inner());
+                if skip.is_none() {
+                    eprintln!("PyTorch baselines skipped: {reason}");
+                    *skip = Some(reason);
+                }
+            }
+        }
+    }
+    let torch_s = t1.elapsed().as_secs_f64();
+    eprintln!(
+        "bench: {}: kernels {kernels_s:.1} s, PyTorch {torch_s:.1} s",
+        td.task.id
+    );
+    Ok(TaskResult::Timed {
+        rows: rows_for(&td.task, &report, &torch_by_shape, cx.cal),
+        report,
+        elapsed: Elapsed {
+            task: td.task.id.clone(),
+            kernels_s,
+            torch_s,
+        },
     })
 }
 
@@ -514,12 +669,28 @@ pub fn run(g: &Global, a: &BenchArgs) -> anyhow::Result<u8> {
         Ok(p) => p,
         Err(m) => return Ok(usage(a.json, &m)),
     };
-    // The device's identity (for the calibration and the store); the context is released
+    // The devices' identity (for the calibration and the store); the contexts are released
     // before the GPU work starts in the subprocesses.
-    let info = match open_gpu(a.json, "bench") {
-        Ok(gpu) => gpu.info.clone(),
-        Err(code) => return Ok(code),
+    let chosen = match choose_here(a.gpus.as_ref()) {
+        Ok(c) => c,
+        Err(SelectError::Usage(m)) => return Ok(usage(a.json, &m)),
+        Err(SelectError::NoGpu(e)) => {
+            let message = format!("`ksmith bench` needs a GPU: {e}");
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "error": message, "exit": EXIT_HARNESS })
+                );
+            } else {
+                eprintln!("error: {message}");
+            }
+            return Ok(EXIT_HARNESS);
+        }
     };
+    for n in &chosen.notes {
+        eprintln!("note: {n}");
+    }
+    let info = chosen.info.clone();
     let key = gpu_key(&info);
     let results = results_dir(a.results.as_deref());
     let cal = match load_calibration(&results, &key) {
@@ -542,19 +713,49 @@ pub fn run(g: &Global, a: &BenchArgs) -> anyhow::Result<u8> {
     }
     let limit = Duration::from_secs(a.timeout.max(1));
     let started = Instant::now();
-    let mut session: Option<torch::Session> = None;
-    let mut child = |req: &BenchRequest| run_child(g, req, limit);
-    let mut baseline = |job: TorchRequest| -> TorchOutcome {
-        if session.is_none() {
-            session =
-                Some(torch::Session::new(RunnerConfig::default()).map_err(|e| e.to_string())?);
-        }
-        let Some(sess) = session.as_mut() else {
-            return Err("no PyTorch session".into());
-        };
-        torch_times(sess, &job, Some(info.l2_cache_bytes))
-    };
-    let m = measure(
+    let gpus = GpuSlot::for_ordinals(&chosen.ordinals);
+    if gpus.len() > 1 {
+        eprintln!(
+            "bench: {} tasks over GPUs {} ({})",
+            p.tasks.len(),
+            chosen
+                .ordinals
+                .iter()
+                .map(|o| o.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            info.name
+        );
+    }
+    let l2_bytes = info.l2_cache_bytes;
+    let lanes: Vec<Lane> = gpus
+        .iter()
+        .map(|gpu| {
+            let (visible, visible_torch) = (gpu.visible.clone(), gpu.visible.clone());
+            // PyTorch is imported once per GPU, on first use.
+            let mut session: Option<torch::Session> = None;
+            Lane {
+                label: (gpus.len() > 1).then(|| format!("GPU {}", gpu.ordinal)),
+                child: Box::new(move |req: &BenchRequest| {
+                    run_child_on(g, req, limit, Some(&visible))
+                }),
+                torch: Box::new(move |job: TorchRequest| -> TorchOutcome {
+                    if session.is_none() {
+                        let config = RunnerConfig {
+                            env: vec![("CUDA_VISIBLE_DEVICES".into(), visible_torch.clone())],
+                            ..RunnerConfig::default()
+                        };
+                        session = Some(torch::Session::new(config).map_err(|e| e.to_string())?);
+                    }
+                    let Some(sess) = session.as_mut() else {
+                        return Err("no PyTorch session".into());
+                    };
+                    torch_times(sess, &job, Some(l2_bytes))
+                }),
+            }
+        })
+        .collect();
+    let m = measure_on(
         &p,
         a,
         &Context {
@@ -563,8 +764,7 @@ pub fn run(g: &Global, a: &BenchArgs) -> anyhow::Result<u8> {
             key: &key,
             started,
         },
-        &mut child,
-        &mut baseline,
+        lanes,
     )?;
     let Measured {
         all_rows,

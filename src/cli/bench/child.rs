@@ -43,17 +43,10 @@ fn serve_command(g: &Global) -> anyhow::Result<Command> {
     Ok(cmd)
 }
 
-pub fn run_child(
-    g: &Global,
-    req: &BenchRequest,
-    limit: Duration,
-) -> anyhow::Result<Result<BenchReport, ChildFailure>> {
-    run_child_on(g, req, limit, None)
-}
-
-/// [`run_child`] on one GPU: `visible` becomes the child's `CUDA_VISIBLE_DEVICES` (the value
-/// that shows it the GPU meant, see `bench_suite::pool::visible_device`), so its device 0 is
-/// that GPU; `None` leaves the environment as it is.
+/// Runs the request in a `ksmith gpu serve` child under `limit`. `visible` becomes the child's
+/// `CUDA_VISIBLE_DEVICES` (the value that shows it the GPU meant, see
+/// `bench_suite::pool::visible_device`), so that its device 0 is that GPU; `None` leaves the
+/// environment as it is.
 pub fn run_child_on(
     g: &Global,
     req: &BenchRequest,

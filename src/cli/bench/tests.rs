@@ -875,3 +875,110 @@ fn no_pytorch_is_asked_once_and_a_harness_failure_stops_the_run() {
     let m = measure(&p, &a, &context(None), &mut child, &mut torch).unwrap();
     assert_eq!(m.torch_skip.as_deref(), Some("--baseline none"));
 }
+
+/// Two stand-in GPUs: tasks are spread over both and run at the same time (the first two meet
+/// at a rendezvous only parallel lanes can pass), a task's PyTorch baselines run on the lane
+/// that timed its kernels, and the results come back in task order.
+#[test]
+fn two_gpus_share_the_tasks_and_report_in_task_order() {
+    use std::sync::{Arc, Condvar};
+    let s = suite();
+    let a = args(&[
+        "--tasks",
+        "swiglu,bias_gelu,rmsnorm_residual,softmax_row",
+        "--shapes",
+        "realistic",
+    ]);
+    let p = plan(&s, &a).unwrap();
+    let meeting = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let met = Arc::new(AtomicBool::new(true));
+    let calls = Arc::new(AtomicUsize::new(0));
+    // (lane, task) of every kernel run and every baseline.
+    let kernels = Arc::new(Mutex::new(Vec::<(usize, String)>::new()));
+    let baselines = Arc::new(Mutex::new(Vec::<(usize, String)>::new()));
+    let lane = |id: usize| {
+        let (meeting, met, calls, kernels, baselines) = (
+            Arc::clone(&meeting),
+            Arc::clone(&met),
+            Arc::clone(&calls),
+            Arc::clone(&kernels),
+            Arc::clone(&baselines),
+        );
+        Lane {
+            label: Some(format!("GPU {id}")),
+            child: Box::new(move |req: &BenchRequest| -> ChildOutcome {
+                let task = req
+                    .task_dir
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                    let (n, cv) = &*meeting;
+                    let mut n = n.lock().unwrap();
+                    *n += 1;
+                    cv.notify_all();
+                    let (n, _) = cv
+                        .wait_timeout_while(n, Duration::from_secs(5), |n| *n < 2)
+                        .unwrap();
+                    if *n < 2 {
+                        met.store(false, Ordering::SeqCst);
+                    }
+                }
+                kernels.lock().unwrap().push((id, task.clone()));
+                let mut r = report();
+                r.task = task;
+                Ok(Ok(r))
+            }),
+            torch: Box::new(move |job: TorchRequest| -> TorchOutcome {
+                baselines.lock().unwrap().push((id, job.td.task.id.clone()));
+                Ok(Ok(TorchTimes {
+                    eager_ms: Some(2.0),
+                    compile_ms: None,
+                }))
+            }),
+        }
+    };
+    let m = measure_on(&p, &a, &context(None), vec![lane(0), lane(1)]).unwrap();
+    assert!(
+        met.load(Ordering::SeqCst),
+        "the two GPUs worked at the same time"
+    );
+    let order: Vec<&str> = m
+        .reports
+        .iter()
+        .map(|(td, _)| td.task.id.as_str())
+        .collect();
+    assert_eq!(
+        order,
+        ["swiglu", "bias_gelu", "rmsnorm_residual", "softmax_row"]
+    );
+    let elapsed: Vec<&str> = m.elapsed.iter().map(|e| e.task.as_str()).collect();
+    assert_eq!(elapsed, order);
+    let kernels = kernels.lock().unwrap().clone();
+    assert_eq!(kernels.len(), 4);
+    assert!(kernels.iter().any(|k| k.0 == 0) && kernels.iter().any(|k| k.0 == 1));
+    for (lane, task) in baselines.lock().unwrap().iter() {
+        let (k, _) = kernels.iter().find(|k| &k.1 == task).unwrap();
+        assert_eq!(
+            k, lane,
+            "{task}: PyTorch ran on the GPU that timed its kernels"
+        );
+    }
+    assert!(m.harness.is_none() && m.torch_skip.is_none());
+}
+
+#[test]
+fn gpus_flag_parses_for_bench() {
+    assert_eq!(args(&[]).gpus, None);
+    assert_eq!(
+        args(&["--gpus", "1,0"]).gpus,
+        Some(GpuSelection::List(vec![1, 0]))
+    );
+    assert_eq!(args(&["--gpus", "all"]).gpus, Some(GpuSelection::All));
+    let e = Cmd::try_parse_from(["bench", "--gpus", "0,zero"])
+        .err()
+        .expect("rejected");
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("`zero` is not a GPU ordinal"), "{e}");
+}
