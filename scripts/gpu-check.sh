@@ -178,17 +178,22 @@ step_test() {
 step_eval() {
   local total=0 bad=0
   for d in "$KIT"/verifier/tests/broken/*/; do
-    local name expect want timeout_s json rc=0 kind want_exit
+    local name expect want timeout_s json rc=0 kind want_exit task shapes heldout
     name=$(basename "$d")
     expect="$d/expect.toml"
+    # One-line keys of expect.toml (verifier/tests/broken/README.md); defaults as in corpus.rs.
     want=$(sed -n 's/^verdict = \[\(.*\)\]/\1/p' "$expect" | tr -d '" ' )
-    timeout_s=$(sed -n 's/^timeout_s = \([0-9]*\)/\1/p' "$expect")
+    task=$(sed -n 's/^task = "\([A-Za-z0-9_-]*\)".*/\1/p' "$expect")
+    task=${task:-swiglu}
+    timeout_s=$(sed -n 's/^timeout_s = \([0-9]*\).*/\1/p' "$expect")
     timeout_s=${timeout_s:-300}
-    local shapes="small,awkward" heldout=1
-    if grep -q '^shapes = \["small"\]' "$expect"; then shapes=small; heldout=0; fi
+    shapes=$(sed -n 's/^shapes = \[\(.*\)\].*/\1/p' "$expect" | tr -d '" ')
+    shapes=${shapes:-small,awkward}
+    heldout=$(sed -n 's/^heldout = \([0-9]*\).*/\1/p' "$expect")
+    heldout=${heldout:-1}
     set +e
     json=$(cd "$KIT" && timeout --signal=KILL $((timeout_s + 60)) "$KIT/bin/ksmith" eval --json \
-      --tasks-dir "$KIT/tasks" --task swiglu "$d" --shapes "$shapes" --heldout "$heldout" \
+      --tasks-dir "$KIT/tasks" --task "$task" "$d" --shapes "$shapes" --heldout "$heldout" \
       --seeds 0 --fresh-seed 20261124 --timeout "$timeout_s" 2>>"$LOGS/eval.stderr.log")
     rc=$?
     set -e

@@ -1,5 +1,5 @@
-//! GPU test: every kernel of the broken-kernel corpus (verifier/tests/broken/) runs through
-//! `ksmith worker` processes (bench_suite's pool, with per-entry wall-clock limits) and must get
+//! GPU test: every kernel of the broken-kernel corpus (verifier/tests/broken/), each against
+//! its task (swiglu unless its expect.toml names another), runs through `ksmith worker` processes (bench_suite's pool, with per-entry wall-clock limits) and must get
 //! its expected verdict; the batch must go on after hangs and faults (a correct control kernel
 //! runs again at the end). Without a CUDA driver it prints "skipped: no GPU" and passes, unless
 //! KSMITH_REQUIRE_GPU=1 (scripts/gpu-check.sh sets it).
@@ -43,19 +43,19 @@ fn broken_kernels_get_their_verdicts_and_the_batch_goes_on() {
     }
     let root = root();
     let entries = corpus::load(&root.join("verifier/tests/broken")).unwrap();
-    let task_dir = root.join("tasks/activation/swiglu");
     let mut order: Vec<&corpus::Entry> = entries.iter().collect();
     // The control again at the end: after a timeout and a lost context, a fresh worker must
     // still pass a correct kernel.
     if let Some(c) = entries.iter().find(|e| e.name == "control_correct") {
         order.push(c);
     }
+    let tasks_root = root.join("tasks");
     let jobs = order
         .iter()
         .map(|e| {
             (
                 RequestBody::Evaluate(EvaluateRequest {
-                    task_dir: task_dir.clone(),
+                    task_dir: e.task_dir(&tasks_root).unwrap_or_else(|m| panic!("{m}")),
                     source: e.source.clone(),
                     plan: e.plan.clone(),
                     options: e.options(),

@@ -1,10 +1,12 @@
 //! The broken-kernel corpus (verifier/tests/broken/, see its README) on CPU: every entry is well
-//! formed, names verdicts that exist, has a valid plan (except the `invalid_plan` entry) and
-//! compiles with NVRTC for sm_90 (except the `compile_error` entry). Running them needs a GPU:
+//! formed, names a task that exists (swiglu unless its expect.toml says `task = "ID"`) and
+//! verdicts that exist, runs on shapes its task has, has a plan valid under its task's rules
+//! (except the `invalid_plan` entry) and compiles with NVRTC for sm_90 (except the
+//! `compile_error` entry). Running them needs a GPU:
 //! tests/gpu_broken.rs in the root crate. Without NVRTC the compile part is skipped visibly,
 //! except under CI (`CI=true`), where a missing NVRTC is a failure.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use verifier::nvrtc::{Arch, Compiler, Locator};
 use verifier::runtime::corpus::{self, Entry};
@@ -34,17 +36,35 @@ fn corpus() -> Vec<Entry> {
     corpus::load(&root().join("verifier/tests/broken")).unwrap()
 }
 
-fn swiglu() -> TaskBundle {
-    TaskBundle::load(&root().join("tasks/activation/swiglu")).unwrap()
+/// The tasks of the corpus's entries, by id, each loaded once; an entry naming a task that does
+/// not exist (or is invalid) fails here, naming the entry's expect.toml.
+fn tasks(entries: &[Entry]) -> BTreeMap<String, TaskBundle> {
+    let tasks_root = root().join("tasks");
+    let mut out = BTreeMap::new();
+    for entry in entries {
+        let id = entry.task_id();
+        if out.contains_key(id) {
+            continue;
+        }
+        let dir = entry
+            .task_dir(&tasks_root)
+            .unwrap_or_else(|e| panic!("{}: {e}", entry.name));
+        let bundle =
+            TaskBundle::load(&dir).unwrap_or_else(|e| panic!("{}: task `{id}`: {e}", entry.name));
+        assert_eq!(bundle.task.id, id, "{}: {}", entry.name, dir.display());
+        out.insert(id.to_string(), bundle);
+    }
+    out
 }
 
 #[test]
 fn every_entry_is_well_formed_and_the_corpus_covers_the_bar() {
-    let bundle = swiglu();
     let entries = corpus();
+    let tasks = tasks(&entries);
     let mut covered = BTreeSet::new();
     for entry in &entries {
         let (name, e) = (&entry.name, &entry.expect);
+        let bundle = &tasks[entry.task_id()];
         assert!(!e.description.is_empty(), "{name}");
         assert!(!e.verdict.is_empty(), "{name}: no verdict");
         for v in &e.verdict {
@@ -54,15 +74,54 @@ fn every_entry_is_well_formed_and_the_corpus_covers_the_bar() {
         if let Some(v) = &e.variant {
             assert!(v == "base" || v == "stress", "{name}: variant `{v}`");
         }
-        for s in e.shape.iter().chain(e.options.shapes.iter().flatten()) {
-            assert!(bundle.task.shape(s).is_some(), "{name}: no shape `{s}`");
+        // The shapes the entry runs on (the swiglu defaults unless it lists its own).
+        let opts = entry.options();
+        for s in &opts.shapes {
+            assert!(
+                bundle.task.shape(s).is_some(),
+                "{name}: task `{}` has no shape `{s}` (an entry for a task other than {} lists options.shapes)",
+                entry.task_id(),
+                corpus::DEFAULT_TASK
+            );
+        }
+        // The failing shape: one of those, or a held-out shape the entry draws.
+        if let Some(s) = &e.shape {
+            let heldout = (0..opts.heldout_shapes).any(|k| *s == format!("heldout-{k}"));
+            assert!(
+                opts.shapes.contains(s) || heldout,
+                "{name}: `shape = \"{s}\"` is neither one of its shapes {:?} nor one of its {} held-out shapes",
+                opts.shapes,
+                opts.heldout_shapes
+            );
         }
         let _ = (e.options.heldout, e.options.timeout_s, &e.message_contains);
         match candidate_plan(&bundle.task, &entry.source, &entry.plan) {
-            Ok(_) => assert!(
-                !e.verdict.contains(&"invalid_plan".to_string()),
-                "{name}: plan is valid"
-            ),
+            Ok(plan) => {
+                assert!(
+                    !e.verdict.contains(&"invalid_plan".to_string()),
+                    "{name}: plan is valid"
+                );
+                // It resolves on every public shape it runs on, and on the single-row shape
+                // of the task's batch-invariance check: a failure there would be a plan error,
+                // not the breakage the entry is about.
+                let task = &bundle.task;
+                for s in &opts.shapes {
+                    let Some(shape) = task.shape(s) else { continue };
+                    let mut shapes = vec![shape.clone()];
+                    if let Some(b) = &task.checks.batch_invariant {
+                        if b.batch(shape) > 1 {
+                            shapes.push(b.probe_shape(shape));
+                        }
+                    }
+                    for sh in &shapes {
+                        plan.resolve(sh)
+                            .unwrap_or_else(|m| panic!("{name}: plan on {}: {m}", sh.describe()));
+                        plan.resolve_prepare(sh).unwrap_or_else(|m| {
+                            panic!("{name}: prepare on {}: {m}", sh.describe())
+                        });
+                    }
+                }
+            }
             Err(v) => {
                 assert_eq!(v.kind(), "invalid_plan");
                 assert_eq!(e.verdict, vec!["invalid_plan"], "{name}: {}", v.feedback());
@@ -104,10 +163,12 @@ fn every_entry_compiles_for_sm_90_except_the_compile_error() {
         }
     };
     let compiler = Compiler::new(nvrtc, None);
-    let bundle = swiglu();
+    let entries = corpus();
+    let tasks = tasks(&entries);
     let mut compiled = 0;
-    for entry in corpus() {
+    for entry in entries {
         let (name, e, source) = (&entry.name, &entry.expect, &entry.source);
+        let bundle = &tasks[entry.task_id()];
         let Ok(plan) = candidate_plan(&bundle.task, source, &entry.plan) else {
             continue;
         };
@@ -122,8 +183,15 @@ fn every_entry_compiles_for_sm_90_except_the_compile_error() {
             Ok(c) => {
                 assert_ne!(e.verdict, vec!["compile_error"], "{name} compiled");
                 assert!(!c.cubin.is_empty(), "{name}");
-                let k = c.kernel("swiglu_bf16").unwrap();
-                assert!(k.resources.is_some(), "{name}: no ptxas report");
+                for k in plan.kernel_names() {
+                    let report = c.kernel(&k).unwrap_or_else(|| {
+                        panic!("{name}: no kernel `{k}` in the compiled program")
+                    });
+                    assert!(
+                        report.resources.is_some(),
+                        "{name}: no ptxas report for `{k}`"
+                    );
+                }
                 compiled += 1;
             }
             Err(CompileFailure::Verdict(v)) => {
@@ -135,5 +203,5 @@ fn every_entry_compiles_for_sm_90_except_the_compile_error() {
         }
     }
     eprintln!("{compiled} corpus kernels compiled for sm_90");
-    assert!(compiled >= 11);
+    assert!(compiled >= 16, "only {compiled} corpus kernels compiled");
 }

@@ -1,6 +1,7 @@
 //! The broken-kernel corpus (`verifier/tests/broken/`): entries with the verdict each must get.
 //! Read by the CPU corpus test, the GPU test that runs the corpus through workers, and
-//! `scripts/gpu-check.sh` (through those tests).
+//! `scripts/gpu-check.sh` (through those tests; its `eval` step also reads expect.toml's
+//! one-line `task`, `verdict`, `timeout_s`, `shapes` and `heldout` keys itself).
 
 use crate::protocol::EvalOptions;
 use crate::verdict::Verdict;
@@ -11,6 +12,9 @@ use std::path::{Path, PathBuf};
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     pub description: String,
+    /// The task the kernel is for (its id, the directory name under `tasks/<category>/`);
+    /// [`DEFAULT_TASK`] when absent.
+    pub task: Option<String>,
     /// The verdict must be one of these kinds.
     pub verdict: Vec<String>,
     /// The failing case's shape name.
@@ -31,8 +35,10 @@ pub struct RunOptions {
     pub timeout_s: Option<u64>,
 }
 
-/// Public shapes a corpus entry runs on unless it says otherwise (the task's third, realistic
-/// shape takes long to generate inputs for).
+/// The task of an entry whose expect.toml names none.
+pub const DEFAULT_TASK: &str = "swiglu";
+/// Public shapes a corpus entry runs on unless it says otherwise: two of swiglu's (its third,
+/// realistic shape takes long to generate inputs for). Entries for other tasks list their own.
 pub const DEFAULT_SHAPES: &[&str] = &["small", "awkward"];
 pub const DEFAULT_TIMEOUT_S: u64 = 300;
 
@@ -46,6 +52,21 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The id of the task this entry's kernel is for.
+    pub fn task_id(&self) -> &str {
+        self.expect.task.as_deref().unwrap_or(DEFAULT_TASK)
+    }
+
+    /// The directory of this entry's task under `tasks_root` (the repository's `tasks/`).
+    pub fn task_dir(&self, tasks_root: &Path) -> Result<PathBuf, String> {
+        task_dir(tasks_root, self.task_id()).map_err(|e| {
+            format!(
+                "{}: field `task`: {e}",
+                self.dir.join("expect.toml").display()
+            )
+        })
+    }
+
     /// Options of the strict check for this entry; `fresh_seed` and `heldout_seed` are fixed so
     /// runs are reproducible.
     pub fn options(&self) -> EvalOptions {
@@ -114,6 +135,44 @@ impl Entry {
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
+}
+
+/// The directory of task `id` under `tasks_root`: the one `<category>/<id>/` holding a
+/// task.toml. An id that is not a plain directory name, or that no (or more than one)
+/// category holds, is an error saying so.
+pub fn task_dir(tasks_root: &Path, id: &str) -> Result<PathBuf, String> {
+    let plain = !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !plain {
+        return Err(format!(
+            "`{id}` is not a task id (letters, digits, `_` and `-` only)"
+        ));
+    }
+    let rd = std::fs::read_dir(tasks_root)
+        .map_err(|e| format!("cannot list tasks in {}: {e}", tasks_root.display()))?;
+    let mut found: Vec<PathBuf> = rd
+        .flatten()
+        .map(|cat| cat.path().join(id))
+        .filter(|d| d.join("task.toml").is_file())
+        .collect();
+    found.sort();
+    match found.len() {
+        0 => Err(format!(
+            "unknown task `{id}`: no {}/<category>/{id}/task.toml",
+            tasks_root.display()
+        )),
+        1 => Ok(found.remove(0)),
+        _ => Err(format!(
+            "task `{id}` is ambiguous: {}",
+            found
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
 /// Every entry under `dir`, sorted by name.
@@ -190,6 +249,55 @@ mod tests {
         assert_eq!(err, "failed on shape (none), expected small");
         assert_eq!(e.options().shapes, vec!["small", "awkward"]);
         assert_eq!(e.timeout_s(), DEFAULT_TIMEOUT_S);
+    }
+
+    #[test]
+    fn the_task_defaults_to_swiglu_and_is_found_by_id() {
+        let e = entry("description = \"d\"\nverdict = [\"correct\"]\n");
+        assert_eq!(e.task_id(), "swiglu");
+        let e = entry("description = \"d\"\nverdict = [\"correct\"]\ntask = \"mm\"\n");
+        assert_eq!(e.task_id(), "mm");
+
+        let root = tempfile::tempdir().unwrap();
+        let mk = |rel: &str| {
+            let d = root.path().join(rel);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("task.toml"), "").unwrap();
+        };
+        mk("gemm/mm");
+        mk("activation/swiglu");
+        mk("a/twice");
+        mk("b/twice");
+        std::fs::create_dir_all(root.path().join("gemm/no_toml")).unwrap();
+        assert_eq!(
+            e.task_dir(root.path()).unwrap(),
+            root.path().join("gemm/mm")
+        );
+        assert_eq!(
+            task_dir(root.path(), "swiglu").unwrap(),
+            root.path().join("activation/swiglu")
+        );
+        let err = task_dir(root.path(), "nope").unwrap_err();
+        assert!(err.starts_with("unknown task `nope`"), "{err}");
+        let err = task_dir(root.path(), "no_toml").unwrap_err();
+        assert!(err.starts_with("unknown task `no_toml`"), "{err}");
+        let err = task_dir(root.path(), "twice").unwrap_err();
+        assert!(err.contains("ambiguous"), "{err}");
+        for bad in ["", "../gemm/mm", "gemm/mm", "mm "] {
+            let err = task_dir(root.path(), bad).unwrap_err();
+            assert!(err.contains("is not a task id"), "{bad}: {err}");
+        }
+        let err = task_dir(&root.path().join("missing"), "mm").unwrap_err();
+        assert!(err.starts_with("cannot list tasks in"), "{err}");
+        // The entry's error names its expect.toml and the field.
+        let mut e = entry("description = \"d\"\nverdict = []\ntask = \"nope\"\n");
+        e.dir = PathBuf::from("broken/x");
+        let err = e.task_dir(root.path()).unwrap_err();
+        assert!(
+            err.starts_with("broken/x/expect.toml: field `task`: unknown task `nope`"),
+            "{err}"
+        );
+        assert!(toml::from_str::<Expect>("description = \"d\"\nverdict = []\ntask = 3\n").is_err());
     }
 
     #[test]
