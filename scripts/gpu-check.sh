@@ -18,7 +18,8 @@
 #         broken      the broken-kernel corpus through workers (gpu_broken)         ~3-5 min
 #         eval        `ksmith eval --json` on every corpus entry, then the median wall
 #                     time of a whole uncached `ksmith eval` of swiglu's reference   ~2-4 min
-#         references  every task's reference through its strict check               ~5-10 min (split)
+#         references  every task's reference through its strict check, then the
+#                     batch-invariant task's reference on shapes with M > 1           ~5-10 min (split)
 #         spec        every task's reference vs spec.py through PyTorch (first
 #                     public shape; KSMITH_GPU_FULL=1 all of them: ~12-15 min, split)
 #                     + tests/eval_oracle.rs (the worker's PyTorch oracle)            ~3-5 min
@@ -237,6 +238,23 @@ step_eval_wall() {
   else row eval "wall: swiglu reference" FAIL "$bad of $runs runs did not exit 0; see logs/eval-wall-*.json"; FAILED=1; fi
 }
 
+step_batch_reference() {
+  # The reference of the batch-invariant task through its own strict check on public shapes with
+  # M > 1, so the [checks.batch_invariant] single-row probes run on the device (gpu_references
+  # checks its first shape, m1, where there is nothing to probe).
+  local t0=$SECONDS rc=0 log=$LOGS/batch-reference.json
+  set +e
+  (cd "$KIT" && timeout --signal=KILL 400 "$KIT/bin/ksmith" eval --json --tasks-dir "$KIT/tasks" \
+    --task hspi_batch_invariant_matmul --reference --shapes m7,m64,m333 --heldout 1 --seeds 0 \
+    >"$log" 2>"$LOGS/batch-reference.stderr.log")
+  rc=$?
+  set -e
+  local kind
+  kind=$(grep -o '"kind":"[a-z_]*"' "$log" | head -1 | cut -d'"' -f4 || true)
+  if (( rc == 0 )); then row references "hspi batch invariance" ok "${kind:-?} on m7,m64,m333 + 1 held-out ($(step_secs $t0))"
+  else row references "hspi batch invariance" FAIL "exit $rc ${kind:-}; see logs/batch-reference.json"; FAILED=1; fi
+}
+
 step_secs() { printf '%d s' $((SECONDS - $1)); }
 
 # One-line summaries of the steps' output files for the table (python3 is on the GPU machine).
@@ -430,7 +448,7 @@ run_steps() {
       runtime) step_test runtime gpu_runtime 300; step_test corpus-cpu broken_corpus 120 ;;
       broken) step_test broken gpu_broken 580 ;;
       eval) step_eval ;;
-      references) step_test references gpu_references 580 ;;
+      references) step_test references gpu_references 580; step_batch_reference ;;
       info) step_info ;;
       calibrate) step_calibrate ;;
       bench) step_bench ;;
