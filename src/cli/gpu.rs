@@ -29,6 +29,10 @@ pub enum GpuCommand {
     /// Run one benchmark request read from stdin (internal; started by `ksmith bench`)
     #[command(hide = true)]
     Serve,
+    /// Run one kernel once at one shape, after warm-up calls: the target `ksmith profile` and
+    /// `ksmith audit` wrap in ncu / compute-sanitizer (internal)
+    #[command(hide = true)]
+    RunOnce(super::profile::RunOnceArgs),
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +69,7 @@ pub fn run(g: &Global, cmd: GpuCommand) -> anyhow::Result<u8> {
         GpuCommand::Info(a) => info(g, &a),
         GpuCommand::Calibrate(a) => calibrate_cmd(g, &a),
         GpuCommand::Serve => serve(g),
+        GpuCommand::RunOnce(a) => Ok(super::profile::run_once(g, &a)),
     }
 }
 

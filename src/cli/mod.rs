@@ -4,6 +4,7 @@
 mod bench;
 mod eval;
 mod gpu;
+mod profile;
 mod report;
 mod run;
 mod tasks;
@@ -84,6 +85,10 @@ pub enum Command {
     /// Inspect the result store; export and import runs as JSON
     #[command(subcommand)]
     Db(report::DbCommand),
+    /// Nsight Compute on one call of one kernel: curated metrics and the Judge's summary
+    Profile(Box<profile::ProfileArgs>),
+    /// compute-sanitizer memcheck / racecheck / initcheck on one call of one kernel
+    Audit(Box<profile::AuditArgs>),
     /// Serve GPU requests as JSON lines on stdin/stdout (internal; started by the harness)
     #[command(hide = true)]
     Worker,
@@ -116,6 +121,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Report(a) => report::run_report(&a, None),
         Command::Leaderboard(a) => report::run_leaderboard(&a, None),
         Command::Db(c) => report::run_db(&c, None),
+        Command::Profile(a) => profile::run_profile(&cli.global, &a),
+        Command::Audit(a) => profile::run_audit(&cli.global, &a),
         Command::Worker => worker::run(&cli.global),
     }
 }

@@ -92,6 +92,47 @@ pub fn profile(
     Ok(ncu::parse(&out.text)?)
 }
 
+/// One ncu run as [`profile_known`] leaves it: everything ncu printed (the profiled program's
+/// own lines included, for the caller to read) and what the parser made of it.
+pub struct ProfileRun {
+    pub text: String,
+    pub parsed: Result<ncu::NcuReport, ncu::NcuError>,
+    /// Metrics this ncu did not know, dropped for the second attempt.
+    pub dropped: Vec<String>,
+}
+
+/// [`profile`], retried once without the metrics this ncu says it does not know (versions
+/// rename a few): a partial metric set is still a profile, and the rest read n/a.
+pub fn profile_known(
+    ncu_path: &Path,
+    target: &ncu::NcuTarget,
+    program: &[OsString],
+    limit: Duration,
+) -> Result<ProfileRun, ToolError> {
+    let out = run_tool(ncu_path, &target.args(), program, limit)?;
+    let parsed = ncu::parse(&out.text);
+    if let Err(ncu::NcuError::UnknownMetrics { names, .. }) = &parsed {
+        let retry = target.without(names);
+        if !names.is_empty()
+            && !retry.metrics.is_empty()
+            && retry.metrics.len() < target.metrics.len()
+        {
+            let dropped = names.clone();
+            let out = run_tool(ncu_path, &retry.args(), program, limit)?;
+            return Ok(ProfileRun {
+                parsed: ncu::parse(&out.text),
+                text: out.text,
+                dropped,
+            });
+        }
+    }
+    Ok(ProfileRun {
+        text: out.text,
+        parsed,
+        dropped: Vec::new(),
+    })
+}
+
 /// Runs one compute-sanitizer tool on `program` and parses its report.
 pub fn sanitize(
     sanitizer_path: &Path,

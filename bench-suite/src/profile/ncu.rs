@@ -176,7 +176,7 @@ pub struct Metric {
 }
 
 /// Warp-stall breakdown: reason (`long_scoreboard`, ...) and its value in the family's units.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Stalls {
     /// `latency` (smsp__average_warp_latency_issue_stalled_*: cycles per issued instruction) or
     /// `pc_sampling` (smsp__pcsamp_warps_issue_stalled_*: sample counts).
@@ -201,7 +201,7 @@ impl Stalls {
 }
 
 /// The curated metrics of one launch; `None` is n/a (not collected, not supported, not a number).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Curated {
     pub duration_ns: Option<f64>,
     /// Speed-of-light: compute (SM) and memory throughput, % of peak.

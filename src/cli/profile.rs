@@ -1,0 +1,834 @@
+//! `ksmith profile` (Nsight Compute on one call of one kernel, curated metrics and the Judge's
+//! summary) and `ksmith audit` (compute-sanitizer memcheck / racecheck / initcheck, parsed
+//! findings), both wrapped around the hidden `ksmith gpu run-once` target (DESIGN §4.6, §6).
+//!
+//! The target compiles the kernel, generates the inputs of one public shape, runs `[[prepare]]`,
+//! a few warm-up calls of the plan and then exactly one more call. Every kernel it launches is
+//! one of the plan's, so the launches ncu must skip to reach that last call are known before it
+//! runs ([`ncu_target`]), and nothing depends on timing. Tools are located (`--ncu`,
+//! `--sanitizer`, then PATH and the CUDA install) before the GPU is probed; a missing tool, no
+//! GPU, or counters the user may not read is exit 3 with a message that says what to do. The
+//! GPU's settings are never changed (`--clock-control none`).
+//!
+//! Exit codes: profile — 0 profiled, 1 the kernel failed in the target, 3 the harness or the
+//! tool could not run; audit — 0 clean, 1 findings (or the kernel failed), 3 as above.
+//!
+//! Standalone runs are not stored: the store's `profiles` rows belong to an evaluation, which
+//! `ksmith profile` does not make; `ksmith run --profile` stores them with its evaluations.
+
+use super::{Global, EXIT_FAILED, EXIT_HARNESS, EXIT_OK};
+use anyhow::{bail, Context};
+use bench_suite::profile::ncu::{Curated, KernelProfile, NcuError, NcuReport, NcuTarget};
+use bench_suite::profile::sanitizer::{SanitizerReport, Tool};
+use bench_suite::profile::{self, judge, ToolError};
+use bench_suite::suite::{self, Entry, Suite};
+use clap::{Args, ValueEnum};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use verifier::plan::{base_name, Plan};
+use verifier::task::{Shape, Task};
+
+mod target;
+pub use target::{run_once, RunOnceArgs};
+
+/// Prefix of the target's status lines on stderr; the wrappers find them in the tool's output.
+pub const TARGET_MARK: &str = "ksmith run-once:";
+
+/// Warm-up calls of the plan before the profiled call.
+pub const PROFILE_WARMUPS: u32 = 3;
+
+/// The kernel to run, as `ksmith eval` takes it.
+#[derive(Debug, Args)]
+pub struct KernelArgs {
+    /// The task's id (as in `ksmith tasks list`)
+    #[arg(long, value_name = "ID")]
+    pub task: String,
+    /// The kernel source (.cu), or a directory holding kernel.cu and launch.toml
+    #[arg(value_name = "KERNEL.cu|DIR", required_unless_present = "reference")]
+    pub kernel: Option<PathBuf>,
+    /// The launch plan (required when KERNEL is a file)
+    #[arg(long, value_name = "PLAN.toml")]
+    pub plan: Option<PathBuf>,
+    /// The task's own reference kernel (reference.cu + reference.toml)
+    #[arg(long, conflicts_with_all = ["kernel", "plan"])]
+    pub reference: bool,
+    /// The public shape to run [profile: the first; audit: the smallest]
+    #[arg(long, value_name = "NAME")]
+    pub shape: Option<String>,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Wall-clock limit of each tool run, in seconds
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub timeout: u64,
+    /// Do not probe for a CUDA driver first (for stand-in tools that do not run the target)
+    #[arg(long, hide = true)]
+    pub no_gpu_check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    #[command(flatten)]
+    pub k: KernelArgs,
+    /// Profile only this kernel of the plan [default: every launch of one call]
+    #[arg(long = "only", value_name = "KERNEL")]
+    pub only: Option<String>,
+    /// The ncu executable [default: ncu on PATH, then the CUDA install]
+    #[arg(long, env = "KSMITH_NCU", value_name = "PATH")]
+    pub ncu: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ToolArg {
+    Memcheck,
+    Racecheck,
+    Initcheck,
+    Synccheck,
+}
+
+impl From<ToolArg> for Tool {
+    fn from(t: ToolArg) -> Tool {
+        match t {
+            ToolArg::Memcheck => Tool::Memcheck,
+            ToolArg::Racecheck => Tool::Racecheck,
+            ToolArg::Initcheck => Tool::Initcheck,
+            ToolArg::Synccheck => Tool::Synccheck,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub k: KernelArgs,
+    /// compute-sanitizer tools to run, comma-separated
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "memcheck,racecheck,initcheck"
+    )]
+    pub tools: Vec<ToolArg>,
+    /// The compute-sanitizer executable [default: on PATH, then the CUDA install]
+    #[arg(long, env = "KSMITH_SANITIZER", value_name = "PATH")]
+    pub sanitizer: Option<PathBuf>,
+}
+
+/// A kernel resolved for one run of the target.
+pub(crate) struct Target {
+    pub tasks_root: PathBuf,
+    pub task: Task,
+    pub kernel_path: PathBuf,
+    pub plan_path: PathBuf,
+    pub plan: Plan,
+    pub shape: Shape,
+}
+
+/// Which public shape a run defaults to.
+#[derive(Clone, Copy)]
+enum ShapePick {
+    First,
+    Smallest,
+}
+
+/// Elements of every input and output at `shape` (what "smallest" compares).
+fn shape_size(task: &Task, shape: &Shape) -> u64 {
+    task.tensors()
+        .map(|d| {
+            verifier::inputs::dims_of(d, shape)
+                .map(|dims| dims.iter().product::<u64>())
+                .unwrap_or(u64::MAX)
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
+fn pick_shape(task: &Task, name: Option<&str>, pick: ShapePick) -> anyhow::Result<Shape> {
+    if let Some(n) = name {
+        return task.shape(n).cloned().ok_or_else(|| {
+            anyhow::anyhow!(
+                "task `{}` has no public shape `{n}` (known: {})",
+                task.id,
+                task.shapes
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        });
+    }
+    let s = match pick {
+        ShapePick::First => task.shapes.first(),
+        ShapePick::Smallest => task.shapes.iter().min_by_key(|s| shape_size(task, s)),
+    };
+    s.cloned()
+        .ok_or_else(|| anyhow::anyhow!("task `{}` has no public shapes", task.id))
+}
+
+fn resolve(g: &Global, a: &KernelArgs, pick: ShapePick) -> anyhow::Result<Target> {
+    let root = suite::locate(g.tasks_dir.as_deref())?;
+    let suite = Suite::discover(&root)?;
+    let td = match suite.get(&a.task) {
+        Some(Entry::Ok(td)) => td,
+        Some(Entry::Broken { diagnostics, .. }) => {
+            let d: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
+            bail!("task `{}` is invalid:\n{}", a.task, d.join("\n"))
+        }
+        None => bail!(
+            "no task `{}` in {} (known: {})",
+            a.task,
+            root.display(),
+            suite.ids().join(", ")
+        ),
+    };
+    let (kernel_path, plan_path) = match (&a.kernel, a.reference) {
+        (_, true) => (td.dir.join("reference.cu"), td.dir.join("reference.toml")),
+        (Some(k), false) if k.is_dir() => (
+            k.join("kernel.cu"),
+            a.plan.clone().unwrap_or_else(|| k.join("launch.toml")),
+        ),
+        (Some(k), false) => match &a.plan {
+            Some(p) => (k.clone(), p.clone()),
+            None => bail!(
+                "{} is a file: pass its launch plan with --plan PLAN.toml (or give a directory holding kernel.cu and launch.toml)",
+                k.display()
+            ),
+        },
+        (None, false) => bail!("give a kernel (KERNEL.cu --plan PLAN.toml, or DIR), or --reference"),
+    };
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let source = read(&kernel_path)?;
+    let plan_text = read(&plan_path)?;
+    let plan = verifier::runtime::evaluate::candidate_plan(&td.task, &source, &plan_text)
+        .map_err(|v| anyhow::anyhow!("{}: {}", plan_path.display(), v.feedback()))?;
+    let shape = pick_shape(&td.task, a.shape.as_deref(), pick)?;
+    let abs = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
+    Ok(Target {
+        tasks_root: abs(root),
+        task: td.task.clone(),
+        kernel_path: abs(kernel_path),
+        plan_path: abs(plan_path),
+        plan,
+        shape,
+    })
+}
+
+/// The kernels one target run launches, in order: `[[prepare]]` once, then the plan's calls.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Launches {
+    pub prepare: Vec<String>,
+    pub call: Vec<String>,
+}
+
+impl Launches {
+    pub fn of(plan: &Plan, shape: &Shape) -> Result<Launches, String> {
+        let names =
+            |v: Vec<verifier::plan::ResolvedLaunch>| v.into_iter().map(|l| l.kernel).collect();
+        Ok(Launches {
+            prepare: names(plan.resolve_prepare(shape)?),
+            call: names(plan.resolve(shape)?),
+        })
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The ncu target for the last of `warmups + 1` calls: `-k` matches the selected kernels' base
+/// names (ncu's default name base drops template arguments and searches, not anchors), `-s`
+/// skips every matching launch before that call and `-c` takes that call's matching launches.
+/// Launches are counted with the same substring rule ncu applies, so a prepare kernel whose
+/// name contains a selected one is skipped too.
+pub(crate) fn ncu_target(
+    launches: &Launches,
+    only: Option<&str>,
+    warmups: u32,
+) -> Result<NcuTarget, String> {
+    if launches.call.is_empty() {
+        return Err("the plan launches nothing at this shape".into());
+    }
+    let mut selected: Vec<&str> = Vec::new();
+    match only {
+        Some(k) => {
+            let b = base_name(k);
+            if !launches.call.iter().any(|c| base_name(c) == b) {
+                return Err(format!(
+                    "the plan does not launch `{k}` at this shape (it launches {})",
+                    launches.call.join(", ")
+                ));
+            }
+            selected.push(b);
+        }
+        None => {
+            for c in &launches.call {
+                let b = base_name(c);
+                if !selected.contains(&b) {
+                    selected.push(b);
+                }
+            }
+        }
+    }
+    let matches = |k: &String| selected.iter().any(|s| base_name(k).contains(s));
+    let per_call = launches.call.iter().filter(|k| matches(k)).count() as u64;
+    let before = launches.prepare.iter().filter(|k| matches(k)).count() as u64;
+    let regex = selected
+        .iter()
+        .map(|s| regex_escape(s))
+        .collect::<Vec<_>>()
+        .join("|");
+    let mut t = NcuTarget::new(regex, before + u64::from(warmups) * per_call);
+    t.launch_count = per_call;
+    Ok(t)
+}
+
+/// `ksmith [globals] gpu run-once ...` for a target.
+pub(crate) fn target_program(
+    g: &Global,
+    t: &Target,
+    warmups: u32,
+) -> anyhow::Result<Vec<OsString>> {
+    let exe = std::env::current_exe().context("locating the ksmith executable")?;
+    let mut p: Vec<OsString> = vec![exe.into()];
+    p.push("--tasks-dir".into());
+    p.push(t.tasks_root.clone().into());
+    let mut flag = |name: &str, v: Option<OsString>| {
+        if let Some(v) = v {
+            p.push(name.into());
+            p.push(v);
+        }
+    };
+    flag("--nvrtc", g.nvrtc.clone().map(Into::into));
+    flag("--cuda-include", g.cuda_include.clone().map(Into::into));
+    flag("--arch", g.arch.clone().map(Into::into));
+    flag("--cache-dir", g.cache_dir.clone().map(Into::into));
+    if g.no_cache {
+        p.push("--no-cache".into());
+    }
+    for x in ["gpu", "run-once", "--task", &t.task.id] {
+        p.push(x.into());
+    }
+    p.push("--kernel".into());
+    p.push(t.kernel_path.clone().into());
+    p.push("--plan".into());
+    p.push(t.plan_path.clone().into());
+    p.push("--shape".into());
+    p.push(t.shape.name.clone().into());
+    p.push("--warmups".into());
+    p.push(warmups.to_string().into());
+    Ok(p)
+}
+
+/// What the target said about itself, from its status line in a tool's output.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum TargetStatus {
+    /// It ran every call.
+    Ran,
+    /// The kernel failed (a launch refused, a fault, an out-of-bounds write).
+    Failed(String),
+    /// The harness could not run it (no GPU, NVRTC, a compile error of the harness).
+    Error(String),
+    /// No status line: the tool did not run it, or it died without a word.
+    Silent,
+}
+
+pub(crate) fn target_status(text: &str) -> TargetStatus {
+    let mut status = TargetStatus::Silent;
+    for line in text.lines() {
+        let Some(rest) = line.trim().strip_prefix(TARGET_MARK) else {
+            continue;
+        };
+        let rest = rest.trim();
+        // The last word counts: a run that printed progress and then failed failed.
+        status = if let Some(m) = rest.strip_prefix("failed:") {
+            TargetStatus::Failed(m.trim().to_string())
+        } else if let Some(m) = rest.strip_prefix("error:") {
+            TargetStatus::Error(m.trim().to_string())
+        } else if rest.starts_with("ok") {
+            TargetStatus::Ran
+        } else {
+            status
+        };
+    }
+    status
+}
+
+fn fail(json: bool, code: u8, message: &str) -> u8 {
+    if json {
+        println!("{}", serde_json::json!({ "error": message, "exit": code }));
+    } else {
+        eprintln!("error: {message}");
+    }
+    code
+}
+
+/// Exit 3 unless a driver is there (skipped with `--no-gpu-check`).
+fn gpu_missing(a: &KernelArgs, command: &str) -> Option<u8> {
+    if a.no_gpu_check {
+        return None;
+    }
+    verifier::runtime::probe_driver().err().map(|e| {
+        fail(
+            a.json,
+            EXIT_HARNESS,
+            &format!("`ksmith {command}` needs a GPU: {e}"),
+        )
+    })
+}
+
+fn not_permitted_advice() -> &'static str {
+    "ksmith never changes these settings itself; an administrator can allow it (see https://developer.nvidia.com/ERR_NVGPUCTRPERM), or run the profile as root"
+}
+
+/// The Judge's text for a profiled call: one summary per launch (the longest first when the
+/// call has several, with its share of the call's time).
+pub fn judge_text(report: &NcuReport) -> String {
+    match report.kernels.as_slice() {
+        [] => String::new(),
+        [one] => judge::summary(one),
+        many => {
+            let total: f64 = many.iter().filter_map(|k| k.curated.duration_ns).sum();
+            let mut order: Vec<&KernelProfile> = many.iter().collect();
+            order.sort_by(|a, b| {
+                b.curated
+                    .duration_ns
+                    .unwrap_or(0.0)
+                    .total_cmp(&a.curated.duration_ns.unwrap_or(0.0))
+            });
+            let mut out = format!("One call launches {} kernels.", many.len());
+            for k in order {
+                out.push('\n');
+                if let (Some(d), true) = (k.curated.duration_ns, total > 0.0) {
+                    out += &format!("[{:.0}% of the call] ", 100.0 * d / total);
+                }
+                out += &judge::summary(k);
+            }
+            out
+        }
+    }
+}
+
+fn opt(v: Option<f64>, unit: &str) -> String {
+    match v {
+        None => "n/a".into(),
+        Some(v) if unit == "%" => format!("{v:.1}%"),
+        Some(v) if unit == "ns" => {
+            if v >= 1e6 {
+                format!("{:.3} ms", v / 1e6)
+            } else {
+                format!("{:.2} us", v / 1e3)
+            }
+        }
+        Some(v) if unit == "B" => {
+            if v >= 1e6 {
+                format!("{:.2} MB", v / 1e6)
+            } else {
+                format!("{v:.0} B")
+            }
+        }
+        Some(v) => {
+            if v.fract() == 0.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            }
+        }
+    }
+}
+
+/// The curated metrics as (metric, value) rows for the text table.
+pub(crate) fn curated_rows(c: &Curated) -> Vec<(&'static str, String)> {
+    let limiters = c.limiters();
+    vec![
+        ("duration", opt(c.duration_ns, "ns")),
+        ("SM throughput (SOL)", opt(c.sm_throughput_pct, "%")),
+        ("memory throughput (SOL)", opt(c.memory_throughput_pct, "%")),
+        ("DRAM throughput", opt(c.dram_throughput_pct, "%")),
+        ("DRAM read", opt(c.dram_read_bytes, "B")),
+        ("DRAM write", opt(c.dram_write_bytes, "B")),
+        ("L1 hit rate", opt(c.l1_hit_pct, "%")),
+        ("L2 hit rate", opt(c.l2_hit_pct, "%")),
+        ("achieved occupancy", opt(c.achieved_occupancy_pct, "%")),
+        (
+            "theoretical occupancy",
+            opt(c.theoretical_occupancy_pct, "%"),
+        ),
+        (
+            "occupancy limiter",
+            if limiters.is_empty() {
+                "n/a".into()
+            } else {
+                format!(
+                    "{} ({} blocks/SM)",
+                    limiters
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    limiters[0].1
+                )
+            },
+        ),
+        ("registers/thread", opt(c.registers_per_thread, "")),
+        (
+            "shared memory/block",
+            match (c.smem_static_bytes, c.smem_dynamic_bytes) {
+                (None, None) => "n/a".into(),
+                (s, d) => format!("{} static + {} dynamic", opt(s, "B"), opt(d, "B")),
+            },
+        ),
+        ("block size", opt(c.block_size, "")),
+        ("grid size", opt(c.grid_size, "")),
+        ("waves per SM", opt(c.waves_per_sm, "")),
+        ("issue slots busy", opt(c.issue_active_pct, "%")),
+        (
+            "smem bank conflicts ld/st",
+            format!(
+                "{} / {}",
+                opt(c.smem_conflicts_ld, ""),
+                opt(c.smem_conflicts_st, "")
+            ),
+        ),
+        ("tensor pipe active", opt(c.tensor_pipe_pct, "%")),
+        ("tensor instructions", opt(c.tensor_inst, "")),
+        (
+            "local memory ld/st sectors",
+            format!(
+                "{} / {}",
+                opt(c.local_ld_sectors, ""),
+                opt(c.local_st_sectors, "")
+            ),
+        ),
+        (
+            "top warp stalls",
+            match &c.stalls {
+                None => "n/a".into(),
+                Some(s) => s
+                    .reasons
+                    .iter()
+                    .filter(|(r, _)| r != "selected")
+                    .take(3)
+                    .map(|(r, v)| format!("{r} {v:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            },
+        ),
+    ]
+}
+
+/// The JSON of one profiled launch.
+pub(crate) fn kernel_json(k: &KernelProfile) -> serde_json::Value {
+    serde_json::json!({
+        "id": k.id,
+        "kernel": k.kernel_name,
+        "block_size": k.block_size,
+        "grid_size": k.grid_size,
+        "device": k.device,
+        "cc": k.cc,
+        "curated": k.curated,
+        "summary": judge::summary(k),
+        "warnings": k.warnings,
+    })
+}
+
+/// Why a profile could not be taken, with the exit code it means.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ProfileFailure {
+    pub code: u8,
+    pub message: String,
+}
+
+/// A profile's outcome from what the tool printed: the report, or why there is none. The
+/// target's own word comes first (a failing kernel is its failure, not ncu's).
+pub(crate) fn interpret_profile(
+    parsed: Result<NcuReport, NcuError>,
+    text: &str,
+) -> Result<NcuReport, ProfileFailure> {
+    let status = target_status(text);
+    let failure = |code: u8, message: String| Err(ProfileFailure { code, message });
+    match (&status, parsed) {
+        (_, Err(e @ NcuError::CountersNotPermitted { .. })) => {
+            failure(EXIT_HARNESS, format!("{e}\n{}", not_permitted_advice()))
+        }
+        (TargetStatus::Failed(m), _) => failure(
+            EXIT_FAILED,
+            format!("the kernel failed while it was profiled: {m}"),
+        ),
+        (TargetStatus::Error(m), _) => failure(
+            EXIT_HARNESS,
+            format!("the profiled program could not run the kernel: {m}"),
+        ),
+        (_, Ok(r)) => Ok(r),
+        (_, Err(e)) => failure(EXIT_HARNESS, format!("no profile: {e}")),
+    }
+}
+
+pub fn run_profile(g: &Global, a: &ProfileArgs) -> anyhow::Result<u8> {
+    let json = a.k.json;
+    let ncu = match profile::locate("ncu", a.ncu.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return Ok(fail(json, EXIT_HARNESS, &e.to_string())),
+    };
+    if let Some(code) = gpu_missing(&a.k, "profile") {
+        return Ok(code);
+    }
+    let t = match resolve(g, &a.k, ShapePick::First) {
+        Ok(t) => t,
+        Err(e) => return Ok(fail(json, EXIT_HARNESS, &format!("{e:#}"))),
+    };
+    let launches = Launches::of(&t.plan, &t.shape)
+        .and_then(|l| ncu_target(&l, a.only.as_deref(), PROFILE_WARMUPS).map(|n| (l, n)));
+    let (_, target) = match launches {
+        Ok(x) => x,
+        Err(e) => return Ok(fail(json, EXIT_HARNESS, &e)),
+    };
+    let program = target_program(g, &t, PROFILE_WARMUPS)?;
+    let limit = Duration::from_secs(a.k.timeout.max(1));
+    let run = match profile::profile_known(&ncu, &target, &program, limit) {
+        Ok(r) => r,
+        Err(e) => return Ok(fail(json, EXIT_HARNESS, &e.to_string())),
+    };
+    let report = match interpret_profile(run.parsed, &run.text) {
+        Ok(r) => r,
+        Err(f) => return Ok(fail(json, f.code, &f.message)),
+    };
+    let mut notes = Vec::new();
+    if !run.dropped.is_empty() {
+        notes.push(format!(
+            "this ncu does not know {}: profiled without them",
+            run.dropped.join(", ")
+        ));
+    }
+    if report.kernels.len() as u64 != target.launch_count {
+        notes.push(format!(
+            "ncu profiled {} launch(es) where one call has {}",
+            report.kernels.len(),
+            target.launch_count
+        ));
+    }
+    let summary = judge_text(&report);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "task": t.task.id,
+                "kernel": t.kernel_path.display().to_string(),
+                "plan": t.plan_path.display().to_string(),
+                "shape": t.shape.name,
+                "ncu": ncu.display().to_string(),
+                "target": {
+                    "kernel_regex": target.kernel_regex,
+                    "launch_skip": target.launch_skip,
+                    "launch_count": target.launch_count,
+                },
+                "kernels": report.kernels.iter().map(kernel_json).collect::<Vec<_>>(),
+                "judge_summary": summary,
+                "notes": notes,
+                "messages": report.messages,
+            })
+        );
+        return Ok(EXIT_OK);
+    }
+    println!("task:   {} (shape {})", t.task.id, t.shape.name);
+    println!(
+        "kernel: {} (plan {})",
+        t.kernel_path.display(),
+        t.plan_path.display()
+    );
+    println!(
+        "ncu:    {} (-k regex:{} -s {} -c {}, clocks not locked)",
+        ncu.display(),
+        target.kernel_regex,
+        target.launch_skip,
+        target.launch_count
+    );
+    println!();
+    let mut table = comfy_table::Table::new();
+    let mut header = vec!["metric".to_string()];
+    header.extend(report.kernels.iter().map(|k| k.kernel_name.clone()));
+    table.set_header(header);
+    let columns: Vec<Vec<(&str, String)>> = report
+        .kernels
+        .iter()
+        .map(|k| curated_rows(&k.curated))
+        .collect();
+    if let Some(first) = columns.first() {
+        for (i, (name, _)) in first.iter().enumerate() {
+            let mut row = vec![name.to_string()];
+            row.extend(columns.iter().map(|c| c[i].1.clone()));
+            table.add_row(row);
+        }
+    }
+    println!("{table}");
+    println!();
+    println!("for the Judge:\n{summary}");
+    for k in &report.kernels {
+        for w in &k.warnings {
+            println!("warning: {}: {w}", k.kernel_name);
+        }
+    }
+    for n in &notes {
+        println!("note: {n}");
+    }
+    Ok(EXIT_OK)
+}
+
+/// One sanitizer tool's outcome.
+#[derive(Debug)]
+pub(crate) enum AuditOutcome {
+    Report(SanitizerReport, TargetStatus),
+    /// The tool could not run, or printed nothing it recognises.
+    Error(String),
+}
+
+pub(crate) fn interpret_audit(tool: Tool, out: Result<String, ToolError>) -> AuditOutcome {
+    let text = match out {
+        Ok(t) => t,
+        Err(e) => return AuditOutcome::Error(e.to_string()),
+    };
+    let report = profile::sanitizer::parse(&text);
+    let status = target_status(&text);
+    if let TargetStatus::Error(m) = &status {
+        if report.findings.is_empty() {
+            return AuditOutcome::Error(format!("{}: the target could not run: {m}", tool.name()));
+        }
+    }
+    if !report.saw_tool_output {
+        return AuditOutcome::Error(format!(
+            "{}: compute-sanitizer printed nothing it recognises{}",
+            tool.name(),
+            text.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(|l| format!(" (last line: {})", l.trim()))
+                .unwrap_or_default()
+        ));
+    }
+    AuditOutcome::Report(report, status)
+}
+
+/// 1 with findings (or a kernel that failed), else 3 when a tool could not run, else 0.
+pub(crate) fn audit_exit(outcomes: &[(Tool, AuditOutcome)]) -> u8 {
+    let bad = outcomes.iter().any(|(_, o)| match o {
+        AuditOutcome::Report(r, s) => {
+            !r.findings.is_empty() || matches!(s, TargetStatus::Failed(_))
+        }
+        AuditOutcome::Error(_) => false,
+    });
+    if bad {
+        EXIT_FAILED
+    } else if outcomes
+        .iter()
+        .any(|(_, o)| matches!(o, AuditOutcome::Error(_)))
+    {
+        EXIT_HARNESS
+    } else {
+        EXIT_OK
+    }
+}
+
+pub fn run_audit(g: &Global, a: &AuditArgs) -> anyhow::Result<u8> {
+    let json = a.k.json;
+    let sanitizer = match profile::locate("compute-sanitizer", a.sanitizer.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return Ok(fail(json, EXIT_HARNESS, &e.to_string())),
+    };
+    if let Some(code) = gpu_missing(&a.k, "audit") {
+        return Ok(code);
+    }
+    let t = match resolve(g, &a.k, ShapePick::Smallest) {
+        Ok(t) => t,
+        Err(e) => return Ok(fail(json, EXIT_HARNESS, &format!("{e:#}"))),
+    };
+    // One call, no warm-up: the sanitizers slow kernels down many times over.
+    let program = target_program(g, &t, 0)?;
+    let limit = Duration::from_secs(a.k.timeout.max(1));
+    let mut tools: Vec<Tool> = Vec::new();
+    for x in &a.tools {
+        let t = Tool::from(*x);
+        if !tools.contains(&t) {
+            tools.push(t);
+        }
+    }
+    let mut outcomes = Vec::new();
+    for tool in tools {
+        if !json {
+            eprintln!("audit: {} ...", tool.name());
+        }
+        let out = profile::run_tool(&sanitizer, &tool.args(None), &program, limit).map(|o| o.text);
+        outcomes.push((tool, interpret_audit(tool, out)));
+    }
+    let code = audit_exit(&outcomes);
+    if json {
+        let tools: Vec<serde_json::Value> = outcomes
+            .iter()
+            .map(|(tool, o)| match o {
+                AuditOutcome::Report(r, s) => serde_json::json!({
+                    "tool": tool,
+                    "clean": r.is_clean(),
+                    "summary": r.summary(),
+                    "findings": r.findings,
+                    "descriptions": r.findings.iter().map(|f| f.describe()).collect::<Vec<_>>(),
+                    "error_summary": r.error_summary,
+                    "racecheck_summary": r.racecheck_summary,
+                    "notes": r.notes,
+                    "target_failed": match s { TargetStatus::Failed(m) => Some(m.clone()), _ => None },
+                }),
+                AuditOutcome::Error(m) => serde_json::json!({ "tool": tool, "error": m }),
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "task": t.task.id,
+                "kernel": t.kernel_path.display().to_string(),
+                "plan": t.plan_path.display().to_string(),
+                "shape": t.shape.name,
+                "sanitizer": sanitizer.display().to_string(),
+                "tools": tools,
+                "exit": code,
+            })
+        );
+        return Ok(code);
+    }
+    println!("task:   {} (shape {})", t.task.id, t.shape.name);
+    println!(
+        "kernel: {} (plan {})",
+        t.kernel_path.display(),
+        t.plan_path.display()
+    );
+    for (tool, o) in &outcomes {
+        println!();
+        match o {
+            AuditOutcome::Report(r, s) => {
+                println!("{}: {}", tool.name(), r.summary());
+                for f in &r.findings {
+                    println!("  - {}", f.describe());
+                }
+                if let TargetStatus::Failed(m) = s {
+                    println!("  the kernel failed under {}: {m}", tool.name());
+                }
+            }
+            AuditOutcome::Error(m) => println!("{}: could not run: {m}", tool.name()),
+        }
+    }
+    println!();
+    println!(
+        "{}",
+        match code {
+            EXIT_OK => "clean",
+            EXIT_FAILED => "FINDINGS",
+            _ => "incomplete: a tool could not run",
+        }
+    );
+    Ok(code)
+}
