@@ -206,6 +206,12 @@ pub struct KernelRun {
     /// Why a correct kernel is untimed, or only partly timed (the timing run failed, a shape
     /// could not be measured): shown with the verdict's feedback, never a failure by itself.
     pub note: Option<String>,
+    /// Nsight Compute's bottleneck summary for the Judge, when the runner profiled this kernel
+    /// (a correct, timed kernel that is its task's new best, with profiling switched on).
+    pub profile_summary: Option<String>,
+    /// Why a kernel that was to be profiled has no profile (ncu missing, counters not
+    /// permitted, the profile failed): shown with the feedback, never a failure by itself.
+    pub profile_note: Option<String>,
 }
 
 /// Runs a statically checked kernel on a GPU under the strict protocol. Implemented over the
@@ -284,17 +290,18 @@ impl Evaluator for GpuEvaluator {
             feedback.push_str("\n\nTiming: ");
             feedback.push_str(note);
         }
+        let correct = verdict == Verdict::Correct;
+        if let (true, Some(note)) = (correct, &run.profile_note) {
+            feedback.push_str("\n\nProfile: ");
+            feedback.push_str(note);
+        }
         Ok(Evaluation {
             verdict,
             feedback,
             // Timings of a failing kernel would be meaningless.
-            timings: if verdict == Verdict::Correct {
-                run.timings
-            } else {
-                Vec::new()
-            },
+            timings: if correct { run.timings } else { Vec::new() },
             resources,
-            profile_summary: None,
+            profile_summary: if correct { run.profile_summary } else { None },
         })
     }
 }

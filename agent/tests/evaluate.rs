@@ -94,6 +94,8 @@ struct FakeRunner {
     answer: Result<verifier::verdict::Verdict, String>,
     /// A correct kernel whose timing failed: no timings, this reason instead.
     untimed: Option<String>,
+    /// The profile summary (or, `Err`, why there is none) the runner reports.
+    profile: Option<Result<String, String>>,
 }
 
 fn timing() -> Vec<ShapeTiming> {
@@ -118,6 +120,8 @@ impl KernelRunner for FakeRunner {
                 timing()
             },
             note: self.untimed.clone(),
+            profile_summary: self.profile.clone().and_then(|p| p.ok()),
+            profile_note: self.profile.clone().and_then(|p| p.err()),
         })
     }
 }
@@ -136,6 +140,7 @@ fn gpu_evaluator_runs_only_sound_kernels_and_maps_verdicts() {
             limit_ms: 1000,
         }),
         untimed: None,
+        profile: None,
     });
     let ev = GpuEvaluator::new(
         tasks(t.clone()),
@@ -167,6 +172,7 @@ fn gpu_evaluator_runs_only_sound_kernels_and_maps_verdicts() {
             nondeterministic_within_tolerance: Vec::new(),
         }),
         untimed: None,
+        profile: None,
     });
     let ev = GpuEvaluator::new(tasks(t.clone()), comp.clone(), Arch::DEFAULT, correct, 1);
     let e = ev.evaluate("swiglu", &src, &plan).expect("evaluates");
@@ -183,6 +189,7 @@ fn gpu_evaluator_runs_only_sound_kernels_and_maps_verdicts() {
             nondeterministic_within_tolerance: Vec::new(),
         }),
         untimed: Some("the timing run failed: did not finish within 300 s".into()),
+        profile: None,
     });
     let ev = GpuEvaluator::new(tasks(t.clone()), comp.clone(), Arch::DEFAULT, untimed, 1);
     let e = ev.evaluate("swiglu", &src, &plan).expect("evaluates");
@@ -196,10 +203,59 @@ fn gpu_evaluator_runs_only_sound_kernels_and_maps_verdicts() {
         e.feedback
     );
 
+    // A profiled correct kernel carries its summary; a profile that failed is a note only.
+    for (profile, summary, note) in [
+        (
+            Ok("`swiglu_bf16` (1.0 us) is memory-bound".to_string()),
+            true,
+            false,
+        ),
+        (
+            Err("ncu not found (looked at ncu on PATH)".to_string()),
+            false,
+            true,
+        ),
+    ] {
+        let profiled = Arc::new(FakeRunner {
+            calls: AtomicUsize::new(0),
+            answer: Ok(verifier::verdict::Verdict::Correct {
+                cases: 9,
+                nondeterministic_within_tolerance: Vec::new(),
+            }),
+            untimed: None,
+            profile: Some(profile),
+        });
+        let ev = GpuEvaluator::new(tasks(t.clone()), comp.clone(), Arch::DEFAULT, profiled, 1);
+        let e = ev.evaluate("swiglu", &src, &plan).expect("evaluates");
+        assert_eq!(e.verdict, Verdict::Correct);
+        assert_eq!(e.profile_summary.is_some(), summary, "{e:?}");
+        assert_eq!(
+            e.feedback
+                .contains("Profile: ncu not found (looked at ncu on PATH)"),
+            note,
+            "{}",
+            e.feedback
+        );
+    }
+    // A failing kernel's profile (there should be none) never reaches the Judge.
+    let wrong = Arc::new(FakeRunner {
+        calls: AtomicUsize::new(0),
+        answer: Ok(verifier::verdict::Verdict::Timeout {
+            case: None,
+            limit_ms: 1000,
+        }),
+        untimed: None,
+        profile: Some(Ok("stale".into())),
+    });
+    let ev = GpuEvaluator::new(tasks(t.clone()), comp.clone(), Arch::DEFAULT, wrong, 1);
+    let e = ev.evaluate("swiglu", &src, &plan).expect("evaluates");
+    assert_eq!(e.profile_summary, None);
+
     let failing = Arc::new(FakeRunner {
         calls: AtomicUsize::new(0),
         answer: Err("worker would not start".into()),
         untimed: None,
+        profile: None,
     });
     let ev = GpuEvaluator::new(tasks(t), comp, Arch::DEFAULT, failing, 1);
     let err = ev

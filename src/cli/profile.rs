@@ -29,7 +29,9 @@ use std::time::Duration;
 use verifier::plan::{base_name, Plan};
 use verifier::task::{Shape, Task};
 
+mod agent;
 mod target;
+pub(crate) use agent::{AgentProfiling, NcuProfiler, ProfileRows};
 pub use target::{run_once, RunOnceArgs};
 
 /// Prefix of the target's status lines on stderr; the wrappers find them in the tool's output.
@@ -593,7 +595,7 @@ pub fn run_profile(g: &Global, a: &ProfileArgs) -> anyhow::Result<u8> {
     };
     let program = target_program(g, &t, PROFILE_WARMUPS)?;
     let limit = Duration::from_secs(a.k.timeout.max(1));
-    let run = match profile::profile_known(&ncu, &target, &program, limit) {
+    let run = match profile::profile_known(&ncu, &target, &program, &[], limit) {
         Ok(r) => r,
         Err(e) => return Ok(fail(json, EXIT_HARNESS, &e.to_string())),
     };
@@ -831,4 +833,114 @@ pub fn run_audit(g: &Global, a: &AuditArgs) -> anyhow::Result<u8> {
         }
     );
     Ok(code)
+}
+
+/// A kernel profiled for the agent: the Judge's text, the curated metrics (the store's
+/// `profiles.metrics`) and ncu's output (its `raw`, clipped).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Profiled {
+    pub summary: String,
+    /// The profiled launches' kernel names, comma-separated.
+    pub kernel: String,
+    pub metrics: serde_json::Value,
+    pub raw: String,
+}
+
+/// Keeps the store's copy of ncu's output bounded (the CSV of one call is a few KiB).
+const RAW_LIMIT: usize = 64 << 10;
+
+/// Profiles one call of a candidate at public shape `shape` with `ncu`, as `ksmith profile`
+/// does, on the GPU `CUDA_VISIBLE_DEVICES=visible` shows. The kernel's files are written to a
+/// temporary directory for the target. `Err` says why there is no profile; it never means the
+/// kernel is wrong (the caller has already verified it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn profile_candidate(
+    g: &Global,
+    ncu: &Path,
+    tasks_root: &Path,
+    task: &Task,
+    source: &str,
+    plan_toml: &str,
+    shape: &str,
+    visible: Option<&str>,
+    limit: Duration,
+) -> Result<Profiled, String> {
+    let plan = verifier::runtime::evaluate::candidate_plan(task, source, plan_toml)
+        .map_err(|v| v.feedback())?;
+    let shape = task
+        .shape(shape)
+        .cloned()
+        .ok_or_else(|| format!("task `{}` has no public shape `{shape}`", task.id))?;
+    let launches = Launches::of(&plan, &shape)?;
+    let target = ncu_target(&launches, None, PROFILE_WARMUPS)?;
+    let dir = scratch_dir().map_err(|e| format!("cannot write the kernel for ncu: {e}"))?;
+    let result = (|| {
+        let kernel_path = dir.join("kernel.cu");
+        let plan_path = dir.join("launch.toml");
+        std::fs::write(&kernel_path, source)
+            .and_then(|_| std::fs::write(&plan_path, plan_toml))
+            .map_err(|e| format!("cannot write the kernel for ncu: {e}"))?;
+        let t = Target {
+            tasks_root: tasks_root.to_path_buf(),
+            task: task.clone(),
+            kernel_path,
+            plan_path,
+            plan,
+            shape,
+        };
+        let program = target_program(g, &t, PROFILE_WARMUPS).map_err(|e| format!("{e:#}"))?;
+        let env: Vec<(String, String)> = visible
+            .map(|v| vec![("CUDA_VISIBLE_DEVICES".to_string(), v.to_string())])
+            .unwrap_or_default();
+        let run = profile::profile_known(ncu, &target, &program, &env, limit)
+            .map_err(|e| e.to_string())?;
+        let report = interpret_profile(run.parsed, &run.text).map_err(|f| f.message)?;
+        if report.kernels.is_empty() {
+            return Err("ncu profiled no launch".to_string());
+        }
+        let mut raw = run.text;
+        if raw.len() > RAW_LIMIT {
+            let mut cut = RAW_LIMIT;
+            while !raw.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            raw.truncate(cut);
+            raw.push_str("\n[clipped]");
+        }
+        Ok(Profiled {
+            summary: judge_text(&report),
+            kernel: report
+                .kernels
+                .iter()
+                .map(|k| k.kernel_name.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            metrics: serde_json::json!({
+                "shape": t.shape.name,
+                "target": {
+                    "kernel_regex": target.kernel_regex,
+                    "launch_skip": target.launch_skip,
+                    "launch_count": target.launch_count,
+                },
+                "dropped_metrics": run.dropped,
+                "kernels": report.kernels.iter().map(kernel_json).collect::<Vec<_>>(),
+            }),
+            raw,
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// A fresh private directory under the system's temporary directory.
+fn scratch_dir() -> std::io::Result<PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ksmith-profile-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

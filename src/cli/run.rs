@@ -23,6 +23,7 @@ pub(crate) use slots::{GpuSlot, Slots};
 
 use super::bench::{run_child_on, ChildFailure};
 use super::gpu::{new_gpu, results_dir};
+use super::profile::{AgentProfiling, NcuProfiler, ProfileRows};
 use super::tasks::compiler;
 use super::{Global, EXIT_FAILED, EXIT_HARNESS, EXIT_OK, EXIT_USAGE};
 use agent::evaluate::{DryRunEvaluator, GpuEvaluator, KernelRun, KernelRunner, TaskMap};
@@ -139,6 +140,13 @@ pub struct RunArgs {
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
+    /// Profile each task's new best kernel with Nsight Compute at its first timed shape and
+    /// show the Judge the summary (needs ncu; a failed profile never fails the kernel)
+    #[arg(long)]
+    pub profile: bool,
+    /// The ncu executable for --profile [default: ncu on PATH, then the CUDA install]
+    #[arg(long, env = "KSMITH_NCU", value_name = "PATH")]
+    pub ncu: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -466,6 +474,8 @@ fn verdict_with_timings(
         verdict,
         timings,
         note,
+        profile_summary: None,
+        profile_note: None,
     }
 }
 
@@ -501,6 +511,8 @@ struct PoolRunner {
     timer: Option<Box<dyn KernelTimer>>,
     cal: Option<Calibration>,
     first_shapes: Option<u32>,
+    /// `--profile`: each task's new best kernel is profiled for the Judge.
+    profiling: Option<AgentProfiling>,
 }
 
 impl PoolRunner {
@@ -518,7 +530,18 @@ impl PoolRunner {
             timer,
             cal,
             first_shapes,
+            profiling: None,
         }
+    }
+
+    fn with_profiling(mut self, p: AgentProfiling) -> PoolRunner {
+        self.profiling = Some(p);
+        self
+    }
+
+    /// Stores the profiles whose evaluations are recorded; how many still wait.
+    fn flush_profiles(&self) -> usize {
+        self.profiling.as_ref().map_or(0, |p| p.flush())
     }
 
     /// One worker per GPU of the run.
@@ -571,7 +594,7 @@ impl KernelRunner for PoolRunner {
             options,
         };
         let verdict = self.verifier.verify(slot.index, req)?;
-        Ok(verdict_with_timings(
+        let mut run = verdict_with_timings(
             verdict,
             self.timer.as_deref(),
             gpu,
@@ -580,7 +603,12 @@ impl KernelRunner for PoolRunner {
             plan_toml,
             &shapes,
             self.cal.as_ref(),
-        ))
+        );
+        // Still holding the GPU: the profile shares it with nothing else.
+        if let Some(p) = &self.profiling {
+            p.after_run(&gpu.visible, task, source, plan_toml, &mut run);
+        }
+        Ok(run)
     }
 }
 
@@ -765,6 +793,21 @@ pub fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
         let (new, facts, cal) = gpu_identity(&chosen.info, a.results.as_deref());
         Some((new, facts, cal, GpuSlot::for_ordinals(&chosen.ordinals)))
     };
+    // --profile: ncu is found before any LLM is configured, or the run does not start.
+    let ncu = match (a.profile, gpu.is_some()) {
+        (false, _) => None,
+        (true, false) => {
+            eprintln!("note: --profile is ignored in a dry run (nothing runs on a GPU)");
+            None
+        }
+        (true, true) => match bench_suite::profile::locate("ncu", a.ncu.as_deref()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("error: --profile needs Nsight Compute: {e}");
+                return Ok(EXIT_HARNESS);
+            }
+        },
+    };
 
     let tds = valid_tasks(&suite, &config.tasks)?;
     let tasks: TaskMap = tds
@@ -787,6 +830,7 @@ pub fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
         ..DeviceFacts::default()
     };
     let mut gpu_count = 1;
+    let mut profiled_runner: Option<Arc<PoolRunner>> = None;
     let (evaluator, target): (Arc<dyn Evaluator>, EvalTarget) = match gpu {
         None => (
             Arc::new(DryRunEvaluator::new(tasks.clone(), comp, arch, jobs)),
@@ -799,15 +843,35 @@ pub fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
             };
             gpu_count = slots.len();
             let gpu_id = store.write(|tx| tx.upsert_gpu(&gpu))?;
-            let runner = Arc::new(PoolRunner::on_workers(
+            let protocol = gpu_protocol(config.first_shapes);
+            let mut runner = PoolRunner::on_workers(
                 g,
                 slots,
                 Duration::from_secs(300),
                 Duration::from_secs(600),
                 cal,
                 config.first_shapes,
-            )?);
-            let protocol = gpu_protocol(config.first_shapes);
+            )?;
+            if let Some(ncu) = ncu {
+                runner = runner.with_profiling(AgentProfiling::new(
+                    Box::new(NcuProfiler {
+                        global: global_copy(g),
+                        ncu,
+                        tasks_root: std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone()),
+                        limit: Duration::from_secs(600),
+                    }),
+                    Some(ProfileRows::new(
+                        Arc::clone(&store),
+                        config.task_hashes.clone(),
+                        gpu.gpu_key.clone(),
+                        protocol.clone(),
+                    )),
+                ));
+            }
+            let runner = Arc::new(runner);
+            if runner.profiling.is_some() {
+                profiled_runner = Some(Arc::clone(&runner));
+            }
             let gpu_eval = Arc::new(GpuEvaluator::new(tasks.clone(), comp, arch, runner, jobs));
             (
                 Arc::new(CachedEvaluator {
@@ -882,6 +946,12 @@ pub fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
         handle_signals: true,
     })?;
     bar.finish_and_clear();
+    if let Some(r) = &profiled_runner {
+        let left = r.flush_profiles();
+        if left > 0 {
+            eprintln!("note: {left} profile(s) not stored: their evaluations are not in the store");
+        }
+    }
     print_report(&report, a.json)?;
     Ok(exit_code(&report))
 }

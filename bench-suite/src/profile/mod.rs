@@ -45,8 +45,20 @@ pub fn run_tool(
     program: &[OsString],
     limit: Duration,
 ) -> Result<ToolOutput, ToolError> {
+    run_tool_env(tool, args, program, &[], limit)
+}
+
+/// [`run_tool`] with extra environment variables (`CUDA_VISIBLE_DEVICES` of the GPU to use).
+pub fn run_tool_env(
+    tool: &Path,
+    args: &[String],
+    program: &[OsString],
+    env: &[(String, String)],
+    limit: Duration,
+) -> Result<ToolOutput, ToolError> {
     let mut cmd = Command::new(tool);
     cmd.args(args).args(program);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     // Tools report on both streams; keep plenty of each (racecheck can be verbose).
     let cap = 32 << 20;
     let done = crate::torch::process::run_capped(cmd, limit, cap, cap).map_err(|source| {
@@ -107,9 +119,10 @@ pub fn profile_known(
     ncu_path: &Path,
     target: &ncu::NcuTarget,
     program: &[OsString],
+    env: &[(String, String)],
     limit: Duration,
 ) -> Result<ProfileRun, ToolError> {
-    let out = run_tool(ncu_path, &target.args(), program, limit)?;
+    let out = run_tool_env(ncu_path, &target.args(), program, env, limit)?;
     let parsed = ncu::parse(&out.text);
     if let Err(ncu::NcuError::UnknownMetrics { names, .. }) = &parsed {
         let retry = target.without(names);
@@ -118,7 +131,7 @@ pub fn profile_known(
             && retry.metrics.len() < target.metrics.len()
         {
             let dropped = names.clone();
-            let out = run_tool(ncu_path, &retry.args(), program, limit)?;
+            let out = run_tool_env(ncu_path, &retry.args(), program, env, limit)?;
             return Ok(ProfileRun {
                 parsed: ncu::parse(&out.text),
                 text: out.text,
