@@ -144,6 +144,7 @@ fn profile_prints_the_curated_table_and_the_judge_summary() {
     assert!(p.iter().any(|x| x == "run-once"), "{p:?}");
     assert_eq!(after(p, "--task"), Some("swiglu"));
     assert_eq!(after(p, "--warmups"), Some("3"));
+    assert!(!p.iter().any(|x| x == "--no-poison"), "{p:?}");
     assert!(after(p, "--kernel").is_some_and(|k| k.ends_with("reference.cu")));
     assert!(after(p, "--tasks-dir").is_some_and(|d| Path::new(d).is_absolute()));
     // swiglu's plan is one launch with no [[prepare]]: skip the 3 warm-up calls, take 1.
@@ -375,6 +376,10 @@ fn a_clean_audit_is_exit_0_on_the_smallest_shape_without_warmups() {
     assert_eq!(tools, ["memcheck", "racecheck", "initcheck"]);
     for a in &c {
         assert_eq!(after(a, "--warmups"), Some("0"), "{a:?}");
+        assert!(
+            a.iter().any(|x| x == "--no-poison"),
+            "initcheck needs it: {a:?}"
+        );
     }
     assert_eq!(after(&c[1], "--racecheck-report"), Some("all"));
 }

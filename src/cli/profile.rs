@@ -293,11 +293,13 @@ pub(crate) fn ncu_target(
     Ok(t)
 }
 
-/// `ksmith [globals] gpu run-once ...` for a target.
+/// `ksmith [globals] gpu run-once ...` for a target; `poison: false` leaves outputs and
+/// scratch unwritten, so that initcheck sees a kernel read what it never wrote.
 pub(crate) fn target_program(
     g: &Global,
     t: &Target,
     warmups: u32,
+    poison: bool,
 ) -> anyhow::Result<Vec<OsString>> {
     let exe = std::env::current_exe().context("locating the ksmith executable")?;
     let mut p: Vec<OsString> = vec![exe.into()];
@@ -327,6 +329,9 @@ pub(crate) fn target_program(
     p.push(t.shape.name.clone().into());
     p.push("--warmups".into());
     p.push(warmups.to_string().into());
+    if !poison {
+        p.push("--no-poison".into());
+    }
     Ok(p)
 }
 
@@ -391,6 +396,9 @@ fn not_permitted_advice() -> &'static str {
     "ksmith never changes these settings itself; an administrator can allow it (see https://developer.nvidia.com/ERR_NVGPUCTRPERM), or run the profile as root"
 }
 
+/// Launches the Judge reads a summary of, the longest first.
+const JUDGE_LAUNCHES: usize = 3;
+
 /// The Judge's text for a profiled call: one summary per launch (the longest first when the
 /// call has several, with its share of the call's time).
 pub fn judge_text(report: &NcuReport) -> String {
@@ -407,12 +415,21 @@ pub fn judge_text(report: &NcuReport) -> String {
                     .total_cmp(&a.curated.duration_ns.unwrap_or(0.0))
             });
             let mut out = format!("One call launches {} kernels.", many.len());
-            for k in order {
+            for k in order.iter().take(JUDGE_LAUNCHES) {
                 out.push('\n');
                 if let (Some(d), true) = (k.curated.duration_ns, total > 0.0) {
                     out += &format!("[{:.0}% of the call] ", 100.0 * d / total);
                 }
                 out += &judge::summary(k);
+            }
+            let rest = &order[JUDGE_LAUNCHES.min(order.len())..];
+            if !rest.is_empty() {
+                let t: f64 = rest.iter().filter_map(|k| k.curated.duration_ns).sum();
+                out += &format!("\nThe other {} launches", rest.len());
+                if total > 0.0 {
+                    out += &format!(" take {:.0}% of the call", 100.0 * t / total);
+                }
+                out.push('.');
             }
             out
         }
@@ -593,7 +610,7 @@ pub fn run_profile(g: &Global, a: &ProfileArgs) -> anyhow::Result<u8> {
         Ok(x) => x,
         Err(e) => return Ok(fail(json, EXIT_HARNESS, &e)),
     };
-    let program = target_program(g, &t, PROFILE_WARMUPS)?;
+    let program = target_program(g, &t, PROFILE_WARMUPS, true)?;
     let limit = Duration::from_secs(a.k.timeout.max(1));
     let run = match profile::profile_known(&ncu, &target, &program, &[], limit) {
         Ok(r) => r,
@@ -751,8 +768,9 @@ pub fn run_audit(g: &Global, a: &AuditArgs) -> anyhow::Result<u8> {
         Ok(t) => t,
         Err(e) => return Ok(fail(json, EXIT_HARNESS, &format!("{e:#}"))),
     };
-    // One call, no warm-up: the sanitizers slow kernels down many times over.
-    let program = target_program(g, &t, 0)?;
+    // One call, no warm-up: the sanitizers slow kernels down many times over. No poison: the
+    // harness's fill would count as initialising outputs and scratch for initcheck.
+    let program = target_program(g, &t, 0, false)?;
     let limit = Duration::from_secs(a.k.timeout.max(1));
     let mut tools: Vec<Tool> = Vec::new();
     for x in &a.tools {
@@ -888,7 +906,7 @@ pub(crate) fn profile_candidate(
             plan,
             shape,
         };
-        let program = target_program(g, &t, PROFILE_WARMUPS).map_err(|e| format!("{e:#}"))?;
+        let program = target_program(g, &t, PROFILE_WARMUPS, true).map_err(|e| format!("{e:#}"))?;
         let env: Vec<(String, String)> = visible
             .map(|v| vec![("CUDA_VISIBLE_DEVICES".to_string(), v.to_string())])
             .unwrap_or_default();
@@ -943,4 +961,160 @@ fn scratch_dir() -> std::io::Result<PathBuf> {
     ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launches(prepare: &[&str], call: &[&str]) -> Launches {
+        Launches {
+            prepare: prepare.iter().map(|s| s.to_string()).collect(),
+            call: call.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn ncu_targets_count_by_base_name_and_substring_like_ncu() {
+        // A prepare kernel whose name contains a launched one is matched by ncu's regex too.
+        let l = launches(&["gemv_repack"], &["gemv", "reduce<128>", "gemv"]);
+        let t = ncu_target(&l, None, 3).unwrap();
+        assert_eq!(t.kernel_regex, "gemv|reduce");
+        assert_eq!(t.launch_skip, 1 + 3 * 3);
+        assert_eq!(t.launch_count, 3);
+        let t = ncu_target(&l, Some("reduce<128>"), 2).unwrap();
+        assert_eq!(
+            (t.kernel_regex.as_str(), t.launch_skip, t.launch_count),
+            ("reduce", 2, 1)
+        );
+        let t = ncu_target(&l, Some("gemv"), 0).unwrap();
+        assert_eq!((t.launch_skip, t.launch_count), (1, 2));
+        let e = ncu_target(&l, Some("nope"), 1).unwrap_err();
+        assert!(
+            e.contains("does not launch `nope`") && e.contains("gemv, reduce<128>"),
+            "{e}"
+        );
+        assert!(ncu_target(&launches(&[], &[]), None, 1).is_err());
+        assert_eq!(regex_escape("a.b(c)"), "a\\.b\\(c\\)");
+    }
+
+    #[test]
+    fn the_targets_last_word_counts() {
+        assert_eq!(target_status("nothing here"), TargetStatus::Silent);
+        assert_eq!(
+            target_status("x\nksmith run-once: ok (4 launches)\n"),
+            TargetStatus::Ran
+        );
+        assert_eq!(
+            target_status("  ksmith run-once: failed: call 2 of 4: launch 0 (`k`): boom"),
+            TargetStatus::Failed("call 2 of 4: launch 0 (`k`): boom".into())
+        );
+        assert_eq!(
+            target_status("ksmith run-once: error: needs a GPU"),
+            TargetStatus::Error("needs a GPU".into())
+        );
+        // A failing kernel is the kernel's failure even when ncu also says something.
+        let f = interpret_profile(
+            Err(NcuError::NoTable { messages: vec![] }),
+            "ksmith run-once: failed: boom",
+        )
+        .unwrap_err();
+        assert_eq!(f.code, EXIT_FAILED);
+        let f = interpret_profile(
+            Err(NcuError::CountersNotPermitted {
+                message: "ERR_NVGPUCTRPERM".into(),
+            }),
+            "ksmith run-once: ok",
+        )
+        .unwrap_err();
+        assert_eq!(f.code, EXIT_HARNESS);
+        assert!(f.message.contains("never changes"), "{}", f.message);
+    }
+
+    fn sample(name: &str) -> NcuReport {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("bench-suite/tests/samples")
+            .join(name);
+        bench_suite::profile::ncu::parse(&std::fs::read_to_string(p).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_call_of_many_launches_summarizes_the_longest_three() {
+        let mut kernels = Vec::new();
+        for (i, f) in [
+            "ncu_raw_memory_bound.csv",
+            "ncu_raw_latency_bound.csv",
+            "ncu_raw_compute_bound.csv",
+            "ncu_raw_memory_bound.csv",
+            "ncu_raw_latency_bound.csv",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut k = sample(f).kernels.remove(0);
+            k.kernel_name = format!("k{i}");
+            k.curated.duration_ns = Some(1000.0 * (i + 1) as f64);
+            kernels.push(k);
+        }
+        let r = NcuReport {
+            kernels,
+            messages: Vec::new(),
+        };
+        let t = judge_text(&r);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "One call launches 5 kernels.");
+        assert!(lines[1].starts_with("[33% of the call] `k4`"), "{t}");
+        assert!(lines[3].starts_with("[20% of the call] `k2`"), "{t}");
+        assert_eq!(lines[4], "The other 2 launches take 20% of the call.");
+        assert_eq!(lines.len(), 5);
+        let one = NcuReport {
+            kernels: vec![r.kernels[0].clone()],
+            messages: Vec::new(),
+        };
+        assert_eq!(judge_text(&one), judge::summary(&r.kernels[0]));
+    }
+
+    #[test]
+    fn curated_rows_read_n_a_for_missing_metrics() {
+        let rows = curated_rows(&Curated::default());
+        assert!(rows.iter().all(|(_, v)| v.starts_with("n/a")), "{rows:?}");
+        let c = &sample("ncu_raw_memory_bound.csv").kernels[0].curated;
+        let rows = curated_rows(c);
+        let get = |n: &str| rows.iter().find(|r| r.0 == n).unwrap().1.clone();
+        assert_eq!(get("DRAM throughput"), "91.5%");
+        assert_eq!(get("duration"), "121.47 us");
+    }
+
+    #[test]
+    fn audit_exit_codes() {
+        let clean = profile::sanitizer::parse("========= ERROR SUMMARY: 0 errors\n");
+        let dirty = profile::sanitizer::parse(
+            "========= Invalid __global__ write of size 4 bytes\n=========     at k+0x10 in a.cu:3\n========= ERROR SUMMARY: 1 errors\n",
+        );
+        let ok = |r: &SanitizerReport| AuditOutcome::Report(r.clone(), TargetStatus::Ran);
+        assert_eq!(audit_exit(&[(Tool::Memcheck, ok(&clean))]), EXIT_OK);
+        assert_eq!(
+            audit_exit(&[
+                (Tool::Memcheck, ok(&dirty)),
+                (Tool::Racecheck, AuditOutcome::Error("x".into()))
+            ]),
+            EXIT_FAILED
+        );
+        assert_eq!(
+            audit_exit(&[
+                (Tool::Memcheck, ok(&clean)),
+                (Tool::Racecheck, AuditOutcome::Error("x".into()))
+            ]),
+            EXIT_HARNESS
+        );
+        let failed = AuditOutcome::Report(clean, TargetStatus::Failed("guard".into()));
+        assert_eq!(audit_exit(&[(Tool::Memcheck, failed)]), EXIT_FAILED);
+        match interpret_audit(
+            Tool::Initcheck,
+            Ok("ksmith run-once: error: needs a GPU".into()),
+        ) {
+            AuditOutcome::Error(m) => assert!(m.contains("could not run: needs a GPU"), "{m}"),
+            o => panic!("{o:?}"),
+        }
+    }
 }

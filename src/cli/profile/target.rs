@@ -36,6 +36,10 @@ pub struct RunOnceArgs {
     /// Seed of the inputs
     #[arg(long, default_value_t = 0, value_name = "SEED")]
     pub seed: u64,
+    /// Leave outputs and scratch as allocated (for initcheck: a poison fill would count as
+    /// initialising them and hide a kernel that reads scratch it never wrote)
+    #[arg(long)]
+    pub no_poison: bool,
 }
 
 /// Why the target stopped.
@@ -47,9 +51,10 @@ pub(crate) enum Stop {
     Kernel(String),
 }
 
-/// Uploads the inputs of `shape`, poisons outputs and scratch, runs `[[prepare]]` once and the
-/// plan `warmups + 1` times, each call synchronised and its guard zones checked. Returns the
-/// number of launches made.
+/// Uploads the inputs of `shape`, poisons outputs and scratch (unless `poison` is false), runs
+/// `[[prepare]]` once and the plan `warmups + 1` times, each call synchronised and its guard
+/// zones checked. Returns the number of launches made.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn execute_once<B: Backend>(
     dev: &B,
     program: &B::Program,
@@ -58,14 +63,17 @@ pub(crate) fn execute_once<B: Backend>(
     shape: &Shape,
     warmups: u32,
     seed: u64,
+    poison: bool,
 ) -> Result<usize, Stop> {
     let inputs = generate_inputs(task, shape, seed, Variant::Base)
         .map_err(|e| Stop::Harness(format!("generating inputs: {e}")))?;
     let bufs = PlanBuffers::new(dev, task, plan, shape).map_err(Stop::Harness)?;
     bufs.upload_inputs(dev, &inputs)
         .map_err(|e| Stop::Harness(format!("uploading inputs: {e}")))?;
-    bufs.poison(dev, Poison::A)
-        .map_err(|e| Stop::Harness(format!("poisoning outputs: {e}")))?;
+    if poison {
+        bufs.poison(dev, Poison::A)
+            .map_err(|e| Stop::Harness(format!("poisoning outputs: {e}")))?;
+    }
     let case = Case::new(shape, seed, Variant::Base);
     let prepare = plan.resolve_prepare(shape).map_err(Stop::Kernel)?;
     let calls = plan.resolve(shape).map_err(Stop::Kernel)?;
@@ -148,7 +156,16 @@ fn run(g: &Global, a: &RunOnceArgs) -> Result<usize, Stop> {
     let module = gpu
         .load(&compiled)
         .map_err(|e| Stop::Kernel(format!("loading the module: {e}")))?;
-    execute_once(&gpu, &module, task, &plan, shape, a.warmups, a.seed)
+    execute_once(
+        &gpu,
+        &module,
+        task,
+        &plan,
+        shape,
+        a.warmups,
+        a.seed,
+        !a.no_poison,
+    )
 }
 
 #[cfg(test)]
@@ -230,7 +247,7 @@ mod tests {
             let shape = td.task.shapes[0].clone();
             let dev = Recorder::default();
             let warmups = 2;
-            let n = execute_once(&dev, &(), &td.task, &td.plan, &shape, warmups, 0)
+            let n = execute_once(&dev, &(), &td.task, &td.plan, &shape, warmups, 0, true)
                 .unwrap_or_else(|e| panic!("{id}: {e:?}"));
             let seen = dev.launches.borrow().clone();
             assert_eq!(n, seen.len());
@@ -271,7 +288,7 @@ mod tests {
             refuse: Some(kernel.clone()),
             ..Recorder::default()
         };
-        match execute_once(&dev, &(), &td.task, &td.plan, &shape, 3, 0) {
+        match execute_once(&dev, &(), &td.task, &td.plan, &shape, 3, 0, false) {
             Err(Stop::Kernel(m)) => {
                 assert!(m.starts_with("call 1 of 4"), "{m}");
                 assert!(m.contains(&kernel), "{m}");
