@@ -25,6 +25,9 @@
 #                     + tests/eval_oracle.rs (the worker's PyTorch oracle)            ~3-5 min
 #         agent       tests/gpu_run.rs: scripted `ksmith run` over 3 seed tasks on the
 #                     GPU (correct kernels, speedups recorded, replay cached)          ~1-3 min
+#         profile     tests/gpu_profile.rs: `ksmith profile` (ncu on exactly one call's
+#                     launches) and `ksmith audit` (compute-sanitizer: the reference
+#                     clean, the corpus's smem_race / uninit_read found)             ~1.5-3 min
 #         info        `ksmith gpu info` (text and JSON)                             ~5 s
 #         calibrate   `ksmith gpu calibrate` (copy bandwidth, FMA and mma peaks)    ~20-40 s
 #         bench       `ksmith bench` on each task's realistic shape (calibrates first
@@ -63,7 +66,7 @@
 #   4  run(command="KSMITH_BENCH_CHUNK=1/2 bash scripts/gpu-check.sh run bench", carry=["gpu-carry"])
 #        ~32 tasks x 6-10 s (kernels + PyTorch eager, realistic shape) = ~4-5 min
 #   5  run(command="KSMITH_BENCH_CHUNK=2/2 bash scripts/gpu-check.sh run bench", carry=["gpu-carry"])
-#   6  run(command="bash scripts/gpu-check.sh run repeat ncu", carry=["gpu-carry"])  ~4-6 min
+#   6  run(command="bash scripts/gpu-check.sh run repeat ncu profile", carry=["gpu-carry"])  ~6-9 min
 #   7  run(command="KSMITH_GPU_TASKS=swiglu,rmsnorm_residual,softmax_row,gemm_bf16 KSMITH_BENCH_BASELINE=torch bash scripts/gpu-check.sh run loadinline capture bench", carry=["gpu-carry"])
 #        ~2.5-3 + 1-2 + 2-3 min (torch.compile on 4 realistic shapes) = ~6-8 min
 # Short of time: bench with KSMITH_BENCH_BASELINE=none (kernels only, ~3-5 s per task). If a
@@ -125,14 +128,14 @@ prepare() {
   rm -rf "$stage" && mkdir -p "$stage/bin" "$stage/verifier/tests" "$stage/tools/cuda/nvidia/cu13"
   {
     cargo test $flag --no-run --message-format=json -p ksmith --test gpu_broken --test gpu_references \
-      --test gpu_bench --test gpu_run --test gpu_spec_agreement --test eval_oracle
+      --test gpu_bench --test gpu_run --test gpu_spec_agreement --test eval_oracle --test gpu_profile
     cargo test $flag --no-run --message-format=json -p verifier --test gpu_runtime --test broken_corpus
   } | test_exes | while read -r name exe; do
     cp "$exe" "$stage/bin/$name"
   done
   cp "target/$profile/ksmith" "$stage/bin/ksmith"
   for b in "$stage"/bin/*; do strip --strip-debug "$b" 2>/dev/null || true; done
-  for t in gpu_broken gpu_references gpu_bench gpu_run gpu_spec_agreement eval_oracle gpu_runtime broken_corpus; do
+  for t in gpu_broken gpu_references gpu_bench gpu_run gpu_spec_agreement eval_oracle gpu_profile gpu_runtime broken_corpus; do
     [[ -x "$stage/bin/$t" ]] || { say "test binary $t was not built"; exit 1; }
   done
   cp -r tasks "$stage/tasks"
@@ -457,11 +460,14 @@ run_steps() {
       loadinline) step_loadinline ;;
       capture) step_capture ;;
       agent) step_test agent gpu_run 420 ;;
+      profile)
+        export KSMITH_REQUIRE_SANITIZER=1 KSMITH_GPU_OUT=$LOGS/profile
+        step_test profile gpu_profile 420 ;;
       spec)
         export KSMITH_SPEC_AGREEMENT_OUT=$LOGS/spec-agreement.jsonl
         step_test oracle eval_oracle 300
         step_test spec gpu_spec_agreement 580 ;;
-      *) say "unknown step $s (runtime, broken, eval, references, spec, agent, info, calibrate, bench, repeat, ncu, loadinline, capture)"; exit 2 ;;
+      *) say "unknown step $s (runtime, broken, eval, references, spec, agent, profile, info, calibrate, bench, repeat, ncu, loadinline, capture)"; exit 2 ;;
     esac
   done
   mkdir -p "$OUTDIR/results" && cp -r "$RESULTS"/. "$OUTDIR/results/" 2>/dev/null || true
