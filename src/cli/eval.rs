@@ -9,7 +9,7 @@
 
 use super::{Global, EXIT_FAILED, EXIT_HARNESS, EXIT_OK};
 use anyhow::{bail, Context};
-use bench_suite::pool::{Limits, Pool, PoolConfig, WorkerCommand};
+use bench_suite::pool::{Limits, Pool, PoolConfig};
 use bench_suite::suite::{self, Entry, Suite};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -115,26 +115,6 @@ fn sources(a: &EvalArgs, task_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> 
     }
 }
 
-fn worker_command(g: &Global) -> anyhow::Result<WorkerCommand> {
-    let mut cmd = WorkerCommand::current_exe_worker().context("locating the ksmith executable")?;
-    let mut flag = |name: &str, v: &Option<PathBuf>| {
-        if let Some(v) = v {
-            cmd.args.push(name.to_string());
-            cmd.args.push(v.display().to_string());
-        }
-    };
-    flag("--nvrtc", &g.nvrtc);
-    flag("--cuda-include", &g.cuda_include);
-    flag("--cache-dir", &g.cache_dir);
-    if g.no_cache {
-        cmd.args.push("--no-cache".into());
-    }
-    for _ in 0..g.verbose {
-        cmd.args.push("-v".into());
-    }
-    Ok(cmd)
-}
-
 fn task_dir(g: &Global, id: &str) -> anyhow::Result<PathBuf> {
     let root = suite::locate(g.tasks_dir.as_deref())?;
     let suite = Suite::discover(&root)?;
@@ -217,7 +197,7 @@ fn check(g: &Global, a: &EvalArgs) -> anyhow::Result<u8> {
         options,
     };
     let pool = Pool::new(PoolConfig {
-        command: worker_command(g)?,
+        command: g.worker_command()?,
         workers: vec![Vec::new()],
         request_timeout: Duration::from_secs(a.timeout.max(1)),
         limits: Limits::default(),

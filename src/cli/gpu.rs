@@ -11,7 +11,6 @@ use bench_suite::store::{NewGpu, Store};
 use clap::{Args, Subcommand};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use verifier::nvrtc::Locator;
 use verifier::runtime::bench::{bench, BenchRequest};
 use verifier::runtime::calibrate::{
     calibrate, gpu_key, load_calibration, save_calibration, CalibrateOptions, Calibration,
@@ -99,12 +98,7 @@ pub(crate) fn open_gpu(json: bool, command: &str) -> Result<Gpu, u8> {
 }
 
 fn nvrtc_line(g: &Global) -> (Option<String>, String) {
-    match (Locator {
-        library: g.nvrtc.clone(),
-        include: g.cuda_include.clone(),
-    })
-    .load()
-    {
+    match g.nvrtc_locator().load() {
         Ok(n) => {
             let v = format!("{}.{}", n.version.0, n.version.1);
             let line = format!("{v} ({})", n.library_path.display());

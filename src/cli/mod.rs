@@ -11,6 +11,7 @@ mod tasks;
 mod worker;
 
 use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// Everything passed; every task / kernel checked is fine.
@@ -37,7 +38,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Global {
     /// The task suite directory [default: tasks/ in the current directory or an ancestor]
     #[arg(long, global = true, env = "KSMITH_TASKS_DIR", value_name = "DIR")]
@@ -60,6 +61,57 @@ pub struct Global {
     /// More log output (-v: debug, -vv: trace); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+impl Global {
+    /// The global flags again, for a child `ksmith` (worker, timing child, profiling target), so
+    /// that it finds the same suite, NVRTC, headers, compile target and cache as the parent and
+    /// logs as much. Globals are `global = true`, so they may follow the subcommand.
+    pub fn child_args(&self) -> Vec<OsString> {
+        let mut out: Vec<OsString> = Vec::new();
+        let paths = [
+            ("--tasks-dir", &self.tasks_dir),
+            ("--nvrtc", &self.nvrtc),
+            ("--cuda-include", &self.cuda_include),
+            ("--cache-dir", &self.cache_dir),
+        ];
+        for (flag, v) in paths {
+            if let Some(v) = v {
+                out.push(flag.into());
+                out.push(v.into());
+            }
+        }
+        if let Some(arch) = &self.arch {
+            out.push("--arch".into());
+            out.push(arch.into());
+        }
+        if self.no_cache {
+            out.push("--no-cache".into());
+        }
+        out.extend((0..self.verbose).map(|_| OsString::from("-v")));
+        out
+    }
+
+    /// `ksmith worker` from this executable, with the global flags.
+    pub fn worker_command(&self) -> anyhow::Result<bench_suite::pool::WorkerCommand> {
+        use anyhow::Context;
+        let mut cmd = bench_suite::pool::WorkerCommand::current_exe_worker()
+            .context("locating the ksmith executable")?;
+        cmd.args.extend(
+            self.child_args()
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned()),
+        );
+        Ok(cmd)
+    }
+
+    /// Where NVRTC and the CUDA headers are looked for.
+    pub fn nvrtc_locator(&self) -> verifier::nvrtc::Locator {
+        verifier::nvrtc::Locator {
+            library: self.nvrtc.clone(),
+            include: self.cuda_include.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,5 +176,40 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Profile(a) => profile::run_profile(&cli.global, &a),
         Command::Audit(a) => profile::run_audit(&cli.global, &a),
         Command::Worker => worker::run(&cli.global),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_args_give_a_child_the_parents_globals() {
+        let parent = Cli::try_parse_from([
+            "ksmith",
+            "--tasks-dir",
+            "/suite",
+            "--nvrtc",
+            "/n/libnvrtc.so",
+            "--cuda-include",
+            "/n/include",
+            "--arch",
+            "sm_90a",
+            "--cache-dir",
+            "/c",
+            "--no-cache",
+            "-vv",
+            "worker",
+        ])
+        .expect("parent parses");
+        let mut argv = vec![OsString::from("ksmith"), OsString::from("worker")];
+        argv.extend(parent.global.child_args());
+        let child = Cli::try_parse_from(argv).expect("child parses");
+        assert_eq!(
+            format!("{:?}", child.global),
+            format!("{:?}", parent.global)
+        );
+        let bare = Cli::try_parse_from(["ksmith", "worker"]).expect("parses");
+        assert!(!bare.global.no_cache && bare.global.verbose == 0);
     }
 }

@@ -302,22 +302,14 @@ pub(crate) fn target_program(
     poison: bool,
 ) -> anyhow::Result<Vec<OsString>> {
     let exe = std::env::current_exe().context("locating the ksmith executable")?;
-    let mut p: Vec<OsString> = vec![exe.into()];
-    p.push("--tasks-dir".into());
-    p.push(t.tasks_root.clone().into());
-    let mut flag = |name: &str, v: Option<OsString>| {
-        if let Some(v) = v {
-            p.push(name.into());
-            p.push(v);
-        }
+    // The resolved suite, and no -v: the tool's output carries the target's status line.
+    let child = Global {
+        tasks_dir: Some(t.tasks_root.clone()),
+        verbose: 0,
+        ..g.clone()
     };
-    flag("--nvrtc", g.nvrtc.clone().map(Into::into));
-    flag("--cuda-include", g.cuda_include.clone().map(Into::into));
-    flag("--arch", g.arch.clone().map(Into::into));
-    flag("--cache-dir", g.cache_dir.clone().map(Into::into));
-    if g.no_cache {
-        p.push("--no-cache".into());
-    }
+    let mut p: Vec<OsString> = vec![exe.into()];
+    p.extend(child.child_args());
     for x in ["gpu", "run-once", "--task", &t.task.id] {
         p.push(x.into());
     }

@@ -33,8 +33,7 @@ use agent::prompt::{DeviceFacts, PromptRenderer};
 use agent::r#loop::Evaluator;
 use agent::record::{CachedEvaluator, EvalTarget, ProgressFn, RunBudget, RunEvent};
 use agent::run::{execute, load_config, RunConfig, RunReport, RunSetup, Strategy};
-use anyhow::{bail, Context};
-use bench_suite::pool::WorkerCommand;
+use anyhow::bail;
 use bench_suite::store::{self, EvalKey, NewGpu, Store};
 use bench_suite::suite::{self, Entry, Suite, TaskDir};
 use clap::{Args, ValueEnum};
@@ -219,38 +218,6 @@ fn valid_tasks(suite: &Suite, ids: &[String]) -> anyhow::Result<Vec<TaskDir>> {
         }
     }
     Ok(out)
-}
-
-fn worker_command(g: &Global) -> anyhow::Result<WorkerCommand> {
-    let mut cmd = WorkerCommand::current_exe_worker().context("locating the ksmith executable")?;
-    for (flag, v) in [
-        ("--nvrtc", &g.nvrtc),
-        ("--cuda-include", &g.cuda_include),
-        ("--cache-dir", &g.cache_dir),
-        ("--tasks-dir", &g.tasks_dir),
-    ] {
-        if let Some(v) = v {
-            cmd.args.push(flag.to_string());
-            cmd.args.push(v.display().to_string());
-        }
-    }
-    if g.no_cache {
-        cmd.args.push("--no-cache".into());
-    }
-    Ok(cmd)
-}
-
-/// A copy of the global flags for the timing children (`Global` itself is not `Clone`).
-fn global_copy(g: &Global) -> Global {
-    Global {
-        tasks_dir: g.tasks_dir.clone(),
-        nvrtc: g.nvrtc.clone(),
-        cuda_include: g.cuda_include.clone(),
-        arch: g.arch.clone(),
-        cache_dir: g.cache_dir.clone(),
-        no_cache: g.no_cache,
-        verbose: g.verbose,
-    }
 }
 
 /// The run's GPUs (`--gpus`), or the exit code after saying why there are none: 3 when this
@@ -496,7 +463,7 @@ pub fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
             if let Some(ncu) = ncu {
                 runner = runner.with_profiling(AgentProfiling::new(
                     Box::new(NcuProfiler {
-                        global: global_copy(g),
+                        global: g.clone(),
                         ncu,
                         tasks_root: std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone()),
                         limit: Duration::from_secs(600),

@@ -7,7 +7,7 @@ use bench_suite::suite::{self, Entry, Suite, TaskDir};
 use clap::{Args, Subcommand};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, ContentArrangement, Table};
 use indicatif::{ProgressBar, ProgressStyle};
-use verifier::nvrtc::{Arch, CompileCache, Compiler, Locator};
+use verifier::nvrtc::{Arch, CompileCache, Compiler};
 use verifier::source::{INCLUDE_ALLOWED_PREFIXES, INCLUDE_ALLOWLIST};
 
 #[derive(Debug, Subcommand)]
@@ -355,11 +355,7 @@ fn human(v: f64, unit: &str) -> String {
 }
 
 pub(crate) fn compiler(g: &Global) -> anyhow::Result<(Compiler, Arch)> {
-    let nvrtc = Locator {
-        library: g.nvrtc.clone(),
-        include: g.cuda_include.clone(),
-    }
-    .load()?;
+    let nvrtc = g.nvrtc_locator().load()?;
     let arch = match &g.arch {
         Some(a) => a.parse::<Arch>().map_err(anyhow::Error::msg)?,
         None => Arch::detect().unwrap_or(Arch::DEFAULT),

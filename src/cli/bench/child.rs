@@ -5,7 +5,6 @@
 use crate::cli::Global;
 use anyhow::Context;
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use verifier::runtime::bench::{BenchReport, BenchRequest};
@@ -22,24 +21,7 @@ pub enum ChildFailure {
 fn serve_command(g: &Global) -> anyhow::Result<Command> {
     let exe = std::env::current_exe().context("locating the ksmith executable")?;
     let mut cmd = Command::new(exe);
-    let mut flag = |name: &str, v: &Option<PathBuf>| {
-        if let Some(v) = v {
-            cmd.arg(name).arg(v);
-        }
-    };
-    flag("--nvrtc", &g.nvrtc);
-    flag("--cuda-include", &g.cuda_include);
-    flag("--cache-dir", &g.cache_dir);
-    if let Some(arch) = &g.arch {
-        cmd.arg("--arch").arg(arch);
-    }
-    if g.no_cache {
-        cmd.arg("--no-cache");
-    }
-    for _ in 0..g.verbose {
-        cmd.arg("-v");
-    }
-    cmd.args(["gpu", "serve"]);
+    cmd.args(g.child_args()).args(["gpu", "serve"]);
     Ok(cmd)
 }
 

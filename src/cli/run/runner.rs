@@ -2,7 +2,7 @@
 //! kernel, the timing protocol side by side with the reference in a `ksmith gpu serve` child on
 //! the same GPU (and, with `--profile`, ncu on a new best).
 
-use super::{global_copy, worker_command, GpuSlot, Slots, TIMED_NAME};
+use super::{GpuSlot, Slots, TIMED_NAME};
 use crate::cli::bench::{run_child_on, ChildFailure};
 use crate::cli::profile::AgentProfiling;
 use crate::cli::Global;
@@ -316,7 +316,7 @@ impl PoolRunner {
     ) -> anyhow::Result<PoolRunner> {
         let ordinals: Vec<u32> = gpus.iter().map(|s| s.ordinal).collect();
         let pool = Pool::new(PoolConfig::per_gpu(
-            worker_command(g)?,
+            g.worker_command()?,
             &ordinals,
             verify_limit,
         ));
@@ -324,7 +324,7 @@ impl PoolRunner {
             Box::new(pool),
             gpus,
             Some(Box::new(ServeTimer {
-                global: global_copy(g),
+                global: g.clone(),
                 limit: timing_limit,
             })),
             cal,

@@ -1,7 +1,7 @@
 use super::runner::*;
 use super::*;
 use agent::evaluate::KernelRunner;
-use bench_suite::pool::{Pool, PoolConfig};
+use bench_suite::pool::{Pool, PoolConfig, WorkerCommand};
 use std::collections::BTreeMap;
 use verifier::protocol::EvaluateRequest;
 use verifier::runtime::bench::BenchReport;
