@@ -440,6 +440,15 @@ fn fixture_of_40_tasks_by_3_agents_renders_fast() {
     // The strongest agent ranks first.
     assert_eq!(board.rows[0].run.agent, "model-a");
     assert!(board.rows.iter().all(|r| r.tasks_total == 40));
+    // A Markdown table renders only when its delimiter row has as many cells as its header.
+    let md = report::render_leaderboard(&board, Format::Markdown).expect("md");
+    let table: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
+    assert_eq!(table.len(), 2 + board.rows.len(), "{md}");
+    let cells = |l: &str| l.matches('|').count() - l.matches("\\|").count();
+    assert!(
+        table.iter().all(|l| cells(l) == cells(table[0])),
+        "ragged leaderboard table:\n{md}"
+    );
 }
 
 /// The browser, or None (with a message) outside CI; in CI a missing browser fails.

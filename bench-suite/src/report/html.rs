@@ -3,7 +3,10 @@
 use super::metrics::HEADLINE_P;
 use super::summary::{Baseline, RunSummary};
 use super::svg::{self, esc, Bar, LineChart, Series};
-use super::text::{opt, p_label, pct, summary_rows, utc};
+use super::text::{
+    leaderboard_cells, leaderboard_header, opt, p_label, pct, summary_rows, utc,
+    LEADERBOARD_TEXT_COLUMNS,
+};
 use super::Leaderboard;
 use std::fmt::Write;
 
@@ -206,38 +209,24 @@ pub fn leaderboard_html(l: &Leaderboard) -> String {
         l.rows.len(),
         l.baseline.label()
     );
-    o.push_str("<table id=\"leaderboard\"><thead><tr><th>#</th><th class=\"l\">run</th><th class=\"l\">agent</th><th class=\"l\">suite</th><th>N</th><th>correct</th>");
-    for p in HEADLINE_P {
-        let _ = write!(o, "<th>{}</th>", p_label(p));
-    }
-    o.push_str("<th>geomean vs reference</th><th>vs eager</th><th>vs torch.compile</th><th>median SOL</th><th>cost/task</th><th>tokens/task</th><th>tokens to first correct</th></tr></thead><tbody>");
-    for (i, s) in l.rows.iter().enumerate() {
-        let _ = write!(
-            o,
-            "<tr data-run=\"{}\"><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td>",
-            esc(&s.run.name),
-            i + 1,
-            esc(&s.run.name),
-            esc(&s.run.agent),
-            esc(&s.run.suite),
-            s.tasks_total,
-            pct(s.correctness_rate)
-        );
-        for p in HEADLINE_P {
-            let _ = write!(o, "<td>{}</td>", pct(s.fast(l.baseline, p)));
+    let class = |col: usize| {
+        if LEADERBOARD_TEXT_COLUMNS.contains(&col) {
+            " class=\"l\""
+        } else {
+            ""
         }
-        let g = |b: Baseline| opt(s.baseline(b).and_then(|x| x.geomean_speedup), "×");
-        let _ = write!(
-            o,
-            "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>${:.4}</td><td>{:.0}</td><td>{}</td></tr>",
-            g(Baseline::Reference),
-            g(Baseline::Eager),
-            g(Baseline::Compile),
-            opt(s.median_sol_pct, "%"),
-            s.cost.cost_per_task,
-            s.cost.tokens_per_task,
-            opt(s.cost.median_tokens_to_first_correct, "")
-        );
+    };
+    o.push_str("<table id=\"leaderboard\"><thead><tr>");
+    for (col, h) in leaderboard_header().iter().enumerate() {
+        let _ = write!(o, "<th{}>{}</th>", class(col), esc(h));
+    }
+    o.push_str("</tr></thead><tbody>");
+    for (i, s) in l.rows.iter().enumerate() {
+        let _ = write!(o, "<tr data-run=\"{}\">", esc(&s.run.name));
+        for (col, c) in leaderboard_cells(l, i, s).iter().enumerate() {
+            let _ = write!(o, "<td{}>{}</td>", class(col), esc(c));
+        }
+        o.push_str("</tr>");
     }
     o.push_str("</tbody></table><h2>Charts</h2><div class=\"charts\">");
     let series: Vec<Series> = l

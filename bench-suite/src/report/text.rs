@@ -187,41 +187,15 @@ pub fn leaderboard_markdown(l: &Leaderboard) -> String {
         "# kernelsmith leaderboard\n\nRanked by fast_1 vs {} (share of all N tasks with a correct kernel more than 1× faster; failures count, strict >), then geometric-mean speedup.\n",
         l.baseline.label()
     );
-    let _ = write!(o, "| # | run | agent | suite | N | correct |");
-    for p in HEADLINE_P {
-        let _ = write!(o, " {} |", p_label(p));
-    }
-    let _ = writeln!(
-        o,
-        " geomean vs reference | vs eager | vs torch.compile | median SOL | cost/task | tokens/task | tokens to first correct |"
-    );
-    let _ = writeln!(o, "|{}", "---|".repeat(18));
+    let header = leaderboard_header();
+    let _ = writeln!(o, "| {} |", header.join(" | "));
+    let _ = writeln!(o, "|{}", "---|".repeat(header.len()));
     for (i, s) in l.rows.iter().enumerate() {
-        let _ = write!(
-            o,
-            "| {} | {} | {} | {} | {} | {} |",
-            i + 1,
-            md_cell(&s.run.name),
-            md_cell(&s.run.agent),
-            md_cell(&s.run.suite),
-            s.tasks_total,
-            pct(s.correctness_rate)
-        );
-        for p in HEADLINE_P {
-            let _ = write!(o, " {} |", pct(s.fast(l.baseline, p)));
-        }
-        let g = |b: Baseline| opt(s.baseline(b).and_then(|x| x.geomean_speedup), "×");
-        let _ = writeln!(
-            o,
-            " {} | {} | {} | {} | ${:.4} | {:.0} | {} |",
-            g(Baseline::Reference),
-            g(Baseline::Eager),
-            g(Baseline::Compile),
-            opt(s.median_sol_pct, "%"),
-            s.cost.cost_per_task,
-            s.cost.tokens_per_task,
-            opt(s.cost.median_tokens_to_first_correct, "")
-        );
+        let cells: Vec<String> = leaderboard_cells(l, i, s)
+            .iter()
+            .map(|c| md_cell(c))
+            .collect();
+        let _ = writeln!(o, "| {} |", cells.join(" | "));
     }
     o
 }
@@ -392,6 +366,55 @@ pub(super) fn summary_rows(s: &RunSummary) -> Vec<(&'static str, String)> {
             opt(c.median_tokens_to_first_correct, ""),
         ),
     ]
+}
+
+/// The leaderboard's column headers, shared by the Markdown and HTML renderers.
+pub(super) fn leaderboard_header() -> Vec<String> {
+    let mut h: Vec<String> = ["#", "run", "agent", "suite", "N", "correct"]
+        .map(String::from)
+        .to_vec();
+    h.extend(HEADLINE_P.iter().map(|&p| p_label(p)));
+    h.extend(
+        [
+            "geomean vs reference",
+            "vs eager",
+            "vs torch.compile",
+            "median SOL",
+            "cost/task",
+            "tokens/task",
+            "tokens to first correct",
+        ]
+        .map(String::from),
+    );
+    h
+}
+
+/// Columns of [`leaderboard_header`] that hold text (left-aligned in HTML).
+pub(super) const LEADERBOARD_TEXT_COLUMNS: std::ops::RangeInclusive<usize> = 1..=3;
+
+/// One leaderboard row's cells (unescaped), in [`leaderboard_header`]'s order; `i` is the
+/// row's index (rank - 1).
+pub(super) fn leaderboard_cells(l: &Leaderboard, i: usize, s: &RunSummary) -> Vec<String> {
+    let mut c = vec![
+        (i + 1).to_string(),
+        s.run.name.clone(),
+        s.run.agent.clone(),
+        s.run.suite.clone(),
+        s.tasks_total.to_string(),
+        pct(s.correctness_rate),
+    ];
+    c.extend(HEADLINE_P.iter().map(|&p| pct(s.fast(l.baseline, p))));
+    let g = |b: Baseline| opt(s.baseline(b).and_then(|x| x.geomean_speedup), "×");
+    c.extend([
+        g(Baseline::Reference),
+        g(Baseline::Eager),
+        g(Baseline::Compile),
+        opt(s.median_sol_pct, "%"),
+        format!("${:.4}", s.cost.cost_per_task),
+        format!("{:.0}", s.cost.tokens_per_task),
+        opt(s.cost.median_tokens_to_first_correct, ""),
+    ]);
+    c
 }
 
 #[cfg(test)]
