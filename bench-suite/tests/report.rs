@@ -440,15 +440,33 @@ fn fixture_of_40_tasks_by_3_agents_renders_fast() {
     // The strongest agent ranks first.
     assert_eq!(board.rows[0].run.agent, "model-a");
     assert!(board.rows.iter().all(|r| r.tasks_total == 40));
-    // A Markdown table renders only when its delimiter row has as many cells as its header.
     let md = report::render_leaderboard(&board, Format::Markdown).expect("md");
-    let table: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
-    assert_eq!(table.len(), 2 + board.rows.len(), "{md}");
-    let cells = |l: &str| l.matches('|').count() - l.matches("\\|").count();
-    assert!(
-        table.iter().all(|l| cells(l) == cells(table[0])),
-        "ragged leaderboard table:\n{md}"
+    assert_eq!(
+        md.lines().filter(|l| l.starts_with('|')).count(),
+        2 + board.rows.len(),
+        "{md}"
     );
+    assert_tables_not_ragged(&md);
+    for run in &runs {
+        let (_, md) = report::run_report(&store, Some(run), Format::Markdown).expect("md");
+        assert_tables_not_ragged(&md);
+    }
+}
+
+/// A Markdown table renders only when every row, the delimiter row included, has as many
+/// cells as its header.
+fn assert_tables_not_ragged(md: &str) {
+    let cells = |l: &str| l.matches('|').count() - l.matches("\\|").count();
+    let mut header: Option<usize> = None;
+    for line in md.lines() {
+        if !line.starts_with('|') {
+            header = None;
+            continue;
+        }
+        let n = cells(line);
+        let h = *header.get_or_insert(n);
+        assert_eq!(n, h, "ragged Markdown table at {line:?} in:\n{md}");
+    }
 }
 
 /// The browser, or None (with a message) outside CI; in CI a missing browser fails.
