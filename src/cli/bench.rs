@@ -38,7 +38,6 @@ use record::{store_results, Recorded};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use verifier::inputs::{generate_inputs, Variant};
@@ -449,49 +448,18 @@ pub fn measure_on<'a>(
     cx: &Context,
     lanes: Vec<Lane<'_>>,
 ) -> anyhow::Result<Measured<'a>> {
-    let n = p.tasks.len();
     let torch_skip: Mutex<Option<String>> =
         Mutex::new((a.baseline == Baseline::None).then(|| "--baseline none".into()));
-    let done: Mutex<Vec<Option<TaskResult>>> = Mutex::new((0..n).map(|_| None).collect());
-    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        let (torch_skip, done, first_error, next, stop) =
-            (&torch_skip, &done, &first_error, &next, &stop);
-        for mut lane in lanes {
-            s.spawn(move || loop {
-                if stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= n {
-                    return;
-                }
-                match measure_task(p, a, cx, i, &mut lane, torch_skip) {
-                    Ok(r) => {
-                        if matches!(r, TaskResult::Harness(_)) {
-                            stop.store(true, Ordering::SeqCst);
-                        }
-                        let mut d = done.lock().unwrap_or_else(|e| e.into_inner());
-                        d[i] = Some(r);
-                        write_partial(a, cx, &d);
-                    }
-                    Err(e) => {
-                        stop.store(true, Ordering::SeqCst);
-                        first_error
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get_or_insert(e);
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        return Err(e);
-    }
+    let done = super::parallel::run_lanes(
+        &p.tasks,
+        lanes,
+        |lane, i, _| {
+            let r = measure_task(p, a, cx, i, lane, &torch_skip)?;
+            let harness = matches!(r, TaskResult::Harness(_));
+            Ok((r, harness))
+        },
+        |done| write_partial(a, cx, done),
+    )?;
     let mut m = Measured {
         all_rows: Vec::new(),
         reports: Vec::new(),
@@ -500,7 +468,6 @@ pub fn measure_on<'a>(
         harness: None,
         torch_skip: torch_skip.into_inner().unwrap_or_else(|e| e.into_inner()),
     };
-    let done = done.into_inner().unwrap_or_else(|e| e.into_inner());
     for (td, r) in p.tasks.iter().copied().zip(done) {
         match r {
             None => {}

@@ -4,6 +4,7 @@
 mod bench;
 mod eval;
 mod gpu;
+mod parallel;
 mod profile;
 mod report;
 mod run;

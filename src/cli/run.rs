@@ -42,8 +42,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use verifier::nvrtc::Arch;
 use verifier::runtime::calibrate::{gpu_key, load_calibration, Calibration};
@@ -659,37 +658,8 @@ fn map_in_parallel<T: Sync, R: Send>(
     threads: usize,
     f: impl Fn(&T) -> anyhow::Result<R> + Sync,
 ) -> anyhow::Result<Vec<R>> {
-    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
-    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        for _ in 0..threads.clamp(1, items.len().max(1)) {
-            s.spawn(|| loop {
-                if stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(item) = items.get(i) else { return };
-                match f(item) {
-                    Ok(r) => results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r),
-                    Err(e) => {
-                        stop.store(true, Ordering::SeqCst);
-                        first_error
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get_or_insert(e);
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
-    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-    results
+    let lanes = vec![(); threads.clamp(1, items.len().max(1))];
+    super::parallel::run_lanes(items, lanes, |_, _, item| Ok((f(item)?, false)), |_| {})?
         .into_iter()
         .enumerate()
         .map(|(i, r)| r.ok_or_else(|| anyhow::anyhow!("item {i} was never processed")))

@@ -8,6 +8,7 @@ use super::*;
 use bench_suite::store::{NewGpu, Verdict as StoreVerdict};
 use clap::Parser;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use verifier::runtime::bench::{CandidateStatus, ShapeFailure};
 use verifier::runtime::calibrate::{Calibration, Rate, CALIBRATION_VERSION};
 use verifier::runtime::telemetry::{MeasurementTelemetry, Reading};

@@ -3,6 +3,8 @@ use super::*;
 use agent::evaluate::KernelRunner;
 use bench_suite::pool::{Pool, PoolConfig, WorkerCommand};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use verifier::protocol::EvaluateRequest;
 use verifier::runtime::bench::BenchReport;
 use verifier::runtime::bench::{CandidateStatus, ShapeFailure};
