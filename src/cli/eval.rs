@@ -10,7 +10,7 @@
 use super::{Global, EXIT_FAILED, EXIT_HARNESS, EXIT_OK};
 use anyhow::{bail, Context};
 use bench_suite::pool::{Limits, Pool, PoolConfig};
-use bench_suite::suite::{self, Entry, Suite};
+use bench_suite::suite::{self, Entry, Suite, TaskDir};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -87,9 +87,15 @@ fn fresh_seed() -> u64 {
     verifier::inputs::rng::mix64(t ^ ((std::process::id() as u64) << 32))
 }
 
-/// The kernel and plan files: the given ones, or the task's reference with `--reference`.
-fn sources(a: &EvalArgs, task_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let kernel = match (&a.kernel, a.reference) {
+/// The kernel and plan files a command was given: the task's own with `--reference`, a
+/// directory's kernel.cu and launch.toml (`--plan` overriding), or a file with `--plan`.
+pub(super) fn kernel_files(
+    kernel: Option<&Path>,
+    plan: Option<&Path>,
+    reference: bool,
+    task_dir: &Path,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let kernel = match (kernel, reference) {
         (_, true) => {
             return Ok((
                 task_dir.join("reference.cu"),
@@ -102,12 +108,11 @@ fn sources(a: &EvalArgs, task_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> 
         }
     };
     if kernel.is_dir() {
-        let k = kernel.join("kernel.cu");
-        let p = a.plan.clone().unwrap_or_else(|| kernel.join("launch.toml"));
-        return Ok((k, p));
+        let p = plan.map_or_else(|| kernel.join("launch.toml"), Path::to_path_buf);
+        return Ok((kernel.join("kernel.cu"), p));
     }
-    match &a.plan {
-        Some(p) => Ok((kernel.clone(), p.clone())),
+    match plan {
+        Some(p) => Ok((kernel.to_path_buf(), p.to_path_buf())),
         None => bail!(
             "{} is a file: pass its launch plan with --plan PLAN.toml (or give a directory holding kernel.cu and launch.toml)",
             kernel.display()
@@ -115,11 +120,21 @@ fn sources(a: &EvalArgs, task_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> 
     }
 }
 
-fn task_dir(g: &Global, id: &str) -> anyhow::Result<PathBuf> {
+fn sources(a: &EvalArgs, task_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    kernel_files(
+        a.kernel.as_deref(),
+        a.plan.as_deref(),
+        a.reference,
+        task_dir,
+    )
+}
+
+/// The suite's root and the valid task `id`, or why there is none.
+pub(super) fn find_task(g: &Global, id: &str) -> anyhow::Result<(PathBuf, TaskDir)> {
     let root = suite::locate(g.tasks_dir.as_deref())?;
     let suite = Suite::discover(&root)?;
     match suite.get(id) {
-        Some(Entry::Ok(td)) => Ok(td.dir.clone()),
+        Some(Entry::Ok(td)) => Ok((root, (**td).clone())),
         Some(Entry::Broken { diagnostics, .. }) => {
             let d: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
             bail!("task `{id}` is invalid:\n{}", d.join("\n"))
@@ -166,7 +181,7 @@ fn check(g: &Global, a: &EvalArgs) -> anyhow::Result<u8> {
         // Said before the suite is read: the usage error is the first thing to fix.
         sources(a, Path::new("."))?;
     }
-    let dir = task_dir(g, &a.task)?;
+    let dir = find_task(g, &a.task)?.1.dir;
     let (kernel_path, plan_path) = sources(a, &dir)?;
     let read = |p: &Path| {
         std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))

@@ -17,11 +17,10 @@
 //! `ksmith profile` does not make; `ksmith run --profile` stores them with its evaluations.
 
 use super::{Global, EXIT_FAILED, EXIT_HARNESS, EXIT_OK};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use bench_suite::profile::ncu::{Curated, KernelProfile, NcuError, NcuReport, NcuTarget};
 use bench_suite::profile::sanitizer::{SanitizerReport, Tool};
 use bench_suite::profile::{self, judge, ToolError};
-use bench_suite::suite::{self, Entry, Suite};
 use clap::{Args, ValueEnum};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -168,36 +167,9 @@ fn pick_shape(task: &Task, name: Option<&str>, pick: ShapePick) -> anyhow::Resul
 }
 
 fn resolve(g: &Global, a: &KernelArgs, pick: ShapePick) -> anyhow::Result<Target> {
-    let root = suite::locate(g.tasks_dir.as_deref())?;
-    let suite = Suite::discover(&root)?;
-    let td = match suite.get(&a.task) {
-        Some(Entry::Ok(td)) => td,
-        Some(Entry::Broken { diagnostics, .. }) => {
-            let d: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
-            bail!("task `{}` is invalid:\n{}", a.task, d.join("\n"))
-        }
-        None => bail!(
-            "no task `{}` in {} (known: {})",
-            a.task,
-            root.display(),
-            suite.ids().join(", ")
-        ),
-    };
-    let (kernel_path, plan_path) = match (&a.kernel, a.reference) {
-        (_, true) => (td.dir.join("reference.cu"), td.dir.join("reference.toml")),
-        (Some(k), false) if k.is_dir() => (
-            k.join("kernel.cu"),
-            a.plan.clone().unwrap_or_else(|| k.join("launch.toml")),
-        ),
-        (Some(k), false) => match &a.plan {
-            Some(p) => (k.clone(), p.clone()),
-            None => bail!(
-                "{} is a file: pass its launch plan with --plan PLAN.toml (or give a directory holding kernel.cu and launch.toml)",
-                k.display()
-            ),
-        },
-        (None, false) => bail!("give a kernel (KERNEL.cu --plan PLAN.toml, or DIR), or --reference"),
-    };
+    let (root, td) = super::eval::find_task(g, &a.task)?;
+    let (kernel_path, plan_path) =
+        super::eval::kernel_files(a.kernel.as_deref(), a.plan.as_deref(), a.reference, &td.dir)?;
     let read = |p: &Path| {
         std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
     };
