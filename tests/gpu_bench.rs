@@ -16,12 +16,14 @@
 //! unless KSMITH_REQUIRE_NCU=1. KSMITH_BIN / KSMITH_ROOT as in gpu_broken.rs. The comparison
 //! logic has CPU tests at the end of this file.
 
+mod support;
 use bench_suite::profile::{self, ncu::NcuTarget};
 use bench_suite::suite::{Entry, Suite};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use support::gpu::{flag, gpu_or_skip, ksmith, root};
 
 /// Single-launch reference kernels whose realistic-shape call takes well over 50 us on an H100:
 /// memory-bound elementwise, a row reduction, a long-row softmax, a tensor-core GEMM.
@@ -35,29 +37,6 @@ const MIN_JUDGED_MS: f64 = 0.05;
 /// ncu: matching launches skipped (warm-up) and profiled.
 const NCU_SKIP: u64 = 10;
 const NCU_COUNT: u64 = 20;
-
-fn root() -> PathBuf {
-    std::env::var_os("KSMITH_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
-
-fn ksmith() -> PathBuf {
-    std::env::var_os("KSMITH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ksmith")))
-}
-
-fn gpu_or_skip() -> bool {
-    if let Err(e) = verifier::runtime::probe_driver() {
-        if std::env::var("KSMITH_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-            panic!("KSMITH_REQUIRE_GPU=1 but {e}");
-        }
-        eprintln!("skipped: no GPU (libcuda.so.1 not found): {e}");
-        return false;
-    }
-    true
-}
 
 fn tasks() -> Vec<String> {
     match std::env::var("KSMITH_TIMING_TASKS") {
@@ -414,7 +393,7 @@ fn ncu_durations_agree_with_ksmith_medians() {
         "ncu",
         std::env::var_os("KSMITH_NCU").map(PathBuf::from).as_deref(),
     ) else {
-        if std::env::var("KSMITH_REQUIRE_NCU").is_ok_and(|v| v == "1") {
+        if flag("KSMITH_REQUIRE_NCU") {
             panic!("KSMITH_REQUIRE_NCU=1 but ncu is not on PATH nor in /usr/local/cuda/bin");
         }
         eprintln!("skipped: ncu not found (PATH, /usr/local/cuda/bin; KSMITH_NCU)");

@@ -7,34 +7,12 @@
 //! Paths can be overridden for prebuilt binaries run elsewhere: KSMITH_BIN (the ksmith
 //! executable), KSMITH_ROOT (the repository: tasks/ and verifier/tests/broken/).
 
+mod support;
 use bench_suite::pool::{Limits, Pool, PoolConfig, Reply, WorkerCommand};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use support::gpu::{gpu_or_skip, ksmith, root};
 use verifier::protocol::{EvaluateRequest, RequestBody, ResponseBody};
 use verifier::runtime::corpus;
-
-fn root() -> PathBuf {
-    std::env::var_os("KSMITH_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
-
-fn ksmith() -> PathBuf {
-    std::env::var_os("KSMITH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ksmith")))
-}
-
-fn gpu_or_skip() -> bool {
-    if let Err(e) = verifier::runtime::probe_driver() {
-        if std::env::var("KSMITH_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-            panic!("KSMITH_REQUIRE_GPU=1 but {e}");
-        }
-        eprintln!("skipped: no GPU (libcuda.so.1 not found): {e}");
-        return false;
-    }
-    true
-}
 
 #[test]
 fn broken_kernels_get_their_verdicts_and_the_batch_goes_on() {

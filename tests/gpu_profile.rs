@@ -14,36 +14,11 @@
 //! gpu_references.rs; KSMITH_NCU / KSMITH_SANITIZER name the tools; output under
 //! $KSMITH_GPU_OUT (default target/gpu-profile).
 
+mod support;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Instant;
-
-fn root() -> PathBuf {
-    std::env::var_os("KSMITH_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
-
-fn ksmith() -> PathBuf {
-    std::env::var_os("KSMITH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ksmith")))
-}
-
-fn required(var: &str) -> bool {
-    std::env::var(var).is_ok_and(|v| v == "1")
-}
-
-fn gpu_or_skip() -> bool {
-    match verifier::runtime::probe_driver() {
-        Ok(_) => true,
-        Err(e) if required("KSMITH_REQUIRE_GPU") => panic!("KSMITH_REQUIRE_GPU=1 but {e}"),
-        Err(e) => {
-            eprintln!("skipped: no GPU (libcuda.so.1 not found): {e}");
-            false
-        }
-    }
-}
+use support::gpu::{flag, gpu_or_skip, ksmith, root};
 
 fn save(name: &str, text: &str) {
     let dir = std::env::var_os("KSMITH_GPU_OUT")
@@ -109,7 +84,7 @@ fn profile_takes_exactly_the_last_call_of_the_plan() {
         .is_none()
     {
         assert!(
-            !required("KSMITH_REQUIRE_NCU"),
+            !flag("KSMITH_REQUIRE_NCU"),
             "KSMITH_REQUIRE_NCU=1 but no ncu"
         );
         eprintln!("skipped: ncu not found");
@@ -123,7 +98,7 @@ fn profile_takes_exactly_the_last_call_of_the_plan() {
         let v: serde_json::Value = serde_json::from_slice(&o.stdout)
             .unwrap_or_else(|e| panic!("{task}: {e}: {}", show(&o)));
         if let Some(e) = v["error"].as_str() {
-            if e.contains("ERR_NVGPUCTRPERM") && !required("KSMITH_REQUIRE_NCU") {
+            if e.contains("ERR_NVGPUCTRPERM") && !flag("KSMITH_REQUIRE_NCU") {
                 eprintln!("skipped: {e}");
                 return;
             }
@@ -170,7 +145,7 @@ fn audit_is_clean_for_a_reference_and_finds_the_corpus_bugs() {
     .is_none()
     {
         assert!(
-            !required("KSMITH_REQUIRE_SANITIZER"),
+            !flag("KSMITH_REQUIRE_SANITIZER"),
             "KSMITH_REQUIRE_SANITIZER=1 but no compute-sanitizer"
         );
         eprintln!("skipped: compute-sanitizer not found");

@@ -6,40 +6,20 @@
 //! across several device calls). Without a CUDA driver it prints "skipped: no GPU" and passes, unless
 //! KSMITH_REQUIRE_GPU=1. KSMITH_BIN / KSMITH_ROOT as in gpu_broken.rs.
 
+mod support;
 use bench_suite::pool::{Limits, Pool, PoolConfig, Reply, WorkerCommand};
 use bench_suite::suite::{Entry, Suite};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use support::gpu::{flag, gpu_or_skip, ksmith, only_tasks, root};
 use verifier::protocol::{EvalOptions, EvaluateRequest, RequestBody, ResponseBody};
-
-fn root() -> PathBuf {
-    std::env::var_os("KSMITH_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
-
-fn ksmith() -> PathBuf {
-    std::env::var_os("KSMITH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ksmith")))
-}
 
 #[test]
 fn every_reference_kernel_passes_its_own_strict_check() {
-    if let Err(e) = verifier::runtime::probe_driver() {
-        if std::env::var("KSMITH_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-            panic!("KSMITH_REQUIRE_GPU=1 but {e}");
-        }
-        eprintln!("skipped: no GPU (libcuda.so.1 not found): {e}");
+    if !gpu_or_skip() {
         return;
     }
-    let full = std::env::var("KSMITH_GPU_FULL").is_ok_and(|v| v == "1");
-    let only: Option<Vec<String>> = std::env::var("KSMITH_GPU_TASKS").ok().map(|v| {
-        v.split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    });
+    let full = flag("KSMITH_GPU_FULL");
+    let only = only_tasks();
     let suite = Suite::discover(&root().join("tasks")).unwrap();
     let mut names = Vec::new();
     let mut invalid: Vec<String> = Vec::new();

@@ -16,9 +16,10 @@
 //! config, flags) is proven wherever NVRTC is.
 
 mod support;
+use support::gpu::{gpu_or_skip, ksmith, root};
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -33,18 +34,6 @@ const TASKS: [(&str, &str); 3] = [
     ("softmax_row", "reduction/softmax_row"),
     ("rmsnorm_residual", "normalization/rmsnorm_residual"),
 ];
-
-fn root() -> PathBuf {
-    std::env::var_os("KSMITH_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
-
-fn ksmith_bin() -> PathBuf {
-    std::env::var_os("KSMITH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ksmith")))
-}
 
 fn task_ids() -> String {
     TASKS.iter().map(|t| t.0).collect::<Vec<_>>().join(",")
@@ -89,7 +78,7 @@ fn command(
     dry_run: bool,
     results: &Path,
 ) -> Command {
-    let mut c = Command::new(ksmith_bin());
+    let mut c = Command::new(ksmith());
     c.current_dir(root())
         .env(KEY_VAR, SECRET)
         .env_remove("KSMITH_DB")
@@ -155,11 +144,7 @@ fn check_calls(store: &Store, run_id: i64, want: &[(&str, usize)]) {
 
 #[test]
 fn scripted_run_on_the_gpu_yields_correct_timed_kernels() {
-    if let Err(e) = verifier::runtime::probe_driver() {
-        if std::env::var("KSMITH_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-            panic!("KSMITH_REQUIRE_GPU=1 but {e}");
-        }
-        eprintln!("skipped: no GPU (libcuda.so.1 not found): {e}");
+    if !gpu_or_skip() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -170,7 +155,7 @@ fn scripted_run_on_the_gpu_yields_correct_timed_kernels() {
     // if calibrating fails, that is `gpu calibrate`'s test to report, and SOL goes unchecked.
     let results = tmp.path().join("results");
     let started = Instant::now();
-    let cal = Command::new(ksmith_bin())
+    let cal = Command::new(ksmith())
         .current_dir(root())
         .args([
             "gpu",
@@ -333,7 +318,7 @@ fn scripted_run_on_the_gpu_yields_correct_timed_kernels() {
     // `ksmith replay` on the same GPU finds every evaluation in the cache (same GPU, same
     // protocol): no GPU work, the stored speedups come back.
     let started = Instant::now();
-    let out = Command::new(ksmith_bin())
+    let out = Command::new(ksmith())
         .current_dir(root())
         .args(["--tasks-dir", &root().join("tasks").display().to_string()])
         .args([

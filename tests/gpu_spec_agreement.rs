@@ -15,32 +15,17 @@
 //! prints "skipped: PyTorch ..." and passes; KSMITH_REQUIRE_GPU=1 (or KSMITH_REQUIRE_TORCH=1)
 //! makes either a failure. KSMITH_BIN / KSMITH_ROOT as in gpu_references.rs.
 
+mod support;
 use bench_suite::pool::{Limits, Pool, PoolConfig, Reply, WorkerCommand};
 use bench_suite::suite::{Entry, Suite};
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use support::gpu::{flag, gpu_or_skip, ksmith, only_tasks, root};
 use verifier::compare::Metric;
 use verifier::protocol::{
     EvalOptions, EvaluateRequest, Oracle, OutputError, RequestBody, ResponseBody,
 };
 use verifier::runtime::strict::SPEC_ORACLE_SKIPPED;
-
-fn root() -> PathBuf {
-    std::env::var_os("KSMITH_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
-
-fn ksmith() -> PathBuf {
-    std::env::var_os("KSMITH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ksmith")))
-}
-
-fn flag(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| v == "1")
-}
 
 fn tolerance(m: &Metric) -> String {
     match m {
@@ -83,21 +68,12 @@ struct Job {
 
 #[test]
 fn every_reference_agrees_with_its_spec_through_pytorch() {
-    if let Err(e) = verifier::runtime::probe_driver() {
-        if flag("KSMITH_REQUIRE_GPU") {
-            panic!("KSMITH_REQUIRE_GPU=1 but {e}");
-        }
-        eprintln!("skipped: no GPU (libcuda.so.1 not found): {e}");
+    if !gpu_or_skip() {
         return;
     }
     let full = flag("KSMITH_GPU_FULL");
     let stress = flag("KSMITH_SPEC_STRESS");
-    let only: Option<Vec<String>> = std::env::var("KSMITH_GPU_TASKS").ok().map(|v| {
-        v.split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    });
+    let only = only_tasks();
     let suite = Suite::discover(&root().join("tasks")).unwrap();
     let mut failures: Vec<String> = Vec::new();
     let mut jobs = Vec::new();
