@@ -2,7 +2,9 @@
 # One-time set-up on a fresh CPU-only Debian machine (no root needed unless pip is missing):
 #   1. installs NVRTC and the CUDA device headers from PyPI into tools/cuda (git-ignored);
 #   2. builds the ksmith binary (release).
-# Idempotent: a second run takes seconds. Options: --tools-only (skip the build).
+# Idempotent: a second run takes seconds. Options: --tools-only (skip the build); --with-torch
+# (also PyTorch, CPU use only, into tools/torch: what `ksmith tasks spec` runs spec.py with on a
+# machine without a GPU; use it with PYTHONPATH=tools/torch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,6 +61,29 @@ install_wheels() {
   say "installed $(du -sh "$TOOLS" | cut -f1) into $TOOLS"
 }
 
+# The GPU machines run PyTorch 2.11: spec.py is checked on the CPU with the same version. The
+# PyPI wheel is the CUDA build (it imports without a GPU and runs on the CPU); its CUDA libraries
+# come along as dependencies, about 4.6 GB in all.
+TORCH=torch==2.11.0
+TORCH_DIR=tools/torch
+
+install_torch() {
+  local stamp="$TORCH_DIR/.ksmith-torch"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$TORCH" ]]; then
+    say "PyTorch already in $TORCH_DIR"
+    return
+  fi
+  say "installing $TORCH (and its dependencies) into $TORCH_DIR"
+  local tmp="$TORCH_DIR.tmp.$$"
+  rm -rf "$tmp"
+  PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
+    python3 -m pip install --quiet --target "$tmp" "$TORCH"
+  rm -rf "$TORCH_DIR"
+  mv "$tmp" "$TORCH_DIR"
+  printf '%s' "$TORCH" > "$stamp"
+  say "installed $(du -sh "$TORCH_DIR" | cut -f1) into $TORCH_DIR"
+}
+
 build() {
   if ! command -v cargo >/dev/null; then
     say "cargo (Rust) is required: install it with rustup (https://rustup.rs) and run again"; exit 1
@@ -68,7 +93,19 @@ build() {
   say "done: ./target/release/ksmith"
 }
 
+tools_only=0 with_torch=0
+for arg in "$@"; do
+  case "$arg" in
+    --tools-only) tools_only=1 ;;
+    --with-torch) with_torch=1 ;;
+    *) say "unknown option $arg (known: --tools-only, --with-torch)"; exit 2 ;;
+  esac
+done
+
 install_wheels
-if [[ "${1:-}" != "--tools-only" ]]; then
+if [[ $with_torch == 1 ]]; then
+  install_torch
+fi
+if [[ $tools_only == 0 ]]; then
   build
 fi

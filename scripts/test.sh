@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this). Needs no GPU: GPU tests skip
-# with a visible message. Installs what the tests need (NVRTC wheels; PostgreSQL and Chromium
-# through scripts/test-services.sh where present).
+# with a visible message. Installs what the tests need (NVRTC wheels and PyTorch for the CPU;
+# PostgreSQL and Chromium through scripts/test-services.sh where present).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh --tools-only
+scripts/setup.sh --tools-only --with-torch
 if [[ -f scripts/test-services.sh ]]; then
   # shellcheck source=/dev/null
   source scripts/test-services.sh
@@ -19,3 +19,5 @@ echo "== cargo test"
 cargo test --workspace
 echo "== ksmith tasks check (every reference compiled with NVRTC)"
 cargo run --quiet --bin ksmith -- tasks check
+echo "== ksmith tasks spec (every spec.py run by PyTorch on the CPU, smallest shape)"
+PYTHONPATH="$PWD/tools/torch" cargo run --quiet --bin ksmith -- tasks spec

@@ -227,8 +227,14 @@ class Request:
         if not isinstance(self.compile_mode, str):
             raise RequestError("`request.compile_mode` must be a string")
         self.device = obj.get("device", 0)
-        if not isinstance(self.device, int) or self.device < 0:
-            raise RequestError(f"`request.device` must be a device ordinal, got {self.device!r}")
+        if self.device == "cpu":
+            timed = [m for m in self.modes if m != "oracle"]
+            if timed:
+                raise RequestError(f"`request.modes` holds {', '.join(timed)}: timing needs a CUDA "
+                                   "device; on the CPU only `oracle` runs")
+        elif isinstance(self.device, bool) or not isinstance(self.device, int) or self.device < 0:
+            raise RequestError(f"`request.device` must be a device ordinal or \"cpu\", "
+                               f"got {self.device!r}")
 
 
 def output_key(set_index, name):

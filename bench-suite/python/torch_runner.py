@@ -18,6 +18,9 @@ the modes (oracle | eager | compile) and the timing protocol numbers of `verifie
                   "target_rse": 0.005, "time_cap_ms": 10000, "graph_below_ms": 0.02},
      "l2_bytes": 52428800, "compile_mode": "default", "device": 0}
 
+`device` is a CUDA ordinal, or "cpu" to run the oracle alone on the CPU (what `ksmith tasks spec`
+does to check a spec.py on a machine without a GPU; timing modes need CUDA and are refused).
+
 It prints one JSON object on stdout (everything else, the spec's prints included, goes to
 stderr) and exits with:
     0  status "ok": per-mode results, each {"ok": true, ...} or {"ok": false, "error": ...}
@@ -91,6 +94,8 @@ def import_torch(device):
         raise Finish(EXIT_UNAVAILABLE, "unavailable",
                      reason=f"torch does not import with {sys.executable}: {type(e).__name__}: {e}")
     FLAGS.capture(torch)
+    if device == "cpu":
+        return torch
     if not torch.cuda.is_available():
         raise Finish(EXIT_UNAVAILABLE, "unavailable",
                      reason=f"torch {torch.__version__} sees no CUDA device "
@@ -241,7 +246,8 @@ def graph_amortized(torch, fn, args, flush, start, end, replays=100, repeats=5):
 
 def run(req):
     torch = import_torch(req.device)
-    dev = torch.device("cuda", req.device)
+    on_cpu = req.device == "cpu"
+    dev = torch.device("cpu") if on_cpu else torch.device("cuda", req.device)
     keys = sorted({key for s in req.sets for key in s.values()})
     try:
         raw, _ = kt.read_file(req.inputs_file, keys)
@@ -259,6 +265,15 @@ def run(req):
     sets = [{n: host[key] for n, key in s.items()} for s in req.sets]
     model = load_model(torch, req.spec, req.params, dev)
 
+    if on_cpu:  # the request allows only the oracle here: no flush, no timing
+        report = {"torch_version": torch.__version__, "torch_cuda": torch.version.cuda,
+                  "device_name": "cpu"}
+        try:
+            report["oracle"] = run_oracle(torch, req, model, sets)
+        except Exception as e:
+            report["oracle"] = {"ok": False, "error": f"{type(e).__name__}: {e}",
+                                "traceback": tail(traceback.format_exc())}
+        return report
     props = torch.cuda.get_device_properties(dev)
     l2 = req.l2_bytes or getattr(props, "L2_cache_size", 0) or 0
     flush_bytes = 2 * l2 if l2 else FALLBACK_FLUSH_BYTES

@@ -4,6 +4,7 @@ pub mod check;
 pub mod pool;
 pub mod profile;
 pub mod report;
+pub mod spec_check;
 pub mod store;
 pub mod suite;
 pub mod torch;

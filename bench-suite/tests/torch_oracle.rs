@@ -6,8 +6,8 @@
 //! never a panic or a plausible result.
 
 use bench_suite::torch::{
-    InputDecl, Mode, OutputDecl, RunnerConfig, RunnerScript, Session, TorchError, TorchJob,
-    TorchOracle,
+    InputDecl, Mode, OutputDecl, RunnerConfig, RunnerScript, Session, TorchDevice, TorchError,
+    TorchJob, TorchOracle,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -120,7 +120,7 @@ fn job<'a>(spec: &Path, n: i64, sets: &'a [Vec<HostTensor>]) -> TorchJob<'a> {
         protocol: Protocol::default(),
         l2_bytes: None,
         compile_mode: None,
-        device: 0,
+        device: TorchDevice::Cuda(0),
     }
 }
 

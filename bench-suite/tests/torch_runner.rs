@@ -5,7 +5,8 @@
 //! a missing torch a failure).
 
 use bench_suite::torch::{
-    self, InputDecl, Mode, ModeResult, OutputDecl, RunnerConfig, RunnerScript, TorchError, TorchJob,
+    self, InputDecl, Mode, ModeResult, OutputDecl, RunnerConfig, RunnerScript, TorchDevice,
+    TorchError, TorchJob,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -109,7 +110,7 @@ impl Fixture {
             protocol: Protocol::default(),
             l2_bytes: Some(50 << 20),
             compile_mode: None,
-            device: 0,
+            device: TorchDevice::Cuda(0),
         }
     }
 

@@ -1,9 +1,11 @@
-//! `ksmith tasks list|show|check`.
+//! `ksmith tasks list|show|check|spec`.
 
-use super::{Global, EXIT_FAILED, EXIT_OK};
+use super::{Global, EXIT_FAILED, EXIT_HARNESS, EXIT_OK};
 use anyhow::{bail, Context};
 use bench_suite::check::{self, CheckOptions, CheckRow, Status};
+use bench_suite::spec_check::{self, ShapePick, SpecCheckOptions, SpecRow, SpecStatus};
 use bench_suite::suite::{self, Entry, Suite, TaskDir};
+use bench_suite::torch::RunnerConfig;
 use clap::{Args, Subcommand};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, ContentArrangement, Table};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -19,6 +21,13 @@ pub enum TasksCommand {
     /// Validate tasks and compile every reference kernel with NVRTC
     #[command(after_help = include_allowlist_help())]
     Check(CheckArgs),
+    /// Run every task's spec.py with PyTorch on the CPU, on harness-generated inputs, and check
+    /// it returns the declared outputs with finite, non-constant values (needs torch, no GPU)
+    #[command(
+        after_help = "Exit status: 0 every spec passes, 1 a spec fails or is degenerate, \
+3 PyTorch cannot be used (no python3 or no torch; KSMITH_PYTHON picks the interpreter)."
+    )]
+    Spec(SpecArgs),
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +64,27 @@ pub struct CheckArgs {
     log: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct SpecArgs {
+    /// Task ids to check [default: all]
+    ids: Vec<String>,
+    /// Run this public shape (repeatable) [default: each task's smallest]
+    #[arg(long = "shape", value_name = "NAME", conflicts_with = "all_shapes")]
+    shapes: Vec<String>,
+    /// Run every public shape (large ones take long on a CPU)
+    #[arg(long)]
+    all_shapes: bool,
+    /// Input seed
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Longest one (task, shape) may run, torch's import included, in seconds
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
 fn include_allowlist_help() -> String {
     format!(
         "Headers a kernel may #include: {}, and anything under {}.",
@@ -70,6 +100,7 @@ pub fn run(g: &Global, cmd: TasksCommand) -> anyhow::Result<u8> {
         TasksCommand::List(a) => list(&suite, &a),
         TasksCommand::Show(a) => show(&suite, &a),
         TasksCommand::Check(a) => check_cmd(g, &suite, &a),
+        TasksCommand::Spec(a) => spec_cmd(&suite, &a),
     }
 }
 
@@ -378,18 +409,22 @@ pub(crate) fn compiler(g: &Global) -> anyhow::Result<(Compiler, Arch)> {
     Ok((Compiler::new(nvrtc, cache), arch))
 }
 
-fn check_cmd(g: &Global, suite: &Suite, a: &CheckArgs) -> anyhow::Result<u8> {
-    let selected: Vec<&Entry> = if a.ids.is_empty() {
+fn select<'s>(suite: &'s Suite, ids: &[String]) -> anyhow::Result<Vec<&'s Entry>> {
+    let selected: Vec<&Entry> = if ids.is_empty() {
         suite.entries.iter().collect()
     } else {
-        a.ids
-            .iter()
+        ids.iter()
             .map(|id| find(suite, id))
             .collect::<anyhow::Result<_>>()?
     };
     if selected.is_empty() {
         bail!("no tasks found in {}", suite.root.display());
     }
+    Ok(selected)
+}
+
+fn check_cmd(g: &Global, suite: &Suite, a: &CheckArgs) -> anyhow::Result<u8> {
+    let selected = select(suite, &a.ids)?;
     let (compiler, arch) = compiler(g)?;
     let jobs = a.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -506,4 +541,105 @@ fn shorten(s: &str, n: usize) -> String {
         lines[..n].join("\n"),
         lines.len() - n
     )
+}
+
+fn spec_cmd(suite: &Suite, a: &SpecArgs) -> anyhow::Result<u8> {
+    let selected = select(suite, &a.ids)?;
+    let opts = SpecCheckOptions {
+        shapes: if a.all_shapes {
+            ShapePick::All
+        } else if a.shapes.is_empty() {
+            ShapePick::Smallest
+        } else {
+            ShapePick::Named(a.shapes.clone())
+        },
+        seed: a.seed,
+        runner: RunnerConfig {
+            timeout: std::time::Duration::from_secs(a.timeout.max(1)),
+            ..RunnerConfig::default()
+        },
+    };
+    let bar = ProgressBar::new(selected.len() as u64);
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}") {
+        bar.set_style(style);
+    }
+    let mut last = String::new();
+    let result = spec_check::check(&selected, &opts, &mut |r: &SpecRow| {
+        if r.id != last {
+            bar.inc(1);
+            last = r.id.clone();
+        }
+        bar.set_message(format!("{} {}", r.id, r.shape));
+    });
+    bar.finish_and_clear();
+    let rows = match result {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("ksmith: {e}");
+            return Ok(EXIT_HARNESS);
+        }
+    };
+    let bad = rows.iter().filter(|r| r.status != SpecStatus::Ok).count();
+    if a.json {
+        let v = serde_json::json!({ "seed": a.seed, "checks": rows, "failed": bad });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print_spec_table(&rows);
+        let secs: f64 = rows.iter().map(|r| r.secs).sum();
+        println!(
+            "{} (task, shape) spec checks on the CPU in {secs:.1} s: {} ok, {bad} failed",
+            rows.len(),
+            rows.len() - bad
+        );
+    }
+    Ok(if bad > 0 { EXIT_FAILED } else { EXIT_OK })
+}
+
+fn print_spec_table(rows: &[SpecRow]) {
+    let mut t = table();
+    t.set_header(vec![
+        "task",
+        "shape",
+        "status",
+        "secs",
+        "outputs (max |value|)",
+    ]);
+    for r in rows {
+        let (status, color) = match r.status {
+            SpecStatus::Ok => ("ok", Color::Green),
+            SpecStatus::Degenerate => ("degenerate", Color::Red),
+            SpecStatus::Failed => ("failed", Color::Red),
+        };
+        let outs = r
+            .outputs
+            .iter()
+            .map(|o| {
+                let dims: Vec<String> = o.dims.iter().map(|d| d.to_string()).collect();
+                format!(
+                    "{} {}[{}] {:.3e}",
+                    o.name,
+                    o.dtype,
+                    dims.join(","),
+                    o.max_abs
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        t.add_row(vec![
+            Cell::new(&r.id),
+            Cell::new(&r.shape),
+            Cell::new(status).fg(color),
+            Cell::new(format!("{:.2}", r.secs)),
+            Cell::new(outs),
+        ]);
+    }
+    println!("{t}");
+    for r in rows.iter().filter(|r| !r.problems.is_empty()) {
+        println!("\n{} {} ({}):", r.id, r.shape, r.category);
+        for p in &r.problems {
+            for line in shorten(p, 40).lines() {
+                println!("  {line}");
+            }
+        }
+    }
 }

@@ -219,6 +219,33 @@ class WithStandInTorch(unittest.TestCase):
         code, reply, _ = run(self.d, req, self.env)
         self.assertIn("Model returned 2 value(s), the task declares 1", reply["oracle"]["error"])
 
+    def test_cpu_device_runs_the_oracle_without_cuda(self):
+        # The stand-in says "no CUDA", as torch does on a CPU-only machine: "cpu" still runs.
+        env = dict(self.env, KSMITH_STANDIN_NO_CUDA="1")
+        req = self.request(("oracle",))
+        req["device"] = "cpu"
+        code, reply, err = run(self.d, req, env)
+        self.assertEqual(code, 0, err)
+        self.assertEqual((reply["status"], reply["device_name"]), ("ok", "cpu"))
+        self.assertTrue(reply["oracle"]["ok"], reply["oracle"])
+        self.assertNotIn("flush_bytes", reply)
+        out, _ = kt.read_file(os.path.join(self.d, "out.safetensors"))
+        self.assertEqual(bytes(out["1/y"].data), b"".join(bf16(v) for v in self.x1))
+
+    def test_cpu_device_refuses_timing_modes(self):
+        for modes in (("oracle", "eager"), ("compile",)):
+            req = self.request(modes)
+            req["device"] = "cpu"
+            code, reply, _ = run(self.d, req, self.env)
+            self.assertEqual(code, 2, reply)
+            self.assertIn("timing needs a CUDA device", reply["message"])
+        req = self.request(("oracle",))
+        for bad in ("gpu", -1, True, 1.5):
+            req["device"] = bad
+            code, reply, _ = run(self.d, req, self.env)
+            self.assertEqual(code, 2, (bad, reply))
+            self.assertIn("`request.device` must be a device ordinal or \"cpu\"", reply["message"])
+
     def test_input_file_disagreeing_with_the_request_is_a_bad_request(self):
         req = self.request(("oracle",))
         req["inputs"][0]["dtype"] = "f16"

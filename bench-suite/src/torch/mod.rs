@@ -122,7 +122,26 @@ pub struct TorchJob<'a> {
     pub l2_bytes: Option<u64>,
     /// torch.compile's `mode` [default: "default"].
     pub compile_mode: Option<String>,
-    pub device: u32,
+    pub device: TorchDevice,
+}
+
+/// Where the runner puts the tensors and runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TorchDevice {
+    /// CUDA device ordinal (as the runner's process sees devices).
+    Cuda(u32),
+    /// The CPU: the oracle only (timing needs CUDA events). What `ksmith tasks spec` uses to
+    /// check a spec.py on a machine without a GPU.
+    Cpu,
+}
+
+impl Serialize for TorchDevice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TorchDevice::Cuda(d) => s.serialize_u32(*d),
+            TorchDevice::Cpu => s.serialize_str("cpu"),
+        }
+    }
 }
 
 impl<'a> TorchJob<'a> {
@@ -167,7 +186,7 @@ impl<'a> TorchJob<'a> {
             protocol,
             l2_bytes: None,
             compile_mode: None,
-            device: 0,
+            device: TorchDevice::Cuda(0),
         })
     }
 }
@@ -257,6 +276,11 @@ fn check_job(job: &TorchJob) -> Result<(), TorchError> {
     }
     if job.modes.is_empty() {
         return Err(TorchError::Job("no modes".into()));
+    }
+    if job.device == TorchDevice::Cpu && job.modes.iter().any(|m| *m != Mode::Oracle) {
+        return Err(TorchError::Job(
+            "timing (eager, compile) needs a CUDA device; on the CPU only the oracle runs".into(),
+        ));
     }
     for (k, set) in job.sets.iter().enumerate() {
         if set.len() != job.inputs.len() {

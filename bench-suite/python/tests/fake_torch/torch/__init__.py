@@ -6,6 +6,7 @@ specs only copy their inputs. Not a model of torch's semantics beyond what the r
 import contextlib
 import ctypes
 import time
+import os
 import types
 
 __version__ = "0.0-standin"
@@ -152,7 +153,7 @@ class _Graph:
 
 
 cuda = types.SimpleNamespace(
-    is_available=lambda: True,
+    is_available=lambda: os.environ.get("KSMITH_STANDIN_NO_CUDA") != "1",
     device_count=lambda: 1,
     get_device_properties=lambda dev: types.SimpleNamespace(name="Stand-in GPU", L2_cache_size=1 << 20),
     synchronize=lambda: None,
