@@ -14,8 +14,8 @@ class Model(torch.nn.Module):
         # Ck[m, code[..., m]] for every subspace, concatenated along the head dim.
         k_hat = Ck.float()[m, kcode.long()].reshape(B, Hkv, S, D)
         v_hat = Cv.float()[m, vcode.long()].reshape(B, Hkv, S, D)
-        K = torch.cat([ks, k_res.float()], dim=2)                # [B, Hkv, S, D]
-        V = torch.cat([vs, v_res.float()], dim=2)
+        K = torch.cat([k_hat, k_res.float()], dim=2)             # [B, Hkv, S + R, D]
+        V = torch.cat([v_hat, v_res.float()], dim=2)
         qg = q.float().reshape(B, Hkv, Hq // Hkv, D)              # GQA: head h uses KV head h // G
         s = torch.einsum("bhgd,bhsd->bhgs", qg, K) / math.sqrt(D)
         p = torch.softmax(s, dim=-1)
