@@ -167,13 +167,47 @@ pub enum InitKind {
 #[serde(tag = "generator", rename_all = "snake_case")]
 pub enum Generator {
     Nf4Table,
-    DynamicMap8bit { signed: bool },
-    SortedOffsets { total: Expr, min_each: i64 },
+    DynamicMap8bit {
+        signed: bool,
+    },
+    SortedOffsets {
+        total: Expr,
+        min_each: i64,
+    },
     Permutation,
-    SparseBitmap { density: f64 },
-    PackedCodes { bits: u32 },
-    Codebook { std: f64 },
-    TopkDistinct { std: f64 },
+    SparseBitmap {
+        density: f64,
+    },
+    PackedCodes {
+        bits: u32,
+    },
+    Codebook {
+        std: f64,
+    },
+    TopkDistinct {
+        std: f64,
+    },
+    /// Draft tokens of a speculative tree that the target model agrees with at rate `accept`:
+    /// token[.., i] is, with probability `accept`, the argmax of the `logits` row of node i's
+    /// parent `parents[i] % i` (smallest index among equal maxima), else another token; node 0
+    /// (the root) gets a random token. `logits` and `parents` are inputs declared earlier.
+    DraftTokens {
+        logits: String,
+        parents: String,
+        accept: f64,
+    },
+}
+
+impl Generator {
+    /// The inputs this generator reads (declared before the input it fills).
+    pub fn reads(&self) -> Vec<&str> {
+        match self {
+            Generator::DraftTokens {
+                logits, parents, ..
+            } => vec![logits.as_str(), parents.as_str()],
+            _ => Vec::new(),
+        }
+    }
 }
 
 pub const GENERATORS: &[&str] = &[
@@ -185,6 +219,7 @@ pub const GENERATORS: &[&str] = &[
     "packed_codes",
     "codebook",
     "topk_distinct",
+    "draft_tokens",
 ];
 
 pub const DISTS: &[&str] = &["normal", "uniform", "randint", "constant", "student_t"];
@@ -748,7 +783,7 @@ fn read_tensors(
         };
         let init = if inputs {
             match t.table(rep, "init", true, "how the harness generates this input") {
-                Some(it) => read_init(rep, &it, dtype, known, known_list),
+                Some(it) => read_init(rep, &it, dtype, known, known_list, &out),
                 None => None,
             }
         } else {
@@ -852,6 +887,7 @@ fn read_init(
     dtype: Option<DType>,
     known: &dyn Fn(&str) -> bool,
     known_list: &str,
+    earlier: &[TensorDecl],
 ) -> Option<Init> {
     let stress = t.bool(rep, "stress").unwrap_or(true);
     let dist = t.str(rep, "dist", false, "");
@@ -1054,6 +1090,36 @@ fn read_init(
                     };
                     (Some(gen), &["generator", "std", "stress"])
                 }
+                "draft_tokens" => {
+                    let logits =
+                        read_dependency(rep, t, "logits", earlier, DType::is_float, "a float");
+                    let parents = read_dependency(
+                        rep,
+                        t,
+                        "parents",
+                        earlier,
+                        DType::is_integer,
+                        "an integer",
+                    );
+                    let accept = t.float(rep, "accept").map(|v| v.0).unwrap_or(0.75);
+                    if !(0.0..=1.0).contains(&accept) {
+                        rep.error(
+                            t.value_span("accept"),
+                            t.key_path("accept"),
+                            format!("accept must be in [0, 1], found {accept}"),
+                        );
+                    }
+                    (
+                        logits
+                            .zip(parents)
+                            .map(|(logits, parents)| Generator::DraftTokens {
+                                logits,
+                                parents,
+                                accept,
+                            }),
+                        &["generator", "logits", "parents", "accept", "stress"],
+                    )
+                }
                 _ => {
                     rep.error(
                         span,
@@ -1072,9 +1138,9 @@ fn read_init(
                     Generator::Nf4Table | Generator::DynamicMap8bit { .. } => dt == DType::F32,
                     Generator::Codebook { .. } | Generator::TopkDistinct { .. } => dt.is_float(),
                     Generator::SortedOffsets { .. } | Generator::Permutation => dt.is_integer(),
-                    Generator::SparseBitmap { .. } | Generator::PackedCodes { .. } => {
-                        dt.is_integer()
-                    }
+                    Generator::SparseBitmap { .. }
+                    | Generator::PackedCodes { .. }
+                    | Generator::DraftTokens { .. } => dt.is_integer(),
                 };
                 if !ok {
                     rep.error(
@@ -1089,6 +1155,52 @@ fn read_init(
     };
     t.deny_unknown(rep, allowed);
     Some(Init { kind, stress })
+}
+
+/// The name of an input a generator reads (`key` of the init table): it must be declared
+/// before the input being generated (which also rules out cycles) and be of the right kind.
+fn read_dependency(
+    rep: &mut Reporter,
+    t: &Table,
+    key: &str,
+    earlier: &[TensorDecl],
+    kind_ok: fn(DType) -> bool,
+    kind: &str,
+) -> Option<String> {
+    let (name, span) = t.str(
+        rep,
+        key,
+        true,
+        "the name of an input declared before this one",
+    )?;
+    match earlier.iter().find(|d| d.name == name) {
+        None => {
+            let names: Vec<&str> = earlier.iter().map(|d| d.name.as_str()).collect();
+            rep.error(
+                span,
+                t.key_path(key),
+                format!(
+                    "`{name}` is not an input declared before this one (declared before: {}){}",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    },
+                    suggestion(&name, &names)
+                ),
+            );
+            None
+        }
+        Some(d) if !kind_ok(d.dtype) => {
+            rep.error(
+                span,
+                t.key_path(key),
+                format!("`{name}` is {}, but `{key}` must be {kind} input", d.dtype),
+            );
+            None
+        }
+        Some(_) => Some(name),
+    }
 }
 
 /// Evaluates randint bounds for a shape; `[low, high)` must not be empty.

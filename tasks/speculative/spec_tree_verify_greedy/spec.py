@@ -6,7 +6,7 @@ class Model(torch.nn.Module):
     ancestors match the argmax of their parents' logits; returns the deepest accepted path
     (smallest leaf index on ties), its length, leaf, bonus token and tokens (-1 padded)."""
 
-    def forward(self, logits, tokens, parent_code):
+    def forward(self, logits, parent_code, tokens):
         B, T, _ = logits.shape
         am = logits.argmax(dim=-1)                                  # first maximum
         par = [0] * T

@@ -2,8 +2,8 @@
 //! per-word and per-row generators run in parallel with one stream per word or row.
 
 use super::codec::{self, Overflow};
-use super::par_fill;
 use super::rng::Stream;
+use super::{par_fill, Deps, HostTensor};
 use crate::dtype::DType;
 use crate::task::{Generator, Shape};
 use std::sync::Mutex;
@@ -35,6 +35,7 @@ pub(super) fn fill(
     shape: &Shape,
     key: u64,
     out: &mut [u8],
+    deps: &Deps,
 ) -> Result<(), String> {
     let size = dtype.size_bytes();
     let numel = out.len() / size;
@@ -104,7 +105,126 @@ pub(super) fn fill(
         }
         Generator::Codebook { std } => rows(out, dtype, dims, key, *std, false),
         Generator::TopkDistinct { std } => rows(out, dtype, dims, key, *std, true),
+        Generator::DraftTokens {
+            logits,
+            parents,
+            accept,
+        } => {
+            int_only(dtype, "draft_tokens")?;
+            let logits = deps(logits)?;
+            let parents = deps(parents)?;
+            let tokens = draft_tokens(dims, &logits, &parents, *accept, key)?;
+            write_ints(out, dtype, &tokens, "draft_tokens")
+        }
     }
+}
+
+/// See [`Generator::DraftTokens`]. `dims` is [..., T]; `logits` is [..., T, V] with the same
+/// leading dimensions; `parents` holds T codes.
+fn draft_tokens(
+    dims: &[u64],
+    logits: &HostTensor,
+    parents: &HostTensor,
+    accept: f64,
+    key: u64,
+) -> Result<Vec<i128>, String> {
+    let t = *dims
+        .last()
+        .ok_or("draft_tokens fills a tensor of at least one dimension ([..., T])")?
+        as usize;
+    let v = match logits.dims.split_last() {
+        Some((v, lead)) if lead == dims => *v as usize,
+        _ => {
+            return Err(format!(
+                "draft_tokens: logits are {:?}, expected the tokens' dimensions {dims:?} plus a \
+                 vocabulary dimension",
+                logits.dims
+            ))
+        }
+    };
+    if parents.numel() != t as u64 {
+        return Err(format!(
+            "draft_tokens: parents hold {} codes for {t} tree nodes",
+            parents.numel()
+        ));
+    }
+    if v == 0 {
+        return Err("draft_tokens: the vocabulary is empty".into());
+    }
+    let rows = dims.iter().product::<u64>() as usize / t.max(1);
+    let parent_of: Vec<usize> = (0..t)
+        .map(|i| {
+            if i == 0 {
+                0
+            } else {
+                let code = parents.get_bits(i) as i128;
+                let code = if parents.dtype.is_signed() {
+                    sign_extend(code, parents.dtype.size_bytes() * 8)
+                } else {
+                    code
+                };
+                code.rem_euclid(i as i128) as usize
+            }
+        })
+        .collect();
+    // The argmax of every logits row, rows split across threads (up to 2^30 logits).
+    let argmax = |row: usize| -> usize {
+        let base = row * v;
+        let mut best = (logits.get_f64(base), 0usize);
+        for j in 1..v {
+            let x = logits.get_f64(base + j);
+            // Strictly greater: the first of equal maxima wins (torch.argmax's rule; generated
+            // logits are finite).
+            if x > best.0 {
+                best = (x, j);
+            }
+        }
+        best.1
+    };
+    let mut am = vec![0usize; rows * t];
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(32);
+    let per = am.len().div_ceil(threads).max(1);
+    std::thread::scope(|sc| {
+        for (c, part) in am.chunks_mut(per).enumerate() {
+            let argmax = &argmax;
+            sc.spawn(move || {
+                for (k, a) in part.iter_mut().enumerate() {
+                    *a = argmax(c * per + k);
+                }
+            });
+        }
+    });
+    let mut out = vec![0i128; rows * t];
+    for r in 0..rows {
+        let mut s = Stream::at(key, r as u64);
+        for i in 0..t {
+            let tok = if i == 0 {
+                s.below(v as u64) as usize
+            } else {
+                let am = am[r * t + parent_of[i]];
+                if s.uniform() < accept || v == 1 {
+                    am
+                } else {
+                    // Uniform over the other v - 1 tokens.
+                    let o = s.below(v as u64 - 1) as usize;
+                    if o >= am {
+                        o + 1
+                    } else {
+                        o
+                    }
+                }
+            };
+            out[r * t + i] = tok as i128;
+        }
+    }
+    Ok(out)
+}
+
+fn sign_extend(bits: i128, width: usize) -> i128 {
+    let shift = 128 - width;
+    (bits << shift) >> shift
 }
 
 fn int_only(dtype: DType, what: &str) -> Result<(), String> {

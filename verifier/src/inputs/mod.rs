@@ -115,7 +115,24 @@ pub fn generate(
         .map_err(|e| err(format!("cannot allocate {len} bytes: {e}")))?;
     bytes.resize(len, 0);
     let key = tensor_key(task, &decl.name, shape, seed, variant);
-    fill(init, decl.dtype, &dims, shape, key, variant, &mut bytes).map_err(err)?;
+    // A generator that reads other inputs regenerates them: generation is a pure function of
+    // (task, name, shape, seed, variant), so it gets exactly the bytes the kernel will see.
+    // The task loader only lets it name inputs declared before this one, so this terminates.
+    let deps = |name: &str| -> Result<HostTensor, String> {
+        let d = task
+            .inputs
+            .iter()
+            .find(|d| d.name == name)
+            .ok_or_else(|| format!("reads `{name}`, which is not an input"))?;
+        generate(task, d, shape, seed, variant).map_err(|e| e.to_string())
+    };
+    let at = Site {
+        shape,
+        key,
+        variant,
+        deps: &deps,
+    };
+    fill(init, decl.dtype, &dims, &at, &mut bytes).map_err(err)?;
     Ok(HostTensor {
         dtype: decl.dtype,
         dims,
@@ -240,15 +257,25 @@ where
     });
 }
 
-fn fill(
-    init: &Init,
-    dtype: DType,
-    dims: &[u64],
-    shape: &Shape,
-    key: u64,
-    variant: Variant,
-    out: &mut [u8],
-) -> Result<(), String> {
+/// Generates another input of the same task, shape, seed and variant by name.
+pub(crate) type Deps<'a> = dyn Fn(&str) -> Result<HostTensor, String> + 'a;
+
+/// Where a tensor is generated: its shape, its key, the variant, and the way to its
+/// dependencies.
+pub(crate) struct Site<'a> {
+    pub shape: &'a Shape,
+    pub key: u64,
+    pub variant: Variant,
+    pub deps: &'a Deps<'a>,
+}
+
+fn fill(init: &Init, dtype: DType, dims: &[u64], at: &Site, out: &mut [u8]) -> Result<(), String> {
+    let Site {
+        shape,
+        key,
+        variant,
+        deps,
+    } = *at;
     let size = dtype.size_bytes();
     let stress = match variant {
         Variant::Stress(s) if init.stress && dtype.is_float() => Some(s),
@@ -339,7 +366,7 @@ fn fill(
             fill_randint(out, dtype, key, low, high)?
         }
         (InitKind::Constant { value }, _) => fill_constant(out, dtype, *value)?,
-        (InitKind::Generator(g), _) => generators::fill(g, dtype, dims, shape, key, out)?,
+        (InitKind::Generator(g), _) => generators::fill(g, dtype, dims, shape, key, out, deps)?,
     }
     Ok(())
 }

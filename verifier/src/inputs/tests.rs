@@ -112,7 +112,14 @@ init = { generator = "topk_distinct" }"#,
         let init = decl.init.as_ref().unwrap();
         let mut serial = vec![0u8; whole.bytes.len()];
         SERIAL.with(|c| c.set(true));
-        fill(init, decl.dtype, &dims, &s, key, Variant::Base, &mut serial).unwrap();
+        let no_deps = |n: &str| -> Result<HostTensor, String> { Err(format!("no input {n}")) };
+        let at = Site {
+            shape: &s,
+            key,
+            variant: Variant::Base,
+            deps: &no_deps,
+        };
+        fill(init, decl.dtype, &dims, &at, &mut serial).unwrap();
         SERIAL.with(|c| c.set(false));
         assert_eq!(serial, whole.bytes, "{name}");
     }
@@ -436,4 +443,183 @@ init = { dist = "normal", std = 1.0 }"#]);
 fn fresh_seeds_differ() {
     let seeds: std::collections::BTreeSet<u64> = (0..16).map(|_| fresh_seed()).collect();
     assert_eq!(seeds.len(), 16);
+}
+
+/// Logits [R, N/64, 64] (R rows of a tree of T = N/64 nodes over a vocabulary of 64), parent
+/// codes [T] and draft tokens [R, T] that agree with the parent's argmax at rate `accept`.
+fn draft_task(accept: &str, logits_init: &str) -> Task {
+    task_with(&[
+        &format!(
+            "name = \"logits\"\ndtype = \"bf16\"\nshape = [\"R\", \"N / 64\", \"64\"]\ninit = {logits_init}"
+        ),
+        "name = \"parent_code\"\ndtype = \"i32\"\nshape = [\"N / 64\"]\ninit = { dist = \"randint\", low = -1000, high = 1000000 }",
+        &format!(
+            "name = \"tokens\"\ndtype = \"i32\"\nshape = [\"R\", \"N / 64\"]\ninit = {{ generator = \"draft_tokens\", logits = \"logits\", parents = \"parent_code\"{accept} }}"
+        ),
+    ])
+}
+
+/// The agreement rate of `tokens` with the argmax of their parents' logits (first maximum wins),
+/// after checking every token is in the vocabulary.
+fn agreement(t: &Task, sh: &Shape, seed: u64) -> f64 {
+    let logits = gen(t, "logits", sh, seed, Variant::Base);
+    let parents = gen(t, "parent_code", sh, seed, Variant::Base);
+    let tokens = gen(t, "tokens", sh, seed, Variant::Base);
+    let (rows, nodes, vocab) = (
+        logits.dims[0] as usize,
+        logits.dims[1] as usize,
+        logits.dims[2] as usize,
+    );
+    let (mut agree, mut total) = (0, 0);
+    for r in 0..rows {
+        for i in 0..nodes {
+            let tok = tokens.get_f64(r * nodes + i);
+            assert!((0.0..vocab as f64).contains(&tok), "token {tok}");
+            if i == 0 {
+                continue;
+            }
+            let p = (parents.get_f64(i) as i64).rem_euclid(i as i64) as usize;
+            let row: Vec<f64> = (0..vocab)
+                .map(|j| logits.get_f64((r * nodes + p) * vocab + j))
+                .collect();
+            let best = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let am = row.iter().position(|x| *x == best).unwrap();
+            agree += usize::from(tok as usize == am);
+            total += 1;
+        }
+    }
+    agree as f64 / total as f64
+}
+
+#[test]
+fn draft_tokens_follow_their_parents_argmax_at_the_declared_rate() {
+    let normal = "{ dist = \"normal\" }";
+    let sh = shape(64 * 100, 40); // 40 sequences, trees of 100 nodes: 3960 edges
+    let t = draft_task(", accept = 0.8", normal);
+    let a = agreement(&t, &sh, 3);
+    assert!((a - 0.8).abs() < 0.03, "agreement {a}");
+    // Deterministic, and a different seed draws different tokens.
+    assert_eq!(
+        gen(&t, "tokens", &sh, 3, Variant::Base),
+        gen(&t, "tokens", &sh, 3, Variant::Base)
+    );
+    assert_ne!(
+        gen(&t, "tokens", &sh, 3, Variant::Base),
+        gen(&t, "tokens", &sh, 4, Variant::Base)
+    );
+    assert_eq!(
+        agreement(&draft_task(", accept = 1.0", normal), &sh, 5),
+        1.0
+    );
+    assert_eq!(
+        agreement(&draft_task(", accept = 0.0", normal), &sh, 5),
+        0.0
+    );
+    // The default rate, and ties (integer logits in {0, 1}: many equal maxima) resolved to the
+    // first maximum, as torch.argmax does.
+    let a = agreement(&draft_task("", normal), &sh, 6);
+    assert!((a - 0.75).abs() < 0.03, "default agreement {a}");
+    let ties = draft_task(
+        ", accept = 1.0",
+        "{ dist = \"randint\", low = 0, high = 2 }",
+    );
+    assert_eq!(agreement(&ties, &sh, 7), 1.0);
+    // Under the stress variant the tokens follow the stressed logits.
+    let t = draft_task(", accept = 1.0", normal);
+    let stressed = Variant::Stress(StressScale::Up);
+    assert_ne!(
+        gen(&t, "logits", &sh, 3, stressed),
+        gen(&t, "logits", &sh, 3, Variant::Base)
+    );
+    let _ = gen(&t, "tokens", &sh, 3, stressed);
+}
+
+#[test]
+fn draft_tokens_with_mismatched_dependencies_is_an_error_not_a_panic() {
+    // Logits whose leading dimensions differ from the tokens'.
+    let t = task_with(&[
+        "name = \"logits\"\ndtype = \"f32\"\nshape = [\"R\", \"64\"]\ninit = { dist = \"normal\" }",
+        "name = \"parent_code\"\ndtype = \"i32\"\nshape = [\"N\"]\ninit = { dist = \"randint\", low = 0, high = 9 }",
+        "name = \"tokens\"\ndtype = \"i32\"\nshape = [\"R\", \"N\"]\ninit = { generator = \"draft_tokens\", logits = \"logits\", parents = \"parent_code\" }",
+    ]);
+    let decl = t.input("tokens").unwrap();
+    let e = generate(&t, decl, &shape(16, 2), 1, Variant::Base).unwrap_err();
+    assert!(
+        e.to_string().contains("draft_tokens: logits are [2, 64]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn draft_tokens_must_read_earlier_inputs_of_the_right_kind() {
+    let parse = |inputs: &[&str]| {
+        let mut text = String::from(
+            "id = \"gen_test\"\ntitle = \"t\"\ncategory = \"test\"\n[params]\nN = { min = 1 }\n\
+             [[shapes]]\nname = \"s\"\nN = 8\n",
+        );
+        for i in inputs {
+            text.push_str("[[inputs]]\n");
+            text.push_str(i);
+            text.push('\n');
+        }
+        text.push_str(
+            "[[outputs]]\nname = \"y\"\ndtype = \"f32\"\nshape = [\"N\"]\n[check]\nmetric = \"exact\"\n\
+             [roofline]\nbytes = \"N\"\nflops = \"0\"\npeak = \"fp32\"\n",
+        );
+        Task::parse(Path::new("test/task.toml"), &text)
+            .err()
+            .map(|e| format!("{:?}", e.diagnostics()))
+            .unwrap_or_default()
+    };
+    let logits =
+        "name = \"logits\"\ndtype = \"f32\"\nshape = [\"N\", \"8\"]\ninit = { dist = \"normal\" }";
+    let parents = "name = \"pc\"\ndtype = \"i32\"\nshape = [\"N\"]\ninit = { dist = \"randint\", low = 0, high = 9 }";
+    let tokens = |extra: &str| {
+        format!("name = \"tok\"\ndtype = \"i32\"\nshape = [\"N\"]\ninit = {{ generator = \"draft_tokens\", {extra} }}")
+    };
+    assert_eq!(
+        parse(&[
+            logits,
+            parents,
+            &tokens("logits = \"logits\", parents = \"pc\"")
+        ]),
+        ""
+    );
+    // Declared after the tokens: not readable (this is also what rules out cycles).
+    let e = parse(&[
+        parents,
+        &tokens("logits = \"logits\", parents = \"pc\""),
+        logits,
+    ]);
+    assert!(
+        e.contains("`logits` is not an input declared before this one (declared before: pc)"),
+        "{e}"
+    );
+    let e = parse(&[
+        logits,
+        parents,
+        &tokens("logits = \"logit\", parents = \"pc\""),
+    ]);
+    assert!(e.contains("did you mean `logits`?"), "{e}");
+    let e = parse(&[
+        logits,
+        parents,
+        &tokens("logits = \"pc\", parents = \"logits\""),
+    ]);
+    assert!(
+        e.contains("`pc` is i32, but `logits` must be a float input"),
+        "{e}"
+    );
+    assert!(
+        e.contains("`logits` is f32, but `parents` must be an integer input"),
+        "{e}"
+    );
+    let e = parse(&[logits, parents, &tokens("logits = \"logits\"")]);
+    assert!(e.contains("parents"), "{e}");
+    let e = parse(&[
+        logits,
+        parents,
+        &tokens("logits = \"logits\", parents = \"pc\", accept = 1.5"),
+    ]);
+    assert!(e.contains("accept must be in [0, 1], found 1.5"), "{e}");
 }
