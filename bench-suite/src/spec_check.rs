@@ -5,6 +5,12 @@
 //! dtype or shape, computes NaN from the declared distributions, or returns a constant (which a
 //! kernel writing that constant would "match") is a task bug that should be found before a GPU
 //! session spends minutes on it. On the CPU the check needs only `pip install torch`.
+//!
+//! It also checks that the outputs depend on every input: spec.py runs once more per input with
+//! that input drawn from another seed, and an input whose redraw changes no output is reported —
+//! on these inputs a kernel that never reads it would pass (e.g. logits whose argmax always sits
+//! in the first few entries). Inputs that are the same for every seed (constants, fixed tables)
+//! are exempt.
 
 use crate::suite::{Entry, TaskDir};
 use crate::torch::{
@@ -33,6 +39,8 @@ pub struct SpecCheckOptions {
     pub shapes: ShapePick,
     /// The input seed (the verifier's seeds 1, 2, ... are as good; 1 is its first).
     pub seed: u64,
+    /// Also run spec.py once per input redrawn from another seed (see the module docs).
+    pub sensitivity: bool,
     pub runner: RunnerConfig,
 }
 
@@ -43,7 +51,8 @@ pub enum SpecStatus {
     /// The task does not load, its inputs cannot be generated, or spec.py fails or returns
     /// something other than the declared outputs.
     Failed,
-    /// spec.py runs, but an output holds NaN/Inf or is constant.
+    /// spec.py runs, but an output holds NaN/Inf or is constant, or no output depends on some
+    /// input.
     Degenerate,
 }
 
@@ -70,6 +79,8 @@ pub struct SpecRow {
     pub status: SpecStatus,
     pub secs: f64,
     pub outputs: Vec<OutputFacts>,
+    /// Inputs redrawn from another seed to check that the outputs depend on them.
+    pub redrawn: Vec<String>,
     pub problems: Vec<String>,
 }
 
@@ -103,6 +114,7 @@ pub fn check(
                     status: SpecStatus::Failed,
                     secs: 0.0,
                     outputs: Vec::new(),
+                    redrawn: Vec::new(),
                     problems: diagnostics.iter().map(|d| d.to_string()).collect(),
                 };
                 progress(&row);
@@ -142,6 +154,7 @@ fn row_for(
         status,
         secs,
         outputs: Vec::new(),
+        redrawn: Vec::new(),
         problems,
     }
 }
@@ -207,20 +220,141 @@ fn check_shape(
             vec![problem],
         )
     };
-    let set = match inputs::generate_inputs(&td.task, shape, opts.seed, Variant::Base) {
+    let base = match inputs::generate_inputs(&td.task, shape, opts.seed, Variant::Base) {
         Ok(s) => s,
         Err(e) => return Ok(failed(format!("generating inputs: {e}"))),
     };
-    let sets = vec![set];
+    let all: Vec<usize> = (0..td.task.inputs.len()).collect();
+    let (mut sets, mut redrawn) = (vec![base.clone()], Vec::new());
+    if opts.sensitivity {
+        match redraws(td, shape, &base, &all, opts.seed) {
+            Ok((more, which)) => {
+                sets.extend(more);
+                redrawn = which;
+            }
+            Err(e) => return Ok(failed(e)),
+        }
+    }
+    let results = match run_sets(td, shape, &sets, opts, session)? {
+        Ok(r) => r,
+        Err(p) => return Ok(failed(p)),
+    };
+    let outputs = &results[0];
+    let facts: Vec<OutputFacts> = td
+        .task
+        .outputs
+        .iter()
+        .zip(outputs)
+        .map(|(d, t)| output_facts(&d.name, t))
+        .collect();
+    let mut problems = degeneracies(&facts);
+    let mut unmoved: Vec<usize> = redrawn
+        .iter()
+        .zip(&results[1..])
+        .filter(|(_, out)| *out == outputs)
+        .map(|(i, _)| *i)
+        .collect();
+    // One draw may simply not exercise an input (a draft chain accepted whatever the uniforms,
+    // a path that never reaches the nodes whose parents were redrawn): ask again on other draws
+    // of everything else, then on larger public shapes, before calling the input unread.
+    let mut tried = 1;
+    for (shape_k, seed_k) in retry_plan(&td.task, shape, opts.seed) {
+        if unmoved.is_empty() {
+            break;
+        }
+        tried += 1;
+        let draw = inputs::generate_inputs(&td.task, shape_k, seed_k, Variant::Base)
+            .map_err(|e| format!("generating inputs: {e}"))
+            .and_then(|b| {
+                let (more, which) = redraws(td, shape_k, &b, &unmoved, seed_k)?;
+                Ok((b, more, which))
+            });
+        let (b, more, which) = match draw {
+            Ok(x) => x,
+            Err(e) => return Ok(failed(e)),
+        };
+        let mut sets_k = vec![b];
+        sets_k.extend(more);
+        let results_k = match run_sets(td, shape_k, &sets_k, opts, session)? {
+            Ok(r) => r,
+            Err(p) => return Ok(failed(p)),
+        };
+        unmoved.retain(|i| match which.iter().position(|w| w == i) {
+            Some(k) => results_k[k + 1] == results_k[0],
+            None => true,
+        });
+    }
+    problems.extend(
+        unmoved
+            .iter()
+            .map(|&i| insensitive(&td.task.inputs[i].name, tried)),
+    );
+    let status = if problems.is_empty() {
+        SpecStatus::Ok
+    } else {
+        SpecStatus::Degenerate
+    };
+    Ok(SpecRow {
+        outputs: facts,
+        redrawn: redrawn
+            .iter()
+            .map(|&i| td.task.inputs[i].name.clone())
+            .collect(),
+        problems,
+        ..row_for(
+            td,
+            &shape.name,
+            status,
+            started.elapsed().as_secs_f64(),
+            Vec::new(),
+        )
+    })
+}
+
+/// Copies of `base` with one of the inputs `which` drawn from another seed, and the indices of
+/// the inputs redrawn. Inputs that come out the same for every seed (constants, fixed tables)
+/// are left out: there is nothing to learn from them.
+#[allow(clippy::type_complexity)]
+fn redraws(
+    td: &TaskDir,
+    shape: &Shape,
+    base: &[HostTensor],
+    which: &[usize],
+    seed: u64,
+) -> Result<(Vec<Vec<HostTensor>>, Vec<usize>), String> {
+    let other = seed.wrapping_add(0x5eed);
+    let (mut sets, mut redrawn) = (Vec::new(), Vec::new());
+    for &i in which {
+        let t = inputs::generate(&td.task, &td.task.inputs[i], shape, other, Variant::Base)
+            .map_err(|e| format!("generating inputs: {e}"))?;
+        if t.bytes != base[i].bytes {
+            let mut set = base.to_vec();
+            set[i] = t;
+            sets.push(set);
+            redrawn.push(i);
+        }
+    }
+    Ok((sets, redrawn))
+}
+
+/// spec.py's outputs for every input set, in order; `Ok(Err(problem))` when spec.py fails (a
+/// task problem), `Err` when PyTorch cannot be used at all.
+fn run_sets(
+    td: &TaskDir,
+    shape: &Shape,
+    sets: &[Vec<HostTensor>],
+    opts: &SpecCheckOptions,
+    session: &mut Option<Session>,
+) -> Result<Result<Vec<Vec<HostTensor>>, String>, SpecUnavailable> {
     let mut job = match TorchJob::for_task(
         &td.task,
         shape,
-        &sets,
+        sets,
         vec![Mode::Oracle],
         Protocol::default(),
     ) {
         Ok(j) => j,
-        Err(e) => return Ok(failed(e.to_string())),
+        Err(e) => return Ok(Err(e.to_string())),
     };
     job.spec = td.spec_path.clone();
     job.device = TorchDevice::Cpu;
@@ -231,50 +365,66 @@ fn check_shape(
     let report = match s.run(&job) {
         Ok(r) => r,
         Err(e) if skip_message(&e).is_some() => return Err(unavailable(e)),
-        Err(e) => return Ok(failed(e.to_string())),
+        Err(e) => return Ok(Err(e.to_string())),
     };
-    let outputs = match report.oracle {
-        Some(ModeResult::Ok(mut o)) if o.sets.len() == 1 => o.sets.remove(0).1,
-        Some(ModeResult::Ok(o)) => {
-            return Ok(failed(format!(
-                "{} output sets came back for one input set",
-                o.sets.len()
-            )))
+    Ok(match report.oracle {
+        Some(ModeResult::Ok(mut o)) if o.sets.len() == sets.len() => {
+            o.sets.sort_by_key(|(k, _)| *k);
+            Ok(o.sets.into_iter().map(|(_, t)| t).collect())
         }
+        Some(ModeResult::Ok(o)) => Err(format!(
+            "{} output sets came back for {} input sets",
+            o.sets.len(),
+            sets.len()
+        )),
         Some(ModeResult::Failed { error, traceback }) => {
             let mut p = format!("spec.py failed: {error}");
             if let Some(t) = traceback {
                 p.push('\n');
                 p.push_str(t.trim_end());
             }
-            return Ok(failed(p));
+            Err(p)
         }
-        None => return Ok(failed("the runner's reply has no oracle result".into())),
-    };
-    let facts: Vec<OutputFacts> = td
-        .task
-        .outputs
-        .iter()
-        .zip(&outputs)
-        .map(|(d, t)| output_facts(&d.name, t))
-        .collect();
-    let problems = degeneracies(&facts);
-    let status = if problems.is_empty() {
-        SpecStatus::Ok
-    } else {
-        SpecStatus::Degenerate
-    };
-    Ok(SpecRow {
-        outputs: facts,
-        problems,
-        ..row_for(
-            td,
-            &shape.name,
-            status,
-            started.elapsed().as_secs_f64(),
-            Vec::new(),
-        )
+        None => Err("the runner's reply has no oracle result".into()),
     })
+}
+
+/// Further draws of the shape checked, before larger shapes are tried.
+pub const SENSITIVITY_DRAWS: u64 = 3;
+/// Larger public shapes are tried only up to this many bytes of inputs and outputs (a CPU runs
+/// spec.py on them), two draws each.
+pub const SENSITIVITY_MAX_BYTES: u64 = 16 << 20;
+
+/// The (shape, seed) pairs on which an input that seemed unread is redrawn again: more draws of
+/// `shape`, then two draws of each larger public shape within [`SENSITIVITY_MAX_BYTES`],
+/// smallest first (more rows, more chances for a decision to depend on the input).
+pub fn retry_plan<'t>(task: &'t Task, shape: &'t Shape, seed: u64) -> Vec<(&'t Shape, u64)> {
+    let mut plan: Vec<(&Shape, u64)> = (1..=SENSITIVITY_DRAWS)
+        .map(|k| (shape, seed.wrapping_add(k)))
+        .collect();
+    let here = shape_bytes(task, shape).unwrap_or(0);
+    let mut larger: Vec<(&Shape, u64)> = task
+        .shapes
+        .iter()
+        .filter(|s| s.name != shape.name)
+        .filter_map(|s| shape_bytes(task, s).map(|b| (s, b)))
+        .filter(|(_, b)| *b >= here && *b <= SENSITIVITY_MAX_BYTES)
+        .collect();
+    larger.sort_by_key(|(s, b)| (*b, s.name.clone()));
+    for (s, _) in larger {
+        plan.push((s, seed));
+        plan.push((s, seed.wrapping_add(1)));
+    }
+    plan
+}
+
+/// The problem with an input that no output depends on, after `tries` draws.
+pub fn insensitive(input: &str, tries: usize) -> String {
+    format!(
+        "no output changes when input `{input}` is drawn from another seed (tried on {tries} \
+         draws of the other inputs): on such inputs a kernel that never reads `{input}` would \
+         pass"
+    )
 }
 
 fn unavailable(e: TorchError) -> SpecUnavailable {

@@ -40,6 +40,11 @@ fn task(root: &Path, id: &str, dtype: &str, init: &str, spec: &str) -> Entry {
     } else {
         "metric = \"exact\"\n"
     };
+    // A second input, `w`, for specs that use it (or, to be caught, do not).
+    let toml = toml.replace(
+        "[[outputs]]",
+        "[[inputs]]\nname = \"w\"\ndtype = \"f32\"\nshape = [\"N\"]\ninit = { dist = \"normal\" }\n\n[[outputs]]",
+    );
     let toml = if metric.is_empty() {
         toml
     } else {
@@ -59,8 +64,11 @@ fn task(root: &Path, id: &str, dtype: &str, init: &str, spec: &str) -> Entry {
     }
 }
 
-const COPY: &str =
-    "import torch\n\nclass Model(torch.nn.Module):\n    def forward(self, x):\n        return x.clone()\n";
+/// Reads only `x` (the stand-in torch computes nothing): `w` is an input no output depends on.
+const COPY_X: &str =
+    "import torch\n\nclass Model(torch.nn.Module):\n    def forward(self, x, w):\n        return x.clone()\n";
+/// Depends on both inputs: `x` with its first byte xor-ed with `w`'s first byte.
+const COPY: &str = "import torch\n\nclass Model(torch.nn.Module):\n    def forward(self, x, w):\n        y = x.clone()\n        y.buf[0] ^= w.buf[0]\n        return y\n";
 
 fn have_python() -> bool {
     let ok = Command::new("python3")
@@ -101,6 +109,7 @@ fn opts(shapes: ShapePick, runner: RunnerConfig) -> SpecCheckOptions {
     SpecCheckOptions {
         shapes,
         seed: 1,
+        sensitivity: true,
         runner,
     }
 }
@@ -161,7 +170,11 @@ fn the_smallest_shape_is_picked_by_bytes() {
         .iter()
         .map(|s| shape_bytes(&td.task, s))
         .collect();
-    assert_eq!(bytes, vec![Some(2 * 4 * 4 * 64), Some(2 * 4 * 2 * 8)]);
+    // x [M, N] and y [M, N] in f32, w [N] in f32.
+    assert_eq!(
+        bytes,
+        vec![Some(4 * (2 * 4 * 64 + 64)), Some(4 * (2 * 2 * 8 + 8))]
+    );
 }
 
 #[test]
@@ -178,23 +191,28 @@ fn a_suite_through_the_stand_in_torch_on_the_cpu() {
             "constant",
             "i8",
             "init = { dist = \"randint\", low = 3, high = 4 }",
-            COPY,
+            COPY_X,
         ),
         task(
             root.path(),
             "crashes",
             "f32",
             normal,
-            "import torch\n\nclass Model(torch.nn.Module):\n    def forward(self, x):\n        return undefined_name\n",
+            "import torch\n\nclass Model(torch.nn.Module):\n    def forward(self, x, w):\n        return undefined_name\n",
         ),
         task(
             root.path(),
             "two_outputs",
             "f32",
             normal,
-            "import torch\n\nclass Model(torch.nn.Module):\n    def forward(self, x):\n        return x.clone(), x.clone()\n",
+            "import torch\n\nclass Model(torch.nn.Module):\n    def forward(self, x, w):\n        return x.clone(), x.clone()\n",
         ),
     ];
+    let entries = {
+        let mut e = entries.to_vec();
+        e.push(task(root.path(), "ignores_w", "f32", normal, COPY_X));
+        e
+    };
     let selected: Vec<&Entry> = entries.iter().collect();
     // "No CUDA" as on a CPU-only machine: the CPU device must not care.
     let runner = stand_in(&[("KSMITH_STANDIN_NO_CUDA", "1")]);
@@ -205,7 +223,7 @@ fn a_suite_through_the_stand_in_torch_on_the_cpu() {
         &mut |r| seen.push((r.id.clone(), r.shape.clone())),
     )
     .expect("the stand-in counts as torch");
-    assert_eq!(seen.len(), 4);
+    assert_eq!(seen.len(), 5);
     let by_id = |id: &str| rows.iter().find(|r| r.id == id).unwrap();
 
     let ok = by_id("copy");
@@ -217,9 +235,28 @@ fn a_suite_through_the_stand_in_torch_on_the_cpu() {
     );
     assert!(ok.outputs[0].max_abs > 0.0);
 
+    assert_eq!(
+        ok.redrawn,
+        vec!["x", "w"],
+        "both inputs redrawn, both matter"
+    );
+    assert!(ok.problems.is_empty(), "{ok:?}");
+
+    let ignores = by_id("ignores_w");
+    assert_eq!(ignores.status, SpecStatus::Degenerate);
+    assert_eq!(
+        ignores.problems,
+        vec![spec_check::insensitive("w", 4 + 2)],
+        "x matters, w does not"
+    );
+    assert!(ignores.problems[0].contains("a kernel that never reads `w` would pass"));
+
     let c = by_id("constant");
     assert_eq!(c.status, SpecStatus::Degenerate);
     assert!(c.problems[0].contains("all 16 values are equal"), "{c:?}");
+    // The constant input is the same for every seed: only `w` is redrawn, and it is ignored.
+    assert_eq!(c.redrawn, vec!["w"]);
+    assert_eq!(c.problems[1], spec_check::insensitive("w", 4 + 2));
 
     let crash = by_id("crashes");
     assert_eq!(crash.status, SpecStatus::Failed);

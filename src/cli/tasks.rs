@@ -22,7 +22,8 @@ pub enum TasksCommand {
     #[command(after_help = include_allowlist_help())]
     Check(CheckArgs),
     /// Run every task's spec.py with PyTorch on the CPU, on harness-generated inputs, and check
-    /// it returns the declared outputs with finite, non-constant values (needs torch, no GPU)
+    /// it returns the declared outputs with finite, non-constant values that depend on every
+    /// input (needs torch, no GPU)
     #[command(
         after_help = "Exit status: 0 every spec passes, 1 a spec fails or is degenerate, \
 3 PyTorch cannot be used (no python3 or no torch; KSMITH_PYTHON picks the interpreter)."
@@ -77,6 +78,10 @@ pub struct SpecArgs {
     /// Input seed
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Skip the check that every input matters (one more spec.py run per input, each with that
+    /// input drawn from another seed)
+    #[arg(long)]
+    no_sensitivity: bool,
     /// Longest one (task, shape) may run, torch's import included, in seconds
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -554,6 +559,7 @@ fn spec_cmd(suite: &Suite, a: &SpecArgs) -> anyhow::Result<u8> {
             ShapePick::Named(a.shapes.clone())
         },
         seed: a.seed,
+        sensitivity: !a.no_sensitivity,
         runner: RunnerConfig {
             timeout: std::time::Duration::from_secs(a.timeout.max(1)),
             ..RunnerConfig::default()
