@@ -18,6 +18,7 @@ use crate::torch::{
 };
 use serde::Serialize;
 use std::time::Instant;
+use verifier::heldout::{self, HeldoutOptions};
 use verifier::inputs::{self, HostTensor, Variant};
 use verifier::task::{Shape, Task};
 use verifier::timing::Protocol;
@@ -39,8 +40,16 @@ pub struct SpecCheckOptions {
     pub shapes: ShapePick,
     /// The input seed (the verifier's seeds 1, 2, ... are as good; 1 is its first).
     pub seed: u64,
-    /// Also run spec.py once per input redrawn from another seed (see the module docs).
+    /// Also run spec.py once per input redrawn from another seed (see the module docs), on the
+    /// public shapes checked.
     pub sensitivity: bool,
+    /// Public shapes with more bytes of inputs and outputs than this are skipped (reported as
+    /// skipped), except a task's smallest.
+    pub max_bytes: Option<u64>,
+    /// Also check this many held-out shapes per task, drawn as the verifier draws them (inside
+    /// the declared ranges and constraints, at most 64 MiB), from `heldout_seed`.
+    pub heldout: usize,
+    pub heldout_seed: u64,
     pub runner: RunnerConfig,
 }
 
@@ -54,6 +63,8 @@ pub enum SpecStatus {
     /// spec.py runs, but an output holds NaN/Inf or is constant, or no output depends on some
     /// input.
     Degenerate,
+    /// Not run: the shape is over `max_bytes`.
+    Skipped,
 }
 
 /// Facts about one output tensor, as spec.py computed it.
@@ -131,10 +142,40 @@ pub fn check(
                 continue;
             }
         };
+        let smallest = pick_shapes(&td.task, &ShapePick::Smallest)
+            .ok()
+            .and_then(|s| s.first().map(|s| s.name.clone()));
         for shape in shapes {
-            let row = check_shape(td, shape, opts, &mut session)?;
+            let bytes = shape_bytes(&td.task, shape).unwrap_or(u64::MAX);
+            let over = opts.max_bytes.is_some_and(|m| bytes > m);
+            let row = if over && smallest.as_deref() != Some(shape.name.as_str()) {
+                row_for(
+                    td,
+                    &shape.name,
+                    SpecStatus::Skipped,
+                    0.0,
+                    vec![format!(
+                        "{:.0} MiB of inputs and outputs, over --max-bytes",
+                        bytes as f64 / (1u64 << 20) as f64
+                    )],
+                )
+            } else {
+                check_shape(td, shape, &shape.name, opts.sensitivity, opts, &mut session)?
+            };
             progress(&row);
             rows.push(row);
+        }
+        if opts.heldout > 0 {
+            let hopts = HeldoutOptions {
+                count: opts.heldout,
+                ..HeldoutOptions::default()
+            };
+            for shape in heldout::draw(&td.task, opts.heldout_seed, &hopts) {
+                let label = format!("{} ({})", shape.name, shape.describe());
+                let row = check_shape(td, &shape, &label, false, opts, &mut session)?;
+                progress(&row);
+                rows.push(row);
+            }
         }
     }
     Ok(rows)
@@ -207,6 +248,8 @@ fn pick_shapes<'t>(task: &'t Task, pick: &ShapePick) -> Result<Vec<&'t Shape>, S
 fn check_shape(
     td: &TaskDir,
     shape: &Shape,
+    label: &str,
+    sensitivity: bool,
     opts: &SpecCheckOptions,
     session: &mut Option<Session>,
 ) -> Result<SpecRow, SpecUnavailable> {
@@ -214,7 +257,7 @@ fn check_shape(
     let failed = |problem: String| {
         row_for(
             td,
-            &shape.name,
+            label,
             SpecStatus::Failed,
             started.elapsed().as_secs_f64(),
             vec![problem],
@@ -226,7 +269,7 @@ fn check_shape(
     };
     let all: Vec<usize> = (0..td.task.inputs.len()).collect();
     let (mut sets, mut redrawn) = (vec![base.clone()], Vec::new());
-    if opts.sensitivity {
+    if sensitivity {
         match redraws(td, shape, &base, &all, opts.seed) {
             Ok((more, which)) => {
                 sets.extend(more);
@@ -303,7 +346,7 @@ fn check_shape(
         problems,
         ..row_for(
             td,
-            &shape.name,
+            label,
             status,
             started.elapsed().as_secs_f64(),
             Vec::new(),

@@ -110,6 +110,9 @@ fn opts(shapes: ShapePick, runner: RunnerConfig) -> SpecCheckOptions {
         shapes,
         seed: 1,
         sensitivity: true,
+        max_bytes: None,
+        heldout: 0,
+        heldout_seed: 1,
         runner,
     }
 }
@@ -295,9 +298,37 @@ fn a_suite_through_the_stand_in_torch_on_the_cpu() {
         "{:?}",
         rows[0]
     );
-    let rows =
-        spec_check::check(&selected[..1], &opts(ShapePick::All, runner), &mut |_| {}).unwrap();
+    let rows = spec_check::check(
+        &selected[..1],
+        &opts(ShapePick::All, runner.clone()),
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(rows.len(), 2);
+
+    // --max-bytes skips the larger public shape (never the smallest); held-out shapes come
+    // after the public ones, labelled with their parameters, without the sensitivity runs.
+    let mut o = opts(ShapePick::All, runner);
+    o.max_bytes = Some(1);
+    o.heldout = 2;
+    let rows = spec_check::check(&selected[..1], &o, &mut |_| {}).unwrap();
+    let got: Vec<(&str, SpecStatus)> = rows.iter().map(|r| (r.shape.as_str(), r.status)).collect();
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!(got[0], ("small", SpecStatus::Skipped));
+    assert!(
+        rows[0].problems[0].contains("over --max-bytes"),
+        "{:?}",
+        rows[0]
+    );
+    assert_eq!(got[1], ("tiny", SpecStatus::Ok));
+    for r in &rows[2..] {
+        assert!(
+            r.shape.starts_with("heldout-") && r.shape.contains("M="),
+            "{r:?}"
+        );
+        assert_eq!(r.status, SpecStatus::Ok, "{r:?}");
+        assert!(r.redrawn.is_empty());
+    }
 }
 
 #[test]

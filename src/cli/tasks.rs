@@ -75,6 +75,17 @@ pub struct SpecArgs {
     /// Run every public shape (large ones take long on a CPU)
     #[arg(long)]
     all_shapes: bool,
+    /// With --all-shapes: skip public shapes with more bytes of inputs and outputs than this
+    /// (e.g. 256M, 2G) [default: no limit]
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    max_bytes: Option<u64>,
+    /// Also run N held-out shapes per task, drawn as the verifier draws them (no input
+    /// sensitivity check on those)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    heldout: usize,
+    /// Seed of the held-out draw
+    #[arg(long, default_value_t = 1)]
+    heldout_seed: u64,
     /// Input seed
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -560,6 +571,9 @@ fn spec_cmd(suite: &Suite, a: &SpecArgs) -> anyhow::Result<u8> {
         },
         seed: a.seed,
         sensitivity: !a.no_sensitivity,
+        max_bytes: a.max_bytes,
+        heldout: a.heldout,
+        heldout_seed: a.heldout_seed,
         runner: RunnerConfig {
             timeout: std::time::Duration::from_secs(a.timeout.max(1)),
             ..RunnerConfig::default()
@@ -585,7 +599,14 @@ fn spec_cmd(suite: &Suite, a: &SpecArgs) -> anyhow::Result<u8> {
             return Ok(EXIT_HARNESS);
         }
     };
-    let bad = rows.iter().filter(|r| r.status != SpecStatus::Ok).count();
+    let skipped = rows
+        .iter()
+        .filter(|r| r.status == SpecStatus::Skipped)
+        .count();
+    let bad = rows
+        .iter()
+        .filter(|r| !matches!(r.status, SpecStatus::Ok | SpecStatus::Skipped))
+        .count();
     if a.json {
         let v = serde_json::json!({ "seed": a.seed, "checks": rows, "failed": bad });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -593,9 +614,14 @@ fn spec_cmd(suite: &Suite, a: &SpecArgs) -> anyhow::Result<u8> {
         print_spec_table(&rows);
         let secs: f64 = rows.iter().map(|r| r.secs).sum();
         println!(
-            "{} (task, shape) spec checks on the CPU in {secs:.1} s: {} ok, {bad} failed",
-            rows.len(),
-            rows.len() - bad
+            "{} (task, shape) spec checks on the CPU in {secs:.1} s: {} ok, {bad} failed{}",
+            rows.len() - skipped,
+            rows.len() - bad - skipped,
+            if skipped > 0 {
+                format!(", {skipped} skipped (over --max-bytes)")
+            } else {
+                String::new()
+            }
         );
     }
     Ok(if bad > 0 { EXIT_FAILED } else { EXIT_OK })
@@ -615,6 +641,7 @@ fn print_spec_table(rows: &[SpecRow]) {
             SpecStatus::Ok => ("ok", Color::Green),
             SpecStatus::Degenerate => ("degenerate", Color::Red),
             SpecStatus::Failed => ("failed", Color::Red),
+            SpecStatus::Skipped => ("skipped", Color::Yellow),
         };
         let outs = r
             .outputs
@@ -646,6 +673,38 @@ fn print_spec_table(rows: &[SpecRow]) {
             for line in shorten(p, 40).lines() {
                 println!("  {line}");
             }
+        }
+    }
+}
+
+/// A byte count with an optional K/M/G suffix (binary: 1K = 1024).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&t[..i], 1u64 << 10),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&t[..i], 1u64 << 20),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&t[..i], 1u64 << 30),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("`{s}` is not a byte count (e.g. 4096, 256M, 2G)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("256M"), Ok(256 << 20));
+        assert_eq!(parse_bytes("2g"), Ok(2 << 30));
+        assert_eq!(parse_bytes("3k"), Ok(3 << 10));
+        for bad in ["", "M", "-1", "1.5G", "99999999999999999999G", "12T"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
         }
     }
 }
