@@ -19,5 +19,5 @@ echo "== cargo test"
 cargo test --workspace
 echo "== ksmith tasks check (every reference compiled with NVRTC)"
 cargo run --quiet --bin ksmith -- tasks check
-echo "== ksmith tasks spec (every spec.py run by PyTorch on the CPU, smallest shape)"
-PYTHONPATH="$PWD/tools/torch" cargo run --quiet --bin ksmith -- tasks spec
+echo "== ksmith tasks spec (every spec.py run by PyTorch on the CPU: smallest shape, every input matters, 2 held-out shapes)"
+PYTHONPATH="$PWD/tools/torch" cargo run --quiet --bin ksmith -- tasks spec --heldout 2

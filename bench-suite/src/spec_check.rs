@@ -65,6 +65,10 @@ pub enum SpecStatus {
     Degenerate,
     /// Not run: the shape is over `max_bytes`.
     Skipped,
+    /// A held-out shape whose outputs are degenerate: a warning, not a failure. Edge cases
+    /// inside the declared ranges (K = 1, K = E) can make an output constant by the math itself,
+    /// and the public shapes, which must not be degenerate, still check the real work.
+    Warning,
 }
 
 /// Facts about one output tensor, as spec.py computed it.
@@ -172,7 +176,10 @@ pub fn check(
             };
             for shape in heldout::draw(&td.task, opts.heldout_seed, &hopts) {
                 let label = format!("{} ({})", shape.name, shape.describe());
-                let row = check_shape(td, &shape, &label, false, opts, &mut session)?;
+                let mut row = check_shape(td, &shape, &label, false, opts, &mut session)?;
+                if row.status == SpecStatus::Degenerate {
+                    row.status = SpecStatus::Warning;
+                }
                 progress(&row);
                 rows.push(row);
             }

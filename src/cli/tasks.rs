@@ -605,7 +605,16 @@ fn spec_cmd(suite: &Suite, a: &SpecArgs) -> anyhow::Result<u8> {
         .count();
     let bad = rows
         .iter()
-        .filter(|r| !matches!(r.status, SpecStatus::Ok | SpecStatus::Skipped))
+        .filter(|r| {
+            !matches!(
+                r.status,
+                SpecStatus::Ok | SpecStatus::Skipped | SpecStatus::Warning
+            )
+        })
+        .count();
+    let warned = rows
+        .iter()
+        .filter(|r| r.status == SpecStatus::Warning)
         .count();
     if a.json {
         let v = serde_json::json!({ "seed": a.seed, "checks": rows, "failed": bad });
@@ -614,9 +623,14 @@ fn spec_cmd(suite: &Suite, a: &SpecArgs) -> anyhow::Result<u8> {
         print_spec_table(&rows);
         let secs: f64 = rows.iter().map(|r| r.secs).sum();
         println!(
-            "{} (task, shape) spec checks on the CPU in {secs:.1} s: {} ok, {bad} failed{}",
+            "{} (task, shape) spec checks on the CPU in {secs:.1} s: {} ok, {bad} failed{}{}",
             rows.len() - skipped,
             rows.len() - bad - skipped,
+            if warned > 0 {
+                format!(", {warned} held-out with warnings")
+            } else {
+                String::new()
+            },
             if skipped > 0 {
                 format!(", {skipped} skipped (over --max-bytes)")
             } else {
@@ -642,6 +656,7 @@ fn print_spec_table(rows: &[SpecRow]) {
             SpecStatus::Degenerate => ("degenerate", Color::Red),
             SpecStatus::Failed => ("failed", Color::Red),
             SpecStatus::Skipped => ("skipped", Color::Yellow),
+            SpecStatus::Warning => ("warning", Color::Yellow),
         };
         let outs = r
             .outputs

@@ -196,6 +196,15 @@ pub enum Generator {
         parents: String,
         accept: f64,
     },
+    /// Activations with systematic outlier features (LLM.int8()): max(1, round(fraction * C))
+    /// of the C columns (last dimension), chosen at random, are N(0, outlier_std); the rest are
+    /// N(0, std). Under the stress variant the values get Student-t tails and the variant's
+    /// rescaling (scaled up, most columns cross an outlier threshold; down, none do).
+    OutlierColumns {
+        std: f64,
+        outlier_std: f64,
+        fraction: f64,
+    },
 }
 
 impl Generator {
@@ -220,6 +229,7 @@ pub const GENERATORS: &[&str] = &[
     "codebook",
     "topk_distinct",
     "draft_tokens",
+    "outlier_columns",
 ];
 
 pub const DISTS: &[&str] = &["normal", "uniform", "randint", "constant", "student_t"];
@@ -1090,6 +1100,37 @@ fn read_init(
                     };
                     (Some(gen), &["generator", "std", "stress"])
                 }
+                "outlier_columns" => {
+                    let mut positive = |key: &str, default: f64| {
+                        let v = t.float(rep, key).map(|v| v.0).unwrap_or(default);
+                        if !(v.is_finite() && v > 0.0) {
+                            rep.error(
+                                t.value_span(key),
+                                t.key_path(key),
+                                format!("{key} must be a positive number, found {v}"),
+                            );
+                        }
+                        v
+                    };
+                    let std = positive("std", 1.0);
+                    let outlier_std = positive("outlier_std", 20.0);
+                    let fraction = t.float(rep, "fraction").map(|v| v.0).unwrap_or(0.005);
+                    if !(0.0..=1.0).contains(&fraction) {
+                        rep.error(
+                            t.value_span("fraction"),
+                            t.key_path("fraction"),
+                            format!("fraction must be in [0, 1], found {fraction}"),
+                        );
+                    }
+                    (
+                        Some(Generator::OutlierColumns {
+                            std,
+                            outlier_std,
+                            fraction,
+                        }),
+                        &["generator", "std", "outlier_std", "fraction", "stress"],
+                    )
+                }
                 "draft_tokens" => {
                     let logits =
                         read_dependency(rep, t, "logits", earlier, DType::is_float, "a float");
@@ -1136,7 +1177,9 @@ fn read_init(
             if let (Some(dt), Some(gen)) = (dtype, &gen) {
                 let ok = match gen {
                     Generator::Nf4Table | Generator::DynamicMap8bit { .. } => dt == DType::F32,
-                    Generator::Codebook { .. } | Generator::TopkDistinct { .. } => dt.is_float(),
+                    Generator::Codebook { .. }
+                    | Generator::TopkDistinct { .. }
+                    | Generator::OutlierColumns { .. } => dt.is_float(),
                     Generator::SortedOffsets { .. } | Generator::Permutation => dt.is_integer(),
                     Generator::SparseBitmap { .. }
                     | Generator::PackedCodes { .. }

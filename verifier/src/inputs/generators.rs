@@ -3,9 +3,9 @@
 
 use super::codec::{self, Overflow};
 use super::rng::Stream;
-use super::{par_fill, Deps, HostTensor};
+use super::{par_fill, HostTensor, Site, StressScale};
 use crate::dtype::DType;
-use crate::task::{Generator, Shape};
+use crate::task::Generator;
 use std::sync::Mutex;
 
 /// The 16 NF4 levels of QLoRA (Dettmers et al. 2023, appendix E; as shipped by bitsandbytes).
@@ -28,15 +28,17 @@ pub const NF4_LEVELS: [f64; 16] = [
     1.0,
 ];
 
+/// `stress` is the variant's rescaling when the input takes part in the stress variant; only
+/// generators of values that have a scale (outlier_columns) use it.
 pub(super) fn fill(
     g: &Generator,
     dtype: DType,
     dims: &[u64],
-    shape: &Shape,
-    key: u64,
+    at: &Site,
+    stress: Option<StressScale>,
     out: &mut [u8],
-    deps: &Deps,
 ) -> Result<(), String> {
+    let (shape, key, deps) = (at.shape, at.key, at.deps);
     let size = dtype.size_bytes();
     let numel = out.len() / size;
     match g {
@@ -105,6 +107,18 @@ pub(super) fn fill(
         }
         Generator::Codebook { std } => rows(out, dtype, dims, key, *std, false),
         Generator::TopkDistinct { std } => rows(out, dtype, dims, key, *std, true),
+        Generator::OutlierColumns {
+            std,
+            outlier_std,
+            fraction,
+        } => outlier_columns(
+            out,
+            dtype,
+            dims,
+            key,
+            (*std, *outlier_std, *fraction),
+            stress,
+        ),
         Generator::DraftTokens {
             logits,
             parents,
@@ -220,6 +234,59 @@ fn draft_tokens(
         }
     }
     Ok(out)
+}
+
+/// See [`Generator::OutlierColumns`]. `spread` is (std, outlier_std, fraction).
+fn outlier_columns(
+    out: &mut [u8],
+    dtype: DType,
+    dims: &[u64],
+    key: u64,
+    spread: (f64, f64, f64),
+    stress: Option<StressScale>,
+) -> Result<(), String> {
+    if !dtype.is_float() {
+        return Err(format!(
+            "generator `outlier_columns` makes floats, not {dtype}"
+        ));
+    }
+    let (std, outlier_std, fraction) = spread;
+    let size = dtype.size_bytes();
+    let cols = dims.last().copied().unwrap_or(1).max(1) as usize;
+    let n_out = ((fraction * cols as f64).round() as usize).clamp(1, cols);
+    // The outlier columns: the first n_out of a random permutation (its own stream, past every
+    // element's index).
+    let mut order: Vec<usize> = (0..cols).collect();
+    let mut s = Stream::at(key, u64::MAX);
+    for i in 0..n_out {
+        let j = i + s.below((cols - i) as u64) as usize;
+        order.swap(i, j);
+    }
+    let mut outlier = vec![false; cols];
+    for &c in &order[..n_out] {
+        outlier[c] = true;
+    }
+    let clamp = codec::max_finite(dtype).unwrap_or(f64::MAX);
+    let factor = stress.map_or(1.0, |sc| super::stress_factor(dtype, sc));
+    par_fill(out, size, 1, |first, part| {
+        for (j, e) in part.chunks_exact_mut(size).enumerate() {
+            let idx = first + j as u64;
+            let mut s = Stream::at(key, idx);
+            // Unit-variance Student-t (3 degrees of freedom) under stress, else normal.
+            let z = match stress {
+                Some(_) => s.student_t(3.0) / 3f64.sqrt(),
+                None => s.normal_pair().0,
+            };
+            let sd = if outlier[(idx % cols as u64) as usize] {
+                outlier_std
+            } else {
+                std
+            };
+            let v = (factor * sd * z).clamp(-clamp, clamp);
+            codec::write_float(dtype, v, Overflow::Saturate, e);
+        }
+    });
+    Ok(())
 }
 
 fn sign_extend(bits: i128, width: usize) -> i128 {

@@ -209,7 +209,7 @@ pub fn tensor_key(task: &Task, tensor: &str, shape: &Shape, seed: u64, variant: 
 
 /// Power-of-two stress factors per dtype: large enough to expose scale assumptions, small
 /// enough that the heavy tail stays mostly finite (the rest is clamped to the largest finite).
-fn stress_factor(dtype: DType, scale: StressScale) -> f64 {
+pub(crate) fn stress_factor(dtype: DType, scale: StressScale) -> f64 {
     let (up, down) = match dtype {
         DType::F16 => (4, -6),
         DType::E4m3 => (2, -3),
@@ -270,12 +270,7 @@ pub(crate) struct Site<'a> {
 }
 
 fn fill(init: &Init, dtype: DType, dims: &[u64], at: &Site, out: &mut [u8]) -> Result<(), String> {
-    let Site {
-        shape,
-        key,
-        variant,
-        deps,
-    } = *at;
+    let (shape, key, variant) = (at.shape, at.key, at.variant);
     let size = dtype.size_bytes();
     let stress = match variant {
         Variant::Stress(s) if init.stress && dtype.is_float() => Some(s),
@@ -366,7 +361,7 @@ fn fill(init: &Init, dtype: DType, dims: &[u64], at: &Site, out: &mut [u8]) -> R
             fill_randint(out, dtype, key, low, high)?
         }
         (InitKind::Constant { value }, _) => fill_constant(out, dtype, *value)?,
-        (InitKind::Generator(g), _) => generators::fill(g, dtype, dims, shape, key, out, deps)?,
+        (InitKind::Generator(g), stress) => generators::fill(g, dtype, dims, at, stress, out)?,
     }
     Ok(())
 }

@@ -623,3 +623,42 @@ fn draft_tokens_must_read_earlier_inputs_of_the_right_kind() {
     ]);
     assert!(e.contains("accept must be in [0, 1], found 1.5"), "{e}");
 }
+
+#[test]
+fn outlier_columns_plant_whole_outlier_features() {
+    let t = task_with(&[
+        "name = \"x\"\ndtype = \"f16\"\nshape = [\"R\", \"N\"]\ninit = { generator = \"outlier_columns\", std = 1.0, outlier_std = 20.0, fraction = 0.005 }",
+    ]);
+    let sh = shape(4096, 64);
+    // Columns whose largest magnitude reaches LLM.int8()'s threshold 6.
+    let outliers = |v: Variant| -> Vec<usize> {
+        let x = gen(&t, "x", &sh, 2, v);
+        let (rows, cols) = (x.dims[0] as usize, x.dims[1] as usize);
+        (0..cols)
+            .filter(|&c| (0..rows).any(|r| x.get_f64(r * cols + c).abs() >= 6.0))
+            .collect()
+    };
+    let base = outliers(Variant::Base);
+    assert_eq!(base.len(), 20, "round(0.005 * 4096) columns: {base:?}");
+    assert_eq!(base, outliers(Variant::Base), "deterministic");
+    let x = gen(&t, "x", &sh, 2, Variant::Base);
+    let col: Vec<f64> = (0..64).map(|r| x.get_f64(r * 4096 + base[0])).collect();
+    let (_, sd) = mean_std(&col);
+    assert!((10.0..30.0).contains(&sd), "outlier column spread {sd}");
+    // Stress: scaled up, nearly every column crosses the threshold; scaled down, none does.
+    assert!(outliers(Variant::Stress(StressScale::Up)).len() > 4000);
+    assert!(outliers(Variant::Stress(StressScale::Down)).is_empty());
+    // Another seed picks other columns; at least one column even when fraction * C < 0.5.
+    assert_ne!(base, {
+        let x = gen(&t, "x", &sh, 3, Variant::Base);
+        (0..4096)
+            .filter(|&c| (0..64).any(|r| x.get_f64(r * 4096 + c).abs() >= 6.0))
+            .collect::<Vec<_>>()
+    });
+    let narrow = shape(64, 8);
+    let x = gen(&t, "x", &narrow, 1, Variant::Base);
+    let big = (0..64)
+        .filter(|&c| (0..8).any(|r| x.get_f64(r * 64 + c).abs() >= 6.0))
+        .count();
+    assert!(big >= 1, "one planted column of 64");
+}
