@@ -6,11 +6,12 @@
 //! kernel writing that constant would "match") is a task bug that should be found before a GPU
 //! session spends minutes on it. On the CPU the check needs only `pip install torch`.
 //!
-//! It also checks that the outputs depend on every input: spec.py runs once more per input with
-//! that input drawn from another seed, and an input whose redraw changes no output is reported —
-//! on these inputs a kernel that never reads it would pass (e.g. logits whose argmax always sits
-//! in the first few entries). Inputs that are the same for every seed (constants, fixed tables)
-//! are exempt.
+//! It also checks that the outputs depend on every input, and on both halves of the last
+//! dimension of every input drawn from a distribution: spec.py runs again with that part drawn
+//! from another seed, and a part whose redraw changes no output (on several draws and larger
+//! public shapes) is reported — on such inputs a kernel that never reads it would pass (logits
+//! whose argmax always sits in the first few entries of a row). Inputs that are the same for
+//! every seed (constants, fixed tables) are exempt; structured inputs are redrawn whole.
 
 use crate::suite::{Entry, TaskDir};
 use crate::torch::{
@@ -20,7 +21,7 @@ use serde::Serialize;
 use std::time::Instant;
 use verifier::heldout::{self, HeldoutOptions};
 use verifier::inputs::{self, HostTensor, Variant};
-use verifier::task::{Shape, Task};
+use verifier::task::{InitKind, Shape, Task};
 use verifier::timing::Protocol;
 
 /// Which public shapes of each task to run.
@@ -274,7 +275,13 @@ fn check_shape(
         Ok(s) => s,
         Err(e) => return Ok(failed(format!("generating inputs: {e}"))),
     };
-    let all: Vec<usize> = (0..td.task.inputs.len()).collect();
+    let all: Vec<Probe> = td
+        .task
+        .inputs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, _)| probes_of(&td.task, i, &base[i]))
+        .collect();
     let (mut sets, mut redrawn) = (vec![base.clone()], Vec::new());
     if sensitivity {
         match redraws(td, shape, &base, &all, opts.seed) {
@@ -298,11 +305,11 @@ fn check_shape(
         .map(|(d, t)| output_facts(&d.name, t))
         .collect();
     let mut problems = degeneracies(&facts);
-    let mut unmoved: Vec<usize> = redrawn
+    let mut unmoved: Vec<Probe> = redrawn
         .iter()
         .zip(&results[1..])
         .filter(|(_, out)| *out == outputs)
-        .map(|(i, _)| *i)
+        .map(|(p, _)| *p)
         .collect();
     // One draw may simply not exercise an input (a draft chain accepted whatever the uniforms,
     // a path that never reaches the nodes whose parents were redrawn): ask again on other draws
@@ -337,7 +344,7 @@ fn check_shape(
     problems.extend(
         unmoved
             .iter()
-            .map(|&i| insensitive(&td.task.inputs[i].name, tried)),
+            .map(|p| insensitive(&p.describe(&td.task.inputs[p.input].name), tried)),
     );
     let status = if problems.is_empty() {
         SpecStatus::Ok
@@ -346,10 +353,16 @@ fn check_shape(
     };
     Ok(SpecRow {
         outputs: facts,
-        redrawn: redrawn
-            .iter()
-            .map(|&i| td.task.inputs[i].name.clone())
-            .collect(),
+        redrawn: {
+            let mut names: Vec<String> = Vec::new();
+            for p in &redrawn {
+                let n = &td.task.inputs[p.input].name;
+                if !names.contains(n) {
+                    names.push(n.clone());
+                }
+            }
+            names
+        },
         problems,
         ..row_for(
             td,
@@ -361,30 +374,111 @@ fn check_shape(
     })
 }
 
-/// Copies of `base` with one of the inputs `which` drawn from another seed, and the indices of
-/// the inputs redrawn. Inputs that come out the same for every seed (constants, fixed tables)
-/// are left out: there is nothing to learn from them.
+/// A part of one input that is redrawn to see whether the outputs depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    pub input: usize,
+    pub part: Part,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Whole,
+    /// Elements in the lower half of the last dimension (index < len / 2).
+    Lower,
+    /// Elements in the upper half of the last dimension.
+    Upper,
+}
+
+impl Probe {
+    pub fn describe(&self, name: &str) -> String {
+        match self.part {
+            Part::Whole => format!("input `{name}`"),
+            Part::Lower => format!("the lower half of the last dimension of input `{name}`"),
+            Part::Upper => format!("the upper half of the last dimension of input `{name}`"),
+        }
+    }
+}
+
+/// What to redraw of an input: each half of its last dimension when that has two or more
+/// elements and the values come from a distribution (so a kernel that reads only the first
+/// entries of each row is caught), else the whole input (a half-redrawn structured input —
+/// sorted offsets, a permutation — would no longer be one). Inputs the task lists in
+/// `[checks.sensitivity] whole` are redrawn whole too.
+pub fn probes_of(task: &Task, input: usize, t: &HostTensor) -> Vec<Probe> {
+    let decl = &task.inputs[input];
+    let structured = matches!(
+        decl.init.as_ref().map(|i| &i.kind),
+        Some(InitKind::Generator(_))
+    ) || task.checks.sensitivity.whole.contains(&decl.name);
+    let last = t.dims.last().copied().unwrap_or(1);
+    if structured || last < 2 {
+        vec![Probe {
+            input,
+            part: Part::Whole,
+        }]
+    } else {
+        [Part::Lower, Part::Upper]
+            .into_iter()
+            .map(|part| Probe { input, part })
+            .collect()
+    }
+}
+
+/// Copies of `base` with one probed part drawn from another seed, and the probes whose redraw
+/// changed anything. Parts that come out the same for every seed (constants, fixed tables) are
+/// left out: there is nothing to learn from them.
 #[allow(clippy::type_complexity)]
 fn redraws(
     td: &TaskDir,
     shape: &Shape,
     base: &[HostTensor],
-    which: &[usize],
+    which: &[Probe],
     seed: u64,
-) -> Result<(Vec<Vec<HostTensor>>, Vec<usize>), String> {
+) -> Result<(Vec<Vec<HostTensor>>, Vec<Probe>), String> {
     let other = seed.wrapping_add(0x5eed);
     let (mut sets, mut redrawn) = (Vec::new(), Vec::new());
-    for &i in which {
-        let t = inputs::generate(&td.task, &td.task.inputs[i], shape, other, Variant::Base)
-            .map_err(|e| format!("generating inputs: {e}"))?;
-        if t.bytes != base[i].bytes {
+    let mut fresh: Vec<Option<HostTensor>> = vec![None; base.len()];
+    for p in which {
+        let i = p.input;
+        if fresh[i].is_none() {
+            fresh[i] = Some(
+                inputs::generate(&td.task, &td.task.inputs[i], shape, other, Variant::Base)
+                    .map_err(|e| format!("generating inputs: {e}"))?,
+            );
+        }
+        let Some(t) = &fresh[i] else { continue };
+        let mixed = mix(&base[i], t, p.part);
+        if mixed.bytes != base[i].bytes {
             let mut set = base.to_vec();
-            set[i] = t;
+            set[i] = mixed;
             sets.push(set);
-            redrawn.push(i);
+            redrawn.push(*p);
         }
     }
     Ok((sets, redrawn))
+}
+
+/// `base` with the elements of `part` taken from `other` (same dtype and dims).
+fn mix(base: &HostTensor, other: &HostTensor, part: Part) -> HostTensor {
+    if part == Part::Whole {
+        return other.clone();
+    }
+    let size = base.dtype.size_bytes();
+    let last = base.dims.last().copied().unwrap_or(1).max(1) as usize;
+    let half = last / 2;
+    let mut out = base.clone();
+    for (e, (dst, src)) in out
+        .bytes
+        .chunks_exact_mut(size)
+        .zip(other.bytes.chunks_exact(size))
+        .enumerate()
+    {
+        if (e % last < half) == (part == Part::Lower) {
+            dst.copy_from_slice(src);
+        }
+    }
+    out
 }
 
 /// spec.py's outputs for every input set, in order; `Ok(Err(problem))` when spec.py fails (a
@@ -442,8 +536,9 @@ fn run_sets(
 /// Further draws of the shape checked, before larger shapes are tried.
 pub const SENSITIVITY_DRAWS: u64 = 3;
 /// Larger public shapes are tried only up to this many bytes of inputs and outputs (a CPU runs
-/// spec.py on them), two draws each.
-pub const SENSITIVITY_MAX_BYTES: u64 = 16 << 20;
+/// spec.py on them), two draws each: the held-out shapes' cap. Deep positions of a chain or a
+/// tree (reached only when many earlier ones accept) need the larger batches to be exercised.
+pub const SENSITIVITY_MAX_BYTES: u64 = 64 << 20;
 
 /// The (shape, seed) pairs on which an input that seemed unread is redrawn again: more draws of
 /// `shape`, then two draws of each larger public shape within [`SENSITIVITY_MAX_BYTES`],
@@ -468,12 +563,12 @@ pub fn retry_plan<'t>(task: &'t Task, shape: &'t Shape, seed: u64) -> Vec<(&'t S
     plan
 }
 
-/// The problem with an input that no output depends on, after `tries` draws.
-pub fn insensitive(input: &str, tries: usize) -> String {
+/// The problem with a part of an input (as [`Probe::describe`] words it) that no output
+/// depends on, after `tries` draws.
+pub fn insensitive(what: &str, tries: usize) -> String {
     format!(
-        "no output changes when input `{input}` is drawn from another seed (tried on {tries} \
-         draws of the other inputs): on such inputs a kernel that never reads `{input}` would \
-         pass"
+        "no output changes when {what} is drawn from another seed (tried on {tries} draws of \
+         the other inputs): on such inputs a kernel that never reads it would pass"
     )
 }
 

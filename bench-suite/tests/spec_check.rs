@@ -4,7 +4,8 @@
 //! With real torch the same command is run over the whole suite by scripts/test.sh.
 
 use bench_suite::spec_check::{
-    self, degeneracies, output_facts, shape_bytes, ShapePick, SpecCheckOptions, SpecStatus,
+    self, degeneracies, output_facts, shape_bytes, Part, Probe, ShapePick, SpecCheckOptions,
+    SpecStatus,
 };
 use bench_suite::suite::{load_task_dir, Entry};
 use bench_suite::torch::{RunnerConfig, RunnerScript};
@@ -67,8 +68,9 @@ fn task(root: &Path, id: &str, dtype: &str, init: &str, spec: &str) -> Entry {
 /// Reads only `x` (the stand-in torch computes nothing): `w` is an input no output depends on.
 const COPY_X: &str =
     "import torch\n\nclass Model(torch.nn.Module):\n    def forward(self, x, w):\n        return x.clone()\n";
-/// Depends on both inputs: `x` with its first byte xor-ed with `w`'s first byte.
-const COPY: &str = "import torch\n\nclass Model(torch.nn.Module):\n    def forward(self, x, w):\n        y = x.clone()\n        y.buf[0] ^= w.buf[0]\n        return y\n";
+/// Depends on all of `x` and on both halves of `w`: `x` with its first byte xor-ed with the
+/// first and the last byte of `w`.
+const COPY: &str = "import torch\n\nclass Model(torch.nn.Module):\n    def forward(self, x, w):\n        y = x.clone()\n        y.buf[0] ^= w.buf[0] ^ w.buf[-1]\n        return y\n";
 
 fn have_python() -> bool {
     let ok = Command::new("python3")
@@ -214,6 +216,14 @@ fn a_suite_through_the_stand_in_torch_on_the_cpu() {
     let entries = {
         let mut e = entries.to_vec();
         e.push(task(root.path(), "ignores_w", "f32", normal, COPY_X));
+        // Reads only the front of `w`, as a kernel that scans the first entries of a row would.
+        e.push(task(
+            root.path(),
+            "reads_w_front",
+            "f32",
+            normal,
+            "import torch\n\nclass Model(torch.nn.Module):\n    def forward(self, x, w):\n        y = x.clone()\n        y.buf[0] ^= w.buf[0]\n        return y\n",
+        ));
         e
     };
     let selected: Vec<&Entry> = entries.iter().collect();
@@ -226,7 +236,7 @@ fn a_suite_through_the_stand_in_torch_on_the_cpu() {
         &mut |r| seen.push((r.id.clone(), r.shape.clone())),
     )
     .expect("the stand-in counts as torch");
-    assert_eq!(seen.len(), 5);
+    assert_eq!(seen.len(), 6);
     let by_id = |id: &str| rows.iter().find(|r| r.id == id).unwrap();
 
     let ok = by_id("copy");
@@ -247,19 +257,25 @@ fn a_suite_through_the_stand_in_torch_on_the_cpu() {
 
     let ignores = by_id("ignores_w");
     assert_eq!(ignores.status, SpecStatus::Degenerate);
+    let half = |part: Part| spec_check::insensitive(&Probe { input: 1, part }.describe("w"), 4 + 2);
     assert_eq!(
         ignores.problems,
-        vec![spec_check::insensitive("w", 4 + 2)],
+        vec![half(Part::Lower), half(Part::Upper)],
         "x matters, w does not"
     );
-    assert!(ignores.problems[0].contains("a kernel that never reads `w` would pass"));
+    assert!(ignores.problems[1]
+        .contains("the upper half of the last dimension of input `w` is drawn from another seed"));
+
+    let front = by_id("reads_w_front");
+    assert_eq!(front.status, SpecStatus::Degenerate);
+    assert_eq!(front.problems, vec![half(Part::Upper)], "{front:?}");
 
     let c = by_id("constant");
     assert_eq!(c.status, SpecStatus::Degenerate);
     assert!(c.problems[0].contains("all 16 values are equal"), "{c:?}");
     // The constant input is the same for every seed: only `w` is redrawn, and it is ignored.
     assert_eq!(c.redrawn, vec!["w"]);
-    assert_eq!(c.problems[1], spec_check::insensitive("w", 4 + 2));
+    assert_eq!(c.problems[1..], [half(Part::Lower), half(Part::Upper)]);
 
     let crash = by_id("crashes");
     assert_eq!(crash.status, SpecStatus::Failed);

@@ -10,7 +10,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 mod checks;
-pub use checks::{BatchInvariant, Checks};
+pub use checks::{BatchInvariant, Checks, Sensitivity};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Task {

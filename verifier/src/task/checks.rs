@@ -15,7 +15,7 @@ use crate::toml_reader::{suggestion, value_expr, Span, Table};
 use serde::Serialize;
 use std::collections::BTreeSet;
 
-pub const CHECKS: &[&str] = &["batch_invariant"];
+pub const CHECKS: &[&str] = &["batch_invariant", "sensitivity"];
 const BATCH_KEYS: &[&str] = &["param", "inputs", "outputs", "rows"];
 /// More probes than this per shape would make the check cost more than the run it guards.
 const MAX_ROWS: usize = 16;
@@ -23,6 +23,15 @@ const MAX_ROWS: usize = 16;
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Checks {
     pub batch_invariant: Option<BatchInvariant>,
+    pub sensitivity: Sensitivity,
+}
+
+/// `[checks.sensitivity]`: how `ksmith tasks spec` probes that the outputs depend on the inputs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Sensitivity {
+    /// Inputs redrawn only whole, never by halves of the last dimension: their tail is capacity
+    /// a kernel is right not to read (a packed value stream with room for the dense size).
+    pub whole: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,18 +116,59 @@ pub(super) fn read(
         return (Checks::default(), None);
     };
     t.deny_unknown(rep, CHECKS);
+    let sensitivity = t
+        .table(rep, "sensitivity", false, "")
+        .map(|st| read_sensitivity(rep, &st, inputs))
+        .unwrap_or_default();
     let Some(b) = t.table(rep, "batch_invariant", false, "") else {
-        return (Checks::default(), None);
+        return (
+            Checks {
+                batch_invariant: None,
+                sensitivity,
+            },
+            None,
+        );
     };
     match read_batch(rep, &b, params, inputs, outputs) {
         Some((bi, at)) => (
             Checks {
                 batch_invariant: Some(bi),
+                sensitivity,
             },
             Some(at),
         ),
-        None => (Checks::default(), None),
+        None => (
+            Checks {
+                batch_invariant: None,
+                sensitivity,
+            },
+            None,
+        ),
     }
+}
+
+fn read_sensitivity(rep: &mut Reporter, t: &Table, inputs: &[TensorDecl]) -> Sensitivity {
+    t.deny_unknown(rep, &["whole"]);
+    let all: Vec<&str> = inputs.iter().map(|d| d.name.as_str()).collect();
+    let mut whole: Vec<String> = Vec::new();
+    for (name, span, path) in t.str_list(rep, "whole") {
+        if !all.contains(&name.as_str()) {
+            rep.error(
+                span,
+                path,
+                format!(
+                    "unknown input `{name}` (inputs: {}){}",
+                    all.join(", "),
+                    suggestion(&name, &all)
+                ),
+            );
+        } else if whole.contains(&name) {
+            rep.error(span, path, format!("`{name}` is listed twice"));
+        } else {
+            whole.push(name);
+        }
+    }
+    Sensitivity { whole }
 }
 
 fn read_batch(
