@@ -205,6 +205,29 @@ pub enum Generator {
         outlier_std: f64,
         fraction: f64,
     },
+    /// A DFloat11 decode table (i32 [65536]): lut[w] = symbol | length << 8 for the canonical
+    /// Huffman code of the bf16 exponents of N(0, sigma) weights (sigma = 2^-3 .. 2^-9, the
+    /// exponent histogram perturbed per draw, codes at most 16 bits).
+    HuffmanLut,
+    /// One part of a DFloat11 stream coded with the table `lut`: `bits` (u8 [8*NCH + 4]: `symbols`
+    /// exponents drawn with probability 2^-length, MSB-first, cut or zero-padded to NCH chunks of
+    /// 8 bytes plus 4 lookahead bytes), `gaps` (u8 [NCH]: where the first code starting in each
+    /// chunk begins) or `block_offsets` (i32 [ceil(NCH/512)+1]: the first symbol of each 512-chunk
+    /// block, at most `symbols`, the last equal to it), both read off the stream `bits`.
+    HuffmanStream {
+        part: HuffmanPart,
+        lut: String,
+        bits: Option<String>,
+        symbols: Option<Expr>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HuffmanPart {
+    Bits,
+    Gaps,
+    BlockOffsets,
 }
 
 impl Generator {
@@ -214,6 +237,11 @@ impl Generator {
             Generator::DraftTokens {
                 logits, parents, ..
             } => vec![logits.as_str(), parents.as_str()],
+            Generator::HuffmanStream { lut, bits, .. } => {
+                let mut v = vec![lut.as_str()];
+                v.extend(bits.as_deref());
+                v
+            }
             _ => Vec::new(),
         }
     }
@@ -230,6 +258,8 @@ pub const GENERATORS: &[&str] = &[
     "topk_distinct",
     "draft_tokens",
     "outlier_columns",
+    "huffman_lut",
+    "huffman_stream",
 ];
 
 pub const DISTS: &[&str] = &["normal", "uniform", "randint", "constant", "student_t"];
@@ -1131,6 +1161,61 @@ fn read_init(
                         &["generator", "std", "outlier_std", "fraction", "stress"],
                     )
                 }
+                "huffman_lut" => (Some(Generator::HuffmanLut), &["generator", "stress"]),
+                "huffman_stream" => {
+                    let part = t
+                        .str(rep, "part", true, "bits, gaps or block_offsets")
+                        .and_then(|(p, span)| match p.as_str() {
+                            "bits" => Some(HuffmanPart::Bits),
+                            "gaps" => Some(HuffmanPart::Gaps),
+                            "block_offsets" => Some(HuffmanPart::BlockOffsets),
+                            _ => {
+                                rep.error(
+                                    span,
+                                    t.key_path("part"),
+                                    format!(
+                                        "unknown part `{p}` (known: bits, gaps, block_offsets){}",
+                                        suggestion(&p, &["bits", "gaps", "block_offsets"])
+                                    ),
+                                );
+                                None
+                            }
+                        });
+                    let lut =
+                        read_dependency(rep, t, "lut", earlier, DType::is_integer, "an integer");
+                    let needs_bits = part.is_some_and(|p| p != HuffmanPart::Bits);
+                    let needs_symbols = part.is_some_and(|p| p != HuffmanPart::Gaps);
+                    let bits = if needs_bits {
+                        read_dependency(rep, t, "bits", earlier, DType::is_integer, "an integer")
+                            .map(Some)
+                    } else {
+                        Some(None)
+                    };
+                    let symbols = if needs_symbols {
+                        t.expr(rep, "symbols", true, known, known_list).map(Some)
+                    } else {
+                        Some(None)
+                    };
+                    let allowed: &[&str] = match part {
+                        Some(HuffmanPart::Bits) => {
+                            &["generator", "part", "lut", "symbols", "stress"]
+                        }
+                        Some(HuffmanPart::Gaps) => &["generator", "part", "lut", "bits", "stress"],
+                        _ => &["generator", "part", "lut", "bits", "symbols", "stress"],
+                    };
+                    let gen = match (part, lut, bits, symbols) {
+                        (Some(part), Some(lut), Some(bits), Some(symbols)) => {
+                            Some(Generator::HuffmanStream {
+                                part,
+                                lut,
+                                bits,
+                                symbols,
+                            })
+                        }
+                        _ => None,
+                    };
+                    (gen, allowed)
+                }
                 "draft_tokens" => {
                     let logits =
                         read_dependency(rep, t, "logits", earlier, DType::is_float, "a float");
@@ -1184,6 +1269,11 @@ fn read_init(
                     Generator::SparseBitmap { .. }
                     | Generator::PackedCodes { .. }
                     | Generator::DraftTokens { .. } => dt.is_integer(),
+                    Generator::HuffmanLut => dt == DType::I32,
+                    Generator::HuffmanStream { part, .. } => match part {
+                        HuffmanPart::Bits | HuffmanPart::Gaps => dt == DType::U8,
+                        HuffmanPart::BlockOffsets => dt == DType::I32,
+                    },
                 };
                 if !ok {
                     rep.error(

@@ -11,7 +11,7 @@ class Model(torch.nn.Module):
     [block_off[b], block_off[b+1]): output j of the block is its j-th symbol, or exponent 0 if it has
     fewer (extra symbols are dropped). out = sign << 15 | exponent << 7 | mantissa (bf16 bits, u16)."""
 
-    def forward(self, bits, gaps, block_off, sign_mant, lut):
+    def forward(self, lut, bits, gaps, block_off, sign_mant):
         dev, nch, n = bits.device, gaps.shape[0], sign_mant.shape[0]
         b = bits.long()
         e = lut.long()

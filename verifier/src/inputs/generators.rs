@@ -3,9 +3,9 @@
 
 use super::codec::{self, Overflow};
 use super::rng::Stream;
-use super::{par_fill, HostTensor, Site, StressScale};
+use super::{huffman, par_fill, HostTensor, Site, StressScale};
 use crate::dtype::DType;
-use crate::task::Generator;
+use crate::task::{Generator, HuffmanPart};
 use std::sync::Mutex;
 
 /// The 16 NF4 levels of QLoRA (Dettmers et al. 2023, appendix E; as shipped by bitsandbytes).
@@ -119,6 +119,52 @@ pub(super) fn fill(
             (*std, *outlier_std, *fraction),
             stress,
         ),
+        Generator::HuffmanLut => {
+            if numel != 1 << 16 || dtype != DType::I32 {
+                return Err(format!(
+                    "huffman_lut makes an i32 table of 65536 entries, not {dtype} x {numel}"
+                ));
+            }
+            let lut = huffman::lut(key)?;
+            let lut: Vec<i128> = lut.into_iter().map(i128::from).collect();
+            write_ints(out, dtype, &lut, "huffman_lut")
+        }
+        Generator::HuffmanStream {
+            part,
+            lut,
+            bits,
+            symbols,
+        } => {
+            let table = huffman::Table::from_lut(&deps(lut)?)?;
+            let symbols = symbols
+                .as_ref()
+                .map(|e| {
+                    e.eval(shape)
+                        .map_err(|e| format!("huffman_stream symbols: {e}"))
+                })
+                .transpose()?
+                .map(|n| u64::try_from(n).map_err(|_| format!("huffman_stream symbols: {n} < 0")))
+                .transpose()?;
+            match part {
+                HuffmanPart::Bits => {
+                    let n = symbols.ok_or("huffman_stream bits needs `symbols`")?;
+                    table.encode(n, key, out)
+                }
+                HuffmanPart::Gaps | HuffmanPart::BlockOffsets => {
+                    let name = bits.as_deref().ok_or("huffman_stream needs `bits`")?;
+                    let stream = deps(name)?;
+                    let starts = table.code_starts(&stream.bytes)?;
+                    if *part == HuffmanPart::Gaps {
+                        let gaps = huffman::gaps(&starts, numel)?;
+                        write_ints(out, dtype, &gaps, "huffman_stream gaps")
+                    } else {
+                        let n = symbols.ok_or("huffman_stream block_offsets needs `symbols`")?;
+                        let offs = huffman::block_offsets(&starts, numel, n);
+                        write_ints(out, dtype, &offs, "huffman_stream block_offsets")
+                    }
+                }
+            }
+        }
         Generator::DraftTokens {
             logits,
             parents,

@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod generators;
+pub mod huffman;
 pub mod rng;
 
 use crate::dtype::DType;

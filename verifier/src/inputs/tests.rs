@@ -662,3 +662,42 @@ fn outlier_columns_plant_whole_outlier_features() {
         .count();
     assert!(big >= 1, "one planted column of 64");
 }
+
+#[test]
+fn huffman_stream_keys_are_checked_at_load() {
+    let parse = |stream: &str| {
+        let text = format!(
+            "id = \"gen_test\"\ntitle = \"t\"\ncategory = \"test\"\n[params]\nN = {{ min = 1 }}\nNCH = {{ min = 1 }}\n\
+             [[shapes]]\nname = \"s\"\nN = 100\nNCH = 8\n\
+             [[inputs]]\nname = \"lut\"\ndtype = \"i32\"\nshape = [\"65536\"]\ninit = {{ generator = \"huffman_lut\" }}\n\
+             [[inputs]]\nname = \"bits\"\ndtype = \"u8\"\nshape = [\"8*NCH + 4\"]\ninit = {{ generator = \"huffman_stream\", part = \"bits\", lut = \"lut\", symbols = \"N\" }}\n\
+             [[inputs]]\nname = \"g\"\ndtype = \"u8\"\nshape = [\"NCH\"]\ninit = {stream}\n\
+             [[outputs]]\nname = \"y\"\ndtype = \"f32\"\nshape = [\"N\"]\n[check]\nmetric = \"exact\"\n\
+             [roofline]\nbytes = \"N\"\nflops = \"0\"\npeak = \"fp32\"\n"
+        );
+        Task::parse(Path::new("test/task.toml"), &text)
+            .err()
+            .map(|e| format!("{:?}", e.diagnostics()))
+            .unwrap_or_default()
+    };
+    let ok = parse(
+        "{ generator = \"huffman_stream\", part = \"gaps\", lut = \"lut\", bits = \"bits\" }",
+    );
+    assert_eq!(ok, "");
+    let e = parse(
+        "{ generator = \"huffman_stream\", part = \"gapz\", lut = \"lut\", bits = \"bits\" }",
+    );
+    assert!(
+        e.contains("unknown part `gapz`") && e.contains("did you mean `gaps`?"),
+        "{e}"
+    );
+    let e = parse("{ generator = \"huffman_stream\", part = \"gaps\", lut = \"lut\" }");
+    assert!(e.contains("bits"), "gaps without bits: {e}");
+    let e = parse("{ generator = \"huffman_stream\", part = \"gaps\", lut = \"lut\", bits = \"bits\", symbols = \"N\" }");
+    assert!(e.contains("symbols"), "gaps takes no symbols: {e}");
+    let e = parse("{ generator = \"huffman_stream\", part = \"block_offsets\", lut = \"lut\", bits = \"bits\", symbols = \"N\" }");
+    assert!(
+        e.contains("cannot make dtype u8"),
+        "block offsets are i32: {e}"
+    );
+}
