@@ -151,7 +151,7 @@ pub fn check(
             .ok()
             .and_then(|s| s.first().map(|s| s.name.clone()));
         for shape in shapes {
-            let bytes = shape_bytes(&td.task, shape).unwrap_or(u64::MAX);
+            let bytes = bytes_of(&td.task, shape).unwrap_or(u64::MAX);
             let over = opts.max_bytes.is_some_and(|m| bytes > m);
             let row = if over && smallest.as_deref() != Some(shape.name.as_str()) {
                 row_for(
@@ -208,17 +208,10 @@ fn row_for(
     }
 }
 
-/// Bytes of every input and output at `shape`, or `None` when a dimension does not evaluate.
-pub fn shape_bytes(task: &Task, shape: &Shape) -> Option<u64> {
-    task.inputs
-        .iter()
-        .chain(&task.outputs)
-        .map(|d| {
-            let dims = inputs::dims_of(d, shape).ok()?;
-            dims.iter()
-                .try_fold(d.dtype.size_bytes() as u64, |a, &x| a.checked_mul(x))
-        })
-        .try_fold(0u64, |a, b| a.checked_add(b?))
+/// Bytes of every input and output at `shape` (the held-out draw's measure), or `None` when a
+/// dimension does not evaluate.
+fn bytes_of(task: &Task, shape: &Shape) -> Option<u64> {
+    heldout::shape_bytes(task, shape).ok()
 }
 
 fn pick_shapes<'t>(task: &'t Task, pick: &ShapePick) -> Result<Vec<&'t Shape>, String> {
@@ -227,7 +220,7 @@ fn pick_shapes<'t>(task: &'t Task, pick: &ShapePick) -> Result<Vec<&'t Shape>, S
         ShapePick::Smallest => task
             .shapes
             .iter()
-            .min_by_key(|s| shape_bytes(task, s).unwrap_or(u64::MAX))
+            .min_by_key(|s| bytes_of(task, s).unwrap_or(u64::MAX))
             .map(|s| vec![s])
             .ok_or_else(|| "the task declares no shapes".to_string()),
         ShapePick::Named(names) => {
@@ -271,45 +264,31 @@ fn check_shape(
             vec![problem],
         )
     };
-    let base = match inputs::generate_inputs(&td.task, shape, opts.seed, Variant::Base) {
-        Ok(s) => s,
-        Err(e) => return Ok(failed(format!("generating inputs: {e}"))),
+    let probes: Vec<Probe> = if sensitivity {
+        (0..td.task.inputs.len())
+            .flat_map(|i| probes_of(&td.task, i, shape))
+            .collect()
+    } else {
+        Vec::new()
     };
-    let all: Vec<Probe> = td
-        .task
-        .inputs
-        .iter()
-        .enumerate()
-        .flat_map(|(i, _)| probes_of(&td.task, i, &base[i]))
-        .collect();
-    let (mut sets, mut redrawn) = (vec![base.clone()], Vec::new());
-    if sensitivity {
-        match redraws(td, shape, &base, &all, opts.seed) {
-            Ok((more, which)) => {
-                sets.extend(more);
-                redrawn = which;
-            }
-            Err(e) => return Ok(failed(e)),
-        }
-    }
-    let results = match run_sets(td, shape, &sets, opts, session)? {
+    let first = match round(td, shape, opts.seed, &probes, opts, session)? {
         Ok(r) => r,
         Err(p) => return Ok(failed(p)),
     };
-    let outputs = &results[0];
     let facts: Vec<OutputFacts> = td
         .task
         .outputs
         .iter()
-        .zip(outputs)
+        .zip(&first.outputs)
         .map(|(d, t)| output_facts(&d.name, t))
         .collect();
     let mut problems = degeneracies(&facts);
-    let mut unmoved: Vec<Probe> = redrawn
+    // Parts the same for every seed (constants, fixed tables) were not redrawn: exempt.
+    let mut unmoved: Vec<Probe> = first
+        .redrawn
         .iter()
-        .zip(&results[1..])
-        .filter(|(_, out)| *out == outputs)
-        .map(|(p, _)| *p)
+        .filter(|p| !first.moved.contains(p))
+        .copied()
         .collect();
     // One draw may simply not exercise an input (a draft chain accepted whatever the uniforms,
     // a path that never reaches the nodes whose parents were redrawn): ask again on other draws
@@ -320,26 +299,11 @@ fn check_shape(
             break;
         }
         tried += 1;
-        let draw = inputs::generate_inputs(&td.task, shape_k, seed_k, Variant::Base)
-            .map_err(|e| format!("generating inputs: {e}"))
-            .and_then(|b| {
-                let (more, which) = redraws(td, shape_k, &b, &unmoved, seed_k)?;
-                Ok((b, more, which))
-            });
-        let (b, more, which) = match draw {
-            Ok(x) => x,
-            Err(e) => return Ok(failed(e)),
-        };
-        let mut sets_k = vec![b];
-        sets_k.extend(more);
-        let results_k = match run_sets(td, shape_k, &sets_k, opts, session)? {
+        let r = match round(td, shape_k, seed_k, &unmoved, opts, session)? {
             Ok(r) => r,
             Err(p) => return Ok(failed(p)),
         };
-        unmoved.retain(|i| match which.iter().position(|w| w == i) {
-            Some(k) => results_k[k + 1] == results_k[0],
-            None => true,
-        });
+        unmoved.retain(|p| !r.moved.contains(p));
     }
     problems.extend(
         unmoved
@@ -355,7 +319,7 @@ fn check_shape(
         outputs: facts,
         redrawn: {
             let mut names: Vec<String> = Vec::new();
-            for p in &redrawn {
+            for p in &first.redrawn {
                 let n = &td.task.inputs[p.input].name;
                 if !names.contains(n) {
                     names.push(n.clone());
@@ -405,13 +369,16 @@ impl Probe {
 /// entries of each row is caught), else the whole input (a half-redrawn structured input —
 /// sorted offsets, a permutation — would no longer be one). Inputs the task lists in
 /// `[checks.sensitivity] whole` are redrawn whole too.
-pub fn probes_of(task: &Task, input: usize, t: &HostTensor) -> Vec<Probe> {
+pub fn probes_of(task: &Task, input: usize, shape: &Shape) -> Vec<Probe> {
     let decl = &task.inputs[input];
     let structured = matches!(
         decl.init.as_ref().map(|i| &i.kind),
         Some(InitKind::Generator(_))
     ) || task.checks.sensitivity.whole.contains(&decl.name);
-    let last = t.dims.last().copied().unwrap_or(1);
+    let last = inputs::dims_of(decl, shape)
+        .ok()
+        .and_then(|d| d.last().copied())
+        .unwrap_or(1);
     if structured || last < 2 {
         vec![Probe {
             input,
@@ -423,40 +390,6 @@ pub fn probes_of(task: &Task, input: usize, t: &HostTensor) -> Vec<Probe> {
             .map(|part| Probe { input, part })
             .collect()
     }
-}
-
-/// Copies of `base` with one probed part drawn from another seed, and the probes whose redraw
-/// changed anything. Parts that come out the same for every seed (constants, fixed tables) are
-/// left out: there is nothing to learn from them.
-#[allow(clippy::type_complexity)]
-fn redraws(
-    td: &TaskDir,
-    shape: &Shape,
-    base: &[HostTensor],
-    which: &[Probe],
-    seed: u64,
-) -> Result<(Vec<Vec<HostTensor>>, Vec<Probe>), String> {
-    let other = seed.wrapping_add(0x5eed);
-    let (mut sets, mut redrawn) = (Vec::new(), Vec::new());
-    let mut fresh: Vec<Option<HostTensor>> = vec![None; base.len()];
-    for p in which {
-        let i = p.input;
-        if fresh[i].is_none() {
-            fresh[i] = Some(
-                inputs::generate(&td.task, &td.task.inputs[i], shape, other, Variant::Base)
-                    .map_err(|e| format!("generating inputs: {e}"))?,
-            );
-        }
-        let Some(t) = &fresh[i] else { continue };
-        let mixed = mix(&base[i], t, p.part);
-        if mixed.bytes != base[i].bytes {
-            let mut set = base.to_vec();
-            set[i] = mixed;
-            sets.push(set);
-            redrawn.push(*p);
-        }
-    }
-    Ok((sets, redrawn))
 }
 
 /// `base` with the elements of `part` taken from `other` (same dtype and dims).
@@ -479,6 +412,67 @@ fn mix(base: &HostTensor, other: &HostTensor, part: Part) -> HostTensor {
         }
     }
     out
+}
+
+/// One draw: spec.py on the inputs of (`shape`, `seed`) and on copies with one probed part
+/// drawn from another seed each.
+struct Round {
+    /// The outputs on the unchanged inputs.
+    outputs: Vec<HostTensor>,
+    /// The probes whose redraw changed the inputs (parts the same for every seed are not).
+    redrawn: Vec<Probe>,
+    /// The redrawn probes whose redraw changed some output.
+    moved: Vec<Probe>,
+}
+
+fn round(
+    td: &TaskDir,
+    shape: &Shape,
+    seed: u64,
+    probes: &[Probe],
+    opts: &SpecCheckOptions,
+    session: &mut Option<Session>,
+) -> Result<Result<Round, String>, SpecUnavailable> {
+    let base = match inputs::generate_inputs(&td.task, shape, seed, Variant::Base) {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(format!("generating inputs: {e}"))),
+    };
+    let other = seed.wrapping_add(0x5eed);
+    let mut fresh: Vec<Option<HostTensor>> = vec![None; base.len()];
+    let (mut sets, mut redrawn) = (vec![base.clone()], Vec::new());
+    for p in probes {
+        let i = p.input;
+        if fresh[i].is_none() {
+            match inputs::generate(&td.task, &td.task.inputs[i], shape, other, Variant::Base) {
+                Ok(t) => fresh[i] = Some(t),
+                Err(e) => return Ok(Err(format!("generating inputs: {e}"))),
+            }
+        }
+        let Some(t) = &fresh[i] else { continue };
+        let mixed = mix(&base[i], t, p.part);
+        if mixed.bytes != base[i].bytes {
+            let mut set = base.clone();
+            set[i] = mixed;
+            sets.push(set);
+            redrawn.push(*p);
+        }
+    }
+    let mut results = match run_sets(td, shape, &sets, opts, session)? {
+        Ok(r) => r.into_iter(),
+        Err(p) => return Ok(Err(p)),
+    };
+    let outputs = results.next().unwrap_or_default();
+    let moved = redrawn
+        .iter()
+        .zip(results)
+        .filter(|(_, out)| *out != outputs)
+        .map(|(p, _)| *p)
+        .collect();
+    Ok(Ok(Round {
+        outputs,
+        redrawn,
+        moved,
+    }))
 }
 
 /// spec.py's outputs for every input set, in order; `Ok(Err(problem))` when spec.py fails (a
@@ -547,12 +541,12 @@ pub fn retry_plan<'t>(task: &'t Task, shape: &'t Shape, seed: u64) -> Vec<(&'t S
     let mut plan: Vec<(&Shape, u64)> = (1..=SENSITIVITY_DRAWS)
         .map(|k| (shape, seed.wrapping_add(k)))
         .collect();
-    let here = shape_bytes(task, shape).unwrap_or(0);
+    let here = bytes_of(task, shape).unwrap_or(0);
     let mut larger: Vec<(&Shape, u64)> = task
         .shapes
         .iter()
         .filter(|s| s.name != shape.name)
-        .filter_map(|s| shape_bytes(task, s).map(|b| (s, b)))
+        .filter_map(|s| bytes_of(task, s).map(|b| (s, b)))
         .filter(|(_, b)| *b >= here && *b <= SENSITIVITY_MAX_BYTES)
         .collect();
     larger.sort_by_key(|(s, b)| (*b, s.name.clone()));
