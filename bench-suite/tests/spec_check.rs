@@ -3,14 +3,15 @@
 //! degenerate ones (NaN, constants) per (task, shape), and says plainly when PyTorch is missing.
 //! With real torch the same command is run over the whole suite by scripts/test.sh.
 
+mod common;
+
 use bench_suite::spec_check::{
-    self, degeneracies, output_facts, shape_bytes, Part, Probe, ShapePick, SpecCheckOptions,
-    SpecStatus,
+    self, degeneracies, output_facts, Part, Probe, ShapePick, SpecCheckOptions, SpecStatus,
 };
 use bench_suite::suite::{load_task_dir, Entry};
 use bench_suite::torch::{RunnerConfig, RunnerScript};
+use common::python::{have_python, stand_in};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 use verifier::dtype::DType;
 use verifier::inputs::HostTensor;
@@ -71,41 +72,6 @@ const COPY_X: &str =
 /// Depends on all of `x` and on both halves of `w`: `x` with its first byte xor-ed with the
 /// first and the last byte of `w`.
 const COPY: &str = "import torch\n\nclass Model(torch.nn.Module):\n    def forward(self, x, w):\n        y = x.clone()\n        y.buf[0] ^= w.buf[0] ^ w.buf[-1]\n        return y\n";
-
-fn have_python() -> bool {
-    let ok = Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
-            "python3 is required under CI"
-        );
-        eprintln!("SKIPPED: python3 not found");
-    }
-    ok
-}
-
-fn stand_in(extra_env: &[(&str, &str)]) -> RunnerConfig {
-    let mut env = vec![(
-        "PYTHONPATH".to_string(),
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("python/tests/fake_torch")
-            .display()
-            .to_string(),
-    )];
-    env.extend(
-        extra_env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    RunnerConfig {
-        env,
-        timeout: Duration::from_secs(120),
-        ..RunnerConfig::default()
-    }
-}
 
 fn opts(shapes: ShapePick, runner: RunnerConfig) -> SpecCheckOptions {
     SpecCheckOptions {
@@ -173,7 +139,7 @@ fn the_smallest_shape_is_picked_by_bytes() {
         .task
         .shapes
         .iter()
-        .map(|s| shape_bytes(&td.task, s))
+        .map(|s| verifier::heldout::shape_bytes(&td.task, s).ok())
         .collect();
     // x [M, N] and y [M, N] in f32, w [N] in f32.
     assert_eq!(

@@ -5,12 +5,13 @@
 //! torch, garbage, a crash, a hang, a reply without outputs, a failing spec) is a clear error,
 //! never a panic or a plausible result.
 
+mod common;
+
 use bench_suite::torch::{
     InputDecl, Mode, OutputDecl, RunnerConfig, RunnerScript, Session, TorchDevice, TorchError,
     TorchJob, TorchOracle,
 };
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 use verifier::dtype::DType;
 use verifier::inputs::{generate_inputs, HostTensor, Variant};
@@ -19,34 +20,10 @@ use verifier::task::{Role, Task};
 use verifier::timing::Protocol;
 use verifier::verdict::Case;
 
-fn python_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("python")
-}
-
-fn have_python() -> bool {
-    let ok = Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
-            "python3 is required under CI"
-        );
-        eprintln!("SKIPPED: python3 not found");
-    }
-    ok
-}
+use common::python::have_python;
 
 fn stand_in() -> RunnerConfig {
-    RunnerConfig {
-        env: vec![(
-            "PYTHONPATH".into(),
-            python_dir().join("tests/fake_torch").display().to_string(),
-        )],
-        timeout: Duration::from_secs(120),
-        ..RunnerConfig::default()
-    }
+    common::python::stand_in(&[])
 }
 
 const TASK: &str = r#"

@@ -4,11 +4,13 @@
 //! here; on a machine with torch and a GPU it runs a real task; `KSMITH_REQUIRE_TORCH=1` makes
 //! a missing torch a failure).
 
+mod common;
+
 use bench_suite::torch::{
     self, InputDecl, Mode, ModeResult, OutputDecl, RunnerConfig, RunnerScript, TorchDevice,
     TorchError, TorchJob,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use verifier::dtype::DType;
@@ -16,24 +18,7 @@ use verifier::inputs::HostTensor;
 use verifier::task::Role;
 use verifier::timing::{Protocol, StopReason};
 
-fn python_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("python")
-}
-
-fn have_python() -> bool {
-    let ok = Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
-            "python3 is required under CI"
-        );
-        eprintln!("SKIPPED: python3 not found");
-    }
-    ok
-}
+use common::python::{have_python, python_dir};
 
 #[test]
 fn python_unit_tests_pass() {
@@ -463,14 +448,7 @@ fn embedded_runner_with_a_stand_in_torch() {
         "import torch\n\nclass Model(torch.nn.Module):\n    def __init__(self, M, N):\n        assert (M, N) == (2, 4)\n\n    def forward(self, x, w):\n        return x.clone()\n",
     )
     .unwrap();
-    let cfg = RunnerConfig {
-        env: vec![(
-            "PYTHONPATH".into(),
-            python_dir().join("tests/fake_torch").display().to_string(),
-        )],
-        timeout: Duration::from_secs(120),
-        ..RunnerConfig::default()
-    };
+    let cfg = common::python::stand_in(&[]);
     let mut job = f.job(vec![Mode::Oracle, Mode::Eager, Mode::Compile]);
     job.protocol = Protocol {
         time_cap: Duration::from_millis(500),

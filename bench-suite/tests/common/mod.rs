@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fixture;
+pub mod python;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
