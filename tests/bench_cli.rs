@@ -3,33 +3,19 @@
 //! JSON). On a machine with a CUDA driver the no-GPU checks are skipped (they would time real
 //! kernels); tests/gpu_bench.rs covers that side.
 
-use std::path::PathBuf;
+mod support;
+
 use std::process::{Command, Output};
+use support::cli::{command, repo, show, tasks_dir};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
+/// `ksmith --tasks-dir <the bundled suite> ARGS`.
 fn ksmith(args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ksmith"));
-    for v in ["KSMITH_TASKS_DIR", "KSMITH_DB", "RUST_LOG"] {
-        c.env_remove(v);
-    }
-    c.arg("--tasks-dir")
-        .arg(repo().join("tasks"))
+    command()
+        .arg("--tasks-dir")
+        .arg(tasks_dir())
         .args(args)
-        .current_dir(repo())
         .output()
         .expect("ksmith runs")
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn has_gpu() -> bool {

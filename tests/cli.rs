@@ -1,70 +1,10 @@
 //! The `ksmith` binary end to end: `tasks list|show|check` on the real suite and on broken
 //! temporary suites, and the exit codes (0 ok, 1 a task failed, 3 the harness could not run).
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tasks_dir() -> PathBuf {
-    repo().join("tasks")
-}
-
-/// `ksmith` with the environment that could redirect it removed, so the flags decide.
-fn ksmith(args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ksmith"));
-    for v in [
-        "KSMITH_TASKS_DIR",
-        "KSMITH_NVRTC",
-        "KSMITH_CUDA_INCLUDE",
-        "KSMITH_ARCH",
-        "KSMITH_CACHE_DIR",
-        "RUST_LOG",
-    ] {
-        c.env_remove(v);
-    }
-    c.args(args)
-        .current_dir(repo())
-        .output()
-        .expect("ksmith runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited normally")
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        stdout(o),
-        stderr(o)
-    )
-}
-
-/// Whether `tasks check` can run here; without NVRTC it is skipped visibly (failed under CI).
-fn have_nvrtc(test: &str) -> bool {
-    match verifier::nvrtc::Locator::default().load() {
-        Ok(_) => true,
-        Err(e) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-                panic!("{test}: NVRTC is required under CI: {e}");
-            }
-            eprintln!("{test}: skipped: NVRTC not installed; run scripts/setup.sh ({e})");
-            false
-        }
-    }
-}
+use support::cli::{code, have_nvrtc, ksmith, repo, show, stderr, stdout, tasks_dir};
 
 /// The cheapest real task to compile.
 const TASK: &str = "swiglu";

@@ -2,28 +2,14 @@
 //! arguments are checked, the task's reference files are the ones used, and the missing driver
 //! is reported with exit 3 (the PyTorch oracle needs the GPU worker like the reference does).
 
-use std::path::PathBuf;
-use std::process::Command;
+mod support;
 
-fn ksmith() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ksmith"))
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use support::cli::{command, repo};
 
 #[test]
 fn oracle_and_reference_arguments_are_checked() {
-    let d = root().join("tasks/activation/swiglu");
-    let run = |args: &[&str]| {
-        ksmith()
-            .arg("eval")
-            .args(args)
-            .current_dir(root())
-            .output()
-            .unwrap()
-    };
+    let d = repo().join("tasks/activation/swiglu");
+    let run = |args: &[&str]| command().arg("eval").args(args).output().unwrap();
     // Neither a kernel nor --reference.
     let out = run(&["--task", "swiglu"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
@@ -68,7 +54,7 @@ fn reference_against_pytorch_without_a_gpu_exits_3() {
         eprintln!("skipped: a CUDA driver is present (tests/gpu_spec_agreement.rs covers this)");
         return;
     }
-    let out = ksmith()
+    let out = command()
         .args([
             "eval",
             "--json",
@@ -78,7 +64,6 @@ fn reference_against_pytorch_without_a_gpu_exits_3() {
             "--oracle",
             "pytorch",
         ])
-        .current_dir(root())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{out:?}");
@@ -92,10 +77,9 @@ fn reference_against_pytorch_without_a_gpu_exits_3() {
 fn worker_answers_a_pytorch_oracle_request_without_dying() {
     use std::io::Write;
     use std::process::Stdio;
-    let d = root().join("tasks/activation/swiglu");
-    let mut child = ksmith()
+    let d = repo().join("tasks/activation/swiglu");
+    let mut child = command()
         .arg("worker")
-        .current_dir(root())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

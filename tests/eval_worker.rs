@@ -2,17 +2,11 @@
 //! developers' machines) eval must say what it looked for and exit 3, and the worker must keep
 //! answering the protocol; with a driver these tests check the protocol only.
 
+mod support;
+
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-
-fn ksmith() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ksmith"))
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use std::process::Stdio;
+use support::cli::{command, repo};
 
 fn has_driver() -> bool {
     verifier::runtime::driver_present()
@@ -24,13 +18,12 @@ fn eval_without_a_gpu_exits_3_and_names_the_driver() {
         eprintln!("skipped: a CUDA driver is present (the GPU tests cover eval)");
         return;
     }
-    let d = root().join("tasks/activation/swiglu");
-    let out = ksmith()
+    let d = repo().join("tasks/activation/swiglu");
+    let out = command()
         .args(["eval", "--task", "swiglu"])
         .arg(d.join("reference.cu"))
         .arg("--plan")
         .arg(d.join("reference.toml"))
-        .current_dir(root())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{out:?}");
@@ -45,10 +38,9 @@ fn eval_without_a_gpu_exits_3_and_names_the_driver() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(d.join("reference.cu"), dir.path().join("kernel.cu")).unwrap();
     std::fs::copy(d.join("reference.toml"), dir.path().join("launch.toml")).unwrap();
-    let out = ksmith()
+    let out = command()
         .args(["eval", "--json", "--task", "swiglu"])
         .arg(dir.path())
-        .current_dir(root())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{out:?}");
@@ -57,10 +49,9 @@ fn eval_without_a_gpu_exits_3_and_names_the_driver() {
     assert!(v["error"].as_str().unwrap().contains("libcuda.so.1"), "{v}");
     // A directory without kernel.cu: still one JSON object, exit 3.
     let empty = tempfile::tempdir().unwrap();
-    let out = ksmith()
+    let out = command()
         .args(["eval", "--json", "--task", "swiglu"])
         .arg(empty.path())
-        .current_dir(root())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{out:?}");
@@ -70,23 +61,21 @@ fn eval_without_a_gpu_exits_3_and_names_the_driver() {
 
 #[test]
 fn eval_usage_errors_are_reported() {
-    let d = root().join("tasks/activation/swiglu");
+    let d = repo().join("tasks/activation/swiglu");
     // A .cu file without --plan.
-    let out = ksmith()
+    let out = command()
         .args(["eval", "--task", "swiglu"])
         .arg(d.join("reference.cu"))
-        .current_dir(root())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--plan PLAN.toml"));
     // An unknown task.
-    let out = ksmith()
+    let out = command()
         .args(["eval", "--task", "no_such_task"])
         .arg(d.join("reference.cu"))
         .arg("--plan")
         .arg(d.join("reference.toml"))
-        .current_dir(root())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
@@ -99,10 +88,9 @@ fn eval_usage_errors_are_reported() {
 
 #[test]
 fn worker_answers_every_request_on_a_clean_protocol_stream() {
-    let d = root().join("tasks/activation/swiglu");
-    let mut child = ksmith()
+    let d = repo().join("tasks/activation/swiglu");
+    let mut child = command()
         .arg("worker")
-        .current_dir(root())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -154,7 +142,7 @@ fn worker_answers_every_request_on_a_clean_protocol_stream() {
 
 #[test]
 fn worker_rejects_garbage_and_exits() {
-    let mut child = ksmith()
+    let mut child = command()
         .arg("worker")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -176,7 +164,7 @@ fn worker_rejects_garbage_and_exits() {
 #[test]
 fn worker_restarts_in_place_keeping_pid_and_pipes() {
     use std::io::{BufRead, BufReader};
-    let mut child = ksmith()
+    let mut child = command()
         .arg("worker")
         .env("KSMITH_WORKER_RESTART_AFTER_PING", "1")
         .stdin(Stdio::piped())

@@ -18,6 +18,7 @@ mod support;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Instant;
+use support::cli::show;
 use support::gpu::{flag, gpu_or_skip, ksmith, root};
 
 fn save(name: &str, text: &str) {
@@ -48,15 +49,6 @@ fn run(args: &[&str], log: &str) -> Output {
     eprintln!("{}", text.lines().take(2).collect::<Vec<_>>().join(" | "));
     save(log, &text);
     o
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The plan's kernels in one call at `shape`, by base name.

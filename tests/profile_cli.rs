@@ -5,49 +5,15 @@
 //! (`--no-gpu-check` skips the driver probe for them); one passes it through, so the real
 //! `ksmith gpu run-once` command line is parsed and run (without a GPU it says so, exit 3).
 
+mod support;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use std::process::Output;
+use support::cli::{code, ksmith, repo, show};
 
 fn sample(name: &str) -> PathBuf {
     repo().join("bench-suite/tests/samples").join(name)
-}
-
-fn ksmith(args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ksmith"));
-    for v in [
-        "KSMITH_TASKS_DIR",
-        "KSMITH_NVRTC",
-        "KSMITH_CUDA_INCLUDE",
-        "KSMITH_ARCH",
-        "KSMITH_CACHE_DIR",
-        "KSMITH_NCU",
-        "KSMITH_SANITIZER",
-        "RUST_LOG",
-    ] {
-        c.env_remove(v);
-    }
-    c.args(args)
-        .current_dir(repo())
-        .output()
-        .expect("ksmith runs")
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited normally")
 }
 
 /// An executable shell script `name` in `dir` whose body is `body`; it appends its arguments,

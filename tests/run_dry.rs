@@ -10,7 +10,7 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bench_suite::store::Store;
+use support::cli::{command, have_nvrtc, repo};
 use support::scripted::{
     broken, completion, completion_with, judge_reply, kernel_reply, reference, report, run_to_end,
     write_config, Fault, Script, Server, KEY_VAR, SECRET,
@@ -29,22 +30,6 @@ const TASK_DIRS: [&str; 3] = [
     "reduction/softmax_row",
     "normalization/rmsnorm_residual",
 ];
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn have_nvrtc(test: &str) -> bool {
-    match verifier::nvrtc::Locator::default().load() {
-        Ok(_) => true,
-        Err(e) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-                panic!("{test}: NVRTC is required under CI: {e}");
-            }
-            eprintln!("SKIPPED {test}: NVRTC not available: {e}");
-            false
-        }
-    }
-}
 
 /// Per task: round 1 does not compile, round 2 fixes it, rounds 3-5 vary the plan text (new
 /// candidates, same source, so compiles come from the cache). With faults, rmsnorm_residual's
@@ -102,11 +87,8 @@ fn script(delay: Duration, with_faults: bool) -> Script {
 }
 
 fn ksmith(dir: &Path, config: &Path, db: &str, extra: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ksmith"));
-    c.current_dir(repo())
-        .env(KEY_VAR, SECRET)
-        .env_remove("KSMITH_DB")
-        .env_remove("KSMITH_CONFIG")
+    let mut c = command();
+    c.env(KEY_VAR, SECRET)
         .args(["--tasks-dir", &repo().join("tasks").display().to_string()])
         .args(["--cache-dir", &dir.join("cache").display().to_string()])
         .args([
@@ -625,7 +607,7 @@ fn replay_without_a_gpu_says_so_and_exits_3() {
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let db = format!("sqlite://{}", tmp.path().join("r.db").display());
-    let out = Command::new(env!("CARGO_BIN_EXE_ksmith"))
+    let out = command()
         .args(["replay", "--run", "anything", "--db", &db])
         .output()
         .expect("run ksmith");
@@ -643,9 +625,7 @@ fn run_without_config_or_gpu_is_a_harness_error() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let db = format!("sqlite://{}", tmp.path().join("c.db").display());
     let missing = tmp.path().join("nope.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_ksmith"))
-        .current_dir(repo())
-        .env_remove("KSMITH_CONFIG")
+    let out = command()
         .args([
             "run",
             "--model",
@@ -663,8 +643,7 @@ fn run_without_config_or_gpu_is_a_harness_error() {
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("nope.toml"), "{stderr}");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_ksmith"))
-        .current_dir(repo())
+    let out = command()
         .args(["run", "--tasks", "swiglu", "--db", &db])
         .output()
         .expect("run ksmith");
@@ -674,8 +653,7 @@ fn run_without_config_or_gpu_is_a_harness_error() {
         "--model is required for a new run"
     );
 
-    let out = Command::new(env!("CARGO_BIN_EXE_ksmith"))
-        .current_dir(repo())
+    let out = command()
         .args(["run", "--resume", "no-such-run", "--db", &db])
         .output()
         .expect("run ksmith");
@@ -967,13 +945,7 @@ fn run_without_dry_run_on_a_machine_without_gpu_exits_3_before_any_llm_call() {
 fn gpus_flag_is_checked_and_the_no_gpu_error_comes_first() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let db = format!("sqlite://{}", tmp.path().join("g.db").display());
-    let ksmith = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_ksmith"))
-            .current_dir(repo())
-            .args(args)
-            .output()
-            .expect("run ksmith")
-    };
+    let ksmith = |args: &[&str]| command().args(args).output().expect("run ksmith");
     for bad in ["x", "0,,1", "0,0", "-1", ""] {
         let flag = format!("--gpus={bad}");
         for out in [
