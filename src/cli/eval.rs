@@ -18,8 +18,10 @@ use verifier::protocol::{EvalOptions, EvaluateRequest, Oracle, OutputError};
 use verifier::runtime::strict::SPEC_ORACLE_SKIPPED;
 use verifier::verdict::Verdict;
 
+/// Which kernel a command runs: a source file with its plan, a directory holding both, or the
+/// task's own reference. `ksmith eval`, `profile` and `audit` take it the same way.
 #[derive(Debug, Args)]
-pub struct EvalArgs {
+pub struct KernelSource {
     /// The task's id (as in `ksmith tasks list`)
     #[arg(long, value_name = "ID")]
     pub task: String,
@@ -29,9 +31,45 @@ pub struct EvalArgs {
     /// The launch plan (required when KERNEL is a file)
     #[arg(long, value_name = "PLAN.toml")]
     pub plan: Option<PathBuf>,
-    /// Check the task's own reference kernel (reference.cu + reference.toml)
+    /// The task's own reference kernel (reference.cu + reference.toml)
     #[arg(long, conflicts_with_all = ["kernel", "plan"])]
     pub reference: bool,
+}
+
+impl KernelSource {
+    /// The kernel and plan files: the task's own with `--reference`, a directory's kernel.cu
+    /// and launch.toml (`--plan` overriding), or a file with `--plan`.
+    pub fn files(&self, task_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+        if self.reference {
+            return Ok((
+                task_dir.join("reference.cu"),
+                task_dir.join("reference.toml"),
+            ));
+        }
+        let Some(kernel) = self.kernel.as_deref() else {
+            bail!("give a kernel (KERNEL.cu --plan PLAN.toml, or DIR), or --reference")
+        };
+        if kernel.is_dir() {
+            let p = self
+                .plan
+                .clone()
+                .unwrap_or_else(|| kernel.join("launch.toml"));
+            return Ok((kernel.join("kernel.cu"), p));
+        }
+        match &self.plan {
+            Some(p) => Ok((kernel.to_path_buf(), p.clone())),
+            None => bail!(
+                "{} is a file: pass its launch plan with --plan PLAN.toml (or give a directory holding kernel.cu and launch.toml)",
+                kernel.display()
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub src: KernelSource,
     /// Where the expected outputs come from
     #[arg(long, value_enum, default_value_t = OracleArg::Reference)]
     pub oracle: OracleArg,
@@ -87,48 +125,6 @@ fn fresh_seed() -> u64 {
     verifier::inputs::rng::mix64(t ^ ((std::process::id() as u64) << 32))
 }
 
-/// The kernel and plan files a command was given: the task's own with `--reference`, a
-/// directory's kernel.cu and launch.toml (`--plan` overriding), or a file with `--plan`.
-pub(super) fn kernel_files(
-    kernel: Option<&Path>,
-    plan: Option<&Path>,
-    reference: bool,
-    task_dir: &Path,
-) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let kernel = match (kernel, reference) {
-        (_, true) => {
-            return Ok((
-                task_dir.join("reference.cu"),
-                task_dir.join("reference.toml"),
-            ))
-        }
-        (Some(k), false) => k,
-        (None, false) => {
-            bail!("give a kernel (KERNEL.cu --plan PLAN.toml, or DIR), or --reference")
-        }
-    };
-    if kernel.is_dir() {
-        let p = plan.map_or_else(|| kernel.join("launch.toml"), Path::to_path_buf);
-        return Ok((kernel.join("kernel.cu"), p));
-    }
-    match plan {
-        Some(p) => Ok((kernel.to_path_buf(), p.to_path_buf())),
-        None => bail!(
-            "{} is a file: pass its launch plan with --plan PLAN.toml (or give a directory holding kernel.cu and launch.toml)",
-            kernel.display()
-        ),
-    }
-}
-
-fn sources(a: &EvalArgs, task_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
-    kernel_files(
-        a.kernel.as_deref(),
-        a.plan.as_deref(),
-        a.reference,
-        task_dir,
-    )
-}
-
 /// The suite's root and the valid task `id`, or why there is none.
 pub(super) fn find_task(g: &Global, id: &str) -> anyhow::Result<(PathBuf, TaskDir)> {
     let root = suite::locate(g.tasks_dir.as_deref())?;
@@ -153,7 +149,7 @@ fn harness_error(a: &EvalArgs, message: &str) -> u8 {
         println!(
             "{}",
             serde_json::json!({
-                "task": a.task, "error": message, "skipped": skipped, "exit": EXIT_HARNESS
+                "task": a.src.task, "error": message, "skipped": skipped, "exit": EXIT_HARNESS
             })
         );
     } else if skipped {
@@ -174,15 +170,10 @@ pub fn run(g: &Global, a: &EvalArgs) -> anyhow::Result<u8> {
 }
 
 fn check(g: &Global, a: &EvalArgs) -> anyhow::Result<u8> {
-    if a.kernel.is_none() && !a.reference {
-        bail!("give a kernel (KERNEL.cu --plan PLAN.toml, or DIR), or --reference");
-    }
-    if a.kernel.as_ref().is_some_and(|k| !k.is_dir()) && a.plan.is_none() {
-        // Said before the suite is read: the usage error is the first thing to fix.
-        sources(a, Path::new("."))?;
-    }
-    let dir = find_task(g, &a.task)?.1.dir;
-    let (kernel_path, plan_path) = sources(a, &dir)?;
+    // Usage errors are said before the suite is read: they are the first thing to fix.
+    a.src.files(Path::new("."))?;
+    let dir = find_task(g, &a.src.task)?.1.dir;
+    let (kernel_path, plan_path) = a.src.files(&dir)?;
     let read = |p: &Path| {
         std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
     };
@@ -266,7 +257,7 @@ fn print_result(a: &EvalArgs, c: &Checked) {
         println!(
             "{}",
             serde_json::json!({
-                "task": a.task,
+                "task": a.src.task,
                 "kernel": c.kernel.display().to_string(),
                 "plan": c.plan.display().to_string(),
                 "oracle": oracle,
@@ -281,7 +272,7 @@ fn print_result(a: &EvalArgs, c: &Checked) {
         );
         return;
     }
-    println!("task:    {}", a.task);
+    println!("task:    {}", a.src.task);
     println!(
         "kernel:  {} (plan {})",
         c.kernel.display(),

@@ -39,21 +39,11 @@ pub const TARGET_MARK: &str = "ksmith run-once:";
 /// Warm-up calls of the plan before the profiled call.
 pub const PROFILE_WARMUPS: u32 = 3;
 
-/// The kernel to run, as `ksmith eval` takes it.
+/// The kernel to run, as `ksmith eval` takes it, and how.
 #[derive(Debug, Args)]
 pub struct KernelArgs {
-    /// The task's id (as in `ksmith tasks list`)
-    #[arg(long, value_name = "ID")]
-    pub task: String,
-    /// The kernel source (.cu), or a directory holding kernel.cu and launch.toml
-    #[arg(value_name = "KERNEL.cu|DIR", required_unless_present = "reference")]
-    pub kernel: Option<PathBuf>,
-    /// The launch plan (required when KERNEL is a file)
-    #[arg(long, value_name = "PLAN.toml")]
-    pub plan: Option<PathBuf>,
-    /// The task's own reference kernel (reference.cu + reference.toml)
-    #[arg(long, conflicts_with_all = ["kernel", "plan"])]
-    pub reference: bool,
+    #[command(flatten)]
+    pub src: super::eval::KernelSource,
     /// The public shape to run [profile: the first; audit: the smallest]
     #[arg(long, value_name = "NAME")]
     pub shape: Option<String>,
@@ -167,9 +157,8 @@ fn pick_shape(task: &Task, name: Option<&str>, pick: ShapePick) -> anyhow::Resul
 }
 
 fn resolve(g: &Global, a: &KernelArgs, pick: ShapePick) -> anyhow::Result<Target> {
-    let (root, td) = super::eval::find_task(g, &a.task)?;
-    let (kernel_path, plan_path) =
-        super::eval::kernel_files(a.kernel.as_deref(), a.plan.as_deref(), a.reference, &td.dir)?;
+    let (root, td) = super::eval::find_task(g, &a.src.task)?;
+    let (kernel_path, plan_path) = a.src.files(&td.dir)?;
     let read = |p: &Path| {
         std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
     };
@@ -342,18 +331,27 @@ fn fail(json: bool, code: u8, message: &str) -> u8 {
     code
 }
 
-/// Exit 3 unless a driver is there (skipped with `--no-gpu-check`).
-fn gpu_missing(a: &KernelArgs, command: &str) -> Option<u8> {
-    if a.no_gpu_check {
-        return None;
+/// What `profile` and `audit` do before running anything: locate the tool (`given`, then PATH
+/// and the CUDA install), check for a driver (not with `--no-gpu-check`), then resolve the
+/// kernel, its plan and the shape. `Err` is the exit code of a failure already reported.
+fn prepare(
+    g: &Global,
+    a: &KernelArgs,
+    command: &str,
+    tool: &str,
+    given: Option<&Path>,
+    pick: ShapePick,
+) -> Result<(PathBuf, Target), u8> {
+    let exe =
+        profile::locate(tool, given).map_err(|e| fail(a.json, EXIT_HARNESS, &e.to_string()))?;
+    if !a.no_gpu_check {
+        if let Err(e) = verifier::runtime::probe_driver() {
+            let message = format!("`ksmith {command}` needs a GPU: {e}");
+            return Err(fail(a.json, EXIT_HARNESS, &message));
+        }
     }
-    verifier::runtime::probe_driver().err().map(|e| {
-        fail(
-            a.json,
-            EXIT_HARNESS,
-            &format!("`ksmith {command}` needs a GPU: {e}"),
-        )
-    })
+    let t = resolve(g, a, pick).map_err(|e| fail(a.json, EXIT_HARNESS, &format!("{e:#}")))?;
+    Ok((exe, t))
 }
 
 fn not_permitted_advice() -> &'static str {
@@ -557,16 +555,16 @@ pub(crate) fn interpret_profile(
 
 pub fn run_profile(g: &Global, a: &ProfileArgs) -> anyhow::Result<u8> {
     let json = a.k.json;
-    let ncu = match profile::locate("ncu", a.ncu.as_deref()) {
-        Ok(p) => p,
-        Err(e) => return Ok(fail(json, EXIT_HARNESS, &e.to_string())),
-    };
-    if let Some(code) = gpu_missing(&a.k, "profile") {
-        return Ok(code);
-    }
-    let t = match resolve(g, &a.k, ShapePick::First) {
-        Ok(t) => t,
-        Err(e) => return Ok(fail(json, EXIT_HARNESS, &format!("{e:#}"))),
+    let (ncu, t) = match prepare(
+        g,
+        &a.k,
+        "profile",
+        "ncu",
+        a.ncu.as_deref(),
+        ShapePick::First,
+    ) {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
     };
     let launches = Launches::of(&t.plan, &t.shape)
         .and_then(|l| ncu_target(&l, a.only.as_deref(), PROFILE_WARMUPS).map(|n| (l, n)));
@@ -721,16 +719,17 @@ pub(crate) fn audit_exit(outcomes: &[(Tool, AuditOutcome)]) -> u8 {
 
 pub fn run_audit(g: &Global, a: &AuditArgs) -> anyhow::Result<u8> {
     let json = a.k.json;
-    let sanitizer = match profile::locate("compute-sanitizer", a.sanitizer.as_deref()) {
-        Ok(p) => p,
-        Err(e) => return Ok(fail(json, EXIT_HARNESS, &e.to_string())),
-    };
-    if let Some(code) = gpu_missing(&a.k, "audit") {
-        return Ok(code);
-    }
-    let t = match resolve(g, &a.k, ShapePick::Smallest) {
-        Ok(t) => t,
-        Err(e) => return Ok(fail(json, EXIT_HARNESS, &format!("{e:#}"))),
+    let given = a.sanitizer.as_deref();
+    let (sanitizer, t) = match prepare(
+        g,
+        &a.k,
+        "audit",
+        "compute-sanitizer",
+        given,
+        ShapePick::Smallest,
+    ) {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
     };
     // One call, no warm-up: the sanitizers slow kernels down many times over. No poison: the
     // harness's fill would count as initialising outputs and scratch for initcheck.
