@@ -73,7 +73,12 @@ fn broken_kernels_get_their_verdicts_and_the_batch_goes_on() {
         println!(
             "{:<22} {:<34} {:<18} {} ({elapsed})",
             e.name,
-            e.expect.verdict.join("|"),
+            e.expect
+                .verdict
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join("|"),
             got,
             match &outcome {
                 Ok(()) => "ok".to_string(),

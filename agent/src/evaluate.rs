@@ -14,7 +14,7 @@ use bench_suite::suite::TaskDir;
 use verifier::nvrtc::{Arch, CompileError, CompileRequest, Compiled, Compiler};
 use verifier::plan::Plan;
 
-use crate::r#loop::{Evaluation, Evaluator, EvaluatorError, Verdict};
+use crate::r#loop::{Evaluation, Evaluator, EvaluatorError, Verdict, VerdictKind};
 
 /// Name the candidate's files carry in diagnostics and compile logs, so that the model reads
 /// `kernel.cu(12): error ...` and `launch.toml:3:9: ...` about its own reply.
@@ -103,7 +103,10 @@ pub fn static_check(
                     kernels.iter().cloned().collect::<Vec<_>>().join(", ")
                 ));
             }
-            return Ok(StaticCheck::Failed(failed(Verdict::InvalidPlan, feedback)));
+            return Ok(StaticCheck::Failed(failed(
+                VerdictKind::InvalidPlan.into(),
+                feedback,
+            )));
         }
     };
     let mut req = CompileRequest::new(source.to_string(), plan.kernel_names(), arch);
@@ -118,7 +121,7 @@ pub fn static_check(
             "NVRTC could not compile anything (a harness problem, not the kernel's): {e}"
         ))),
         Err(e) => Ok(StaticCheck::Failed(failed(
-            Verdict::CompileError,
+            VerdictKind::CompileError.into(),
             e.to_string(),
         ))),
     }
@@ -249,22 +252,6 @@ impl GpuEvaluator {
     }
 }
 
-/// The agent's verdict for a verifier verdict.
-pub fn agent_verdict(v: &verifier::verdict::Verdict) -> Verdict {
-    use verifier::verdict::Verdict as V;
-    match v {
-        V::CompileError { .. } => Verdict::CompileError,
-        V::InvalidPlan { .. } => Verdict::InvalidPlan,
-        V::LaunchError { .. } => Verdict::LaunchError,
-        V::RuntimeFault { .. } => Verdict::RuntimeFault,
-        V::Timeout { .. } => Verdict::Timeout,
-        V::WrongOutput { .. } => Verdict::WrongOutput,
-        V::InputMutated { .. } => Verdict::InputMutated,
-        V::Nondeterministic { .. } => Verdict::Nondeterministic,
-        V::Correct { .. } => Verdict::Correct,
-    }
-}
-
 impl Evaluator for GpuEvaluator {
     fn evaluate(
         &self,
@@ -284,13 +271,13 @@ impl Evaluator for GpuEvaluator {
             .runner
             .run(task, source, plan_toml)
             .map_err(EvaluatorError)?;
-        let verdict = agent_verdict(&run.verdict);
+        let verdict = Verdict::from(run.verdict.kind());
         let mut feedback = run.verdict.feedback();
         if let Some(note) = &run.note {
             feedback.push_str("\n\nTiming: ");
             feedback.push_str(note);
         }
-        let correct = verdict == Verdict::Correct;
+        let correct = verdict == Verdict::CORRECT;
         if let (true, Some(note)) = (correct, &run.profile_note) {
             feedback.push_str("\n\nProfile: ");
             feedback.push_str(note);

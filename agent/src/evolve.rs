@@ -703,7 +703,7 @@ mod tests {
     use super::*;
     use crate::llm::Profile;
     use crate::prompt::ShapeTiming;
-    use crate::r#loop::{NoObserver, Verdict};
+    use crate::r#loop::{NoObserver, Verdict, VerdictKind};
 
     struct Never;
     impl Evaluator for Never {
@@ -730,9 +730,9 @@ mod tests {
     fn cand(round: u32, speedup: Option<f64>, words: &str) -> CandidateRecord {
         let evaluation = Evaluation {
             verdict: if speedup.is_some() {
-                Verdict::Correct
+                Verdict::CORRECT
             } else {
-                Verdict::CompileError
+                Verdict::Checked(VerdictKind::CompileError)
             },
             feedback: String::new(),
             timings: speedup

@@ -14,5 +14,5 @@ pub mod task_context;
 pub use r#loop::{
     Budget, CandidateOutcome, CandidateRecord, CoderJudgeLoop, Evaluation, Evaluator,
     EvaluatorError, LoopObserver, LoopOutcome, LoopSettings, NoObserver, Seed, Spend, StopReason,
-    Verdict,
+    Verdict, VerdictKind,
 };

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+pub use verifier::verdict::VerdictKind;
 
 use crate::extract::{extract_judge_advice, extract_kernel, ExtractError};
 use crate::llm::{ChatMessage, LlmCall, LlmCallRecord, LlmClient};
@@ -20,42 +21,66 @@ use crate::prompt::{
     PromptRenderer, ShapeTiming,
 };
 
-/// Verdicts (DESIGN §4), plus `Compiled` for compile-only dry runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// What an evaluator concluded: the strict check's verdict (DESIGN §4), or, in a compile-only
+/// dry run, that the candidate compiled and its plan checked out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    CompileError,
-    InvalidPlan,
-    LaunchError,
-    RuntimeFault,
-    Timeout,
-    WrongOutput,
-    InputMutated,
-    Nondeterministic,
-    Correct,
+    Checked(VerdictKind),
     /// Dry run: compiled and the plan checked out, nothing was run.
     Compiled,
 }
 
 impl Verdict {
+    pub const CORRECT: Verdict = Verdict::Checked(VerdictKind::Correct);
+
     /// Whether the candidate passed what the evaluator checks (and so goes to optimization).
     pub fn passed(self) -> bool {
-        matches!(self, Verdict::Correct | Verdict::Compiled)
+        matches!(self, Verdict::CORRECT | Verdict::Compiled)
+    }
+
+    /// The strict check's verdict; `None` for a dry run's `compiled`.
+    pub fn checked(self) -> Option<VerdictKind> {
+        match self {
+            Verdict::Checked(k) => Some(k),
+            Verdict::Compiled => None,
+        }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Verdict::CompileError => "compile_error",
-            Verdict::InvalidPlan => "invalid_plan",
-            Verdict::LaunchError => "launch_error",
-            Verdict::RuntimeFault => "runtime_fault",
-            Verdict::Timeout => "timeout",
-            Verdict::WrongOutput => "wrong_output",
-            Verdict::InputMutated => "input_mutated",
-            Verdict::Nondeterministic => "nondeterministic",
-            Verdict::Correct => "correct",
+            Verdict::Checked(k) => k.as_str(),
             Verdict::Compiled => "compiled",
         }
+    }
+}
+
+impl From<VerdictKind> for Verdict {
+    fn from(k: VerdictKind) -> Verdict {
+        Verdict::Checked(k)
+    }
+}
+
+impl std::str::FromStr for Verdict {
+    type Err = verifier::verdict::UnknownVerdict;
+    fn from_str(s: &str) -> Result<Verdict, Self::Err> {
+        match s {
+            "compiled" => Ok(Verdict::Compiled),
+            _ => s.parse().map(Verdict::Checked),
+        }
+    }
+}
+
+/// As its name (`correct`, `wrong_output`, ..., `compiled`), like the store's column.
+impl Serialize for Verdict {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Verdict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Verdict, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -19,9 +19,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::llm::{parse_completion, LlmCall, LlmCallRecord, LlmError};
-use crate::r#loop::{
-    CandidateOutcome, CandidateRecord, Evaluation, LoopObserver, StopReason, Verdict,
-};
+use crate::r#loop::{CandidateOutcome, CandidateRecord, Evaluation, LoopObserver, StopReason};
 
 /// Limits over the whole run (all tasks together). `None`: unlimited.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
@@ -342,7 +340,7 @@ pub fn evaluation_row(
     cache_key: String,
     protocol: &str,
 ) -> Option<NewEvaluation> {
-    let verdict = store_verdict(e.verdict)?;
+    let verdict = e.verdict.checked()?;
     let quarantine: Vec<String> = e
         .timings
         .iter()
@@ -380,22 +378,6 @@ pub fn evaluation_row(
         quarantined: !quarantine.is_empty(),
         quarantine_reason: (!quarantine.is_empty()).then(|| quarantine.join("; ")),
         cached_from: None,
-    })
-}
-
-/// The store's verdict for an agent verdict; `compiled` (dry run) has none.
-pub fn store_verdict(v: Verdict) -> Option<store::Verdict> {
-    Some(match v {
-        Verdict::CompileError => store::Verdict::CompileError,
-        Verdict::InvalidPlan => store::Verdict::InvalidPlan,
-        Verdict::LaunchError => store::Verdict::LaunchError,
-        Verdict::RuntimeFault => store::Verdict::RuntimeFault,
-        Verdict::Timeout => store::Verdict::Timeout,
-        Verdict::WrongOutput => store::Verdict::WrongOutput,
-        Verdict::InputMutated => store::Verdict::InputMutated,
-        Verdict::Nondeterministic => store::Verdict::Nondeterministic,
-        Verdict::Correct => store::Verdict::Correct,
-        Verdict::Compiled => return None,
     })
 }
 
@@ -557,27 +539,12 @@ impl LoopObserver for RunRecorder {
     }
 }
 
-/// The agent's verdict for a stored one.
-fn agent_verdict(v: store::Verdict) -> Verdict {
-    match v {
-        store::Verdict::CompileError => Verdict::CompileError,
-        store::Verdict::InvalidPlan => Verdict::InvalidPlan,
-        store::Verdict::LaunchError => Verdict::LaunchError,
-        store::Verdict::RuntimeFault => Verdict::RuntimeFault,
-        store::Verdict::Timeout => Verdict::Timeout,
-        store::Verdict::WrongOutput => Verdict::WrongOutput,
-        store::Verdict::InputMutated => Verdict::InputMutated,
-        store::Verdict::Nondeterministic => Verdict::Nondeterministic,
-        store::Verdict::Correct => Verdict::Correct,
-    }
-}
-
 /// A stored evaluation as the loop sees one (details as [`RunRecorder`] writes them).
 pub fn evaluation_from_store(e: &store::Evaluation) -> Evaluation {
     let d = &e.evaluation.details;
     let text = |k: &str| d.get(k).and_then(Value::as_str).map(str::to_string);
     Evaluation {
-        verdict: agent_verdict(e.evaluation.verdict),
+        verdict: e.evaluation.verdict.into(),
         feedback: text("feedback").unwrap_or_default(),
         timings: d
             .get("timings")

@@ -10,6 +10,7 @@ use agent::prompt::{PromptContext, PromptRenderer, Rules, ShapeTiming, TaskConte
 use agent::{
     Budget, CandidateOutcome, CandidateRecord, CoderJudgeLoop, Evaluation, Evaluator,
     EvaluatorError, LoopObserver, LoopOutcome, LoopSettings, Seed, StopReason, Verdict,
+    VerdictKind,
 };
 use support::{Captured, ScriptedServer, Step};
 
@@ -36,7 +37,7 @@ impl Evaluator for ScriptedEvaluator {
         }
         if source.contains("BUG") {
             return Ok(Evaluation {
-                verdict: Verdict::CompileError,
+                verdict: Verdict::Checked(VerdictKind::CompileError),
                 feedback: "kernel.cu(3): error: identifier \"BUG\" is undefined\n1 error detected"
                     .into(),
                 timings: vec![],
@@ -60,7 +61,7 @@ impl Evaluator for ScriptedEvaluator {
             .and_then(|s| s.parse::<f64>().ok())
             .expect("test kernels state their median");
         Ok(Evaluation {
-            verdict: Verdict::Correct,
+            verdict: Verdict::CORRECT,
             feedback: "correct on 3 shapes x 3 seeds".into(),
             timings: vec![ShapeTiming {
                 shape: "main".into(),
@@ -202,10 +203,10 @@ async fn compile_error_is_fixed_and_the_best_is_kept() {
     assert_eq!(
         verdicts,
         [
-            Some(Verdict::CompileError),
-            Some(Verdict::Correct),
-            Some(Verdict::Correct),
-            Some(Verdict::Correct)
+            Some(Verdict::Checked(VerdictKind::CompileError)),
+            Some(Verdict::CORRECT),
+            Some(Verdict::CORRECT),
+            Some(Verdict::CORRECT)
         ]
     );
     assert_eq!(o.best().expect("a best").round, 4);

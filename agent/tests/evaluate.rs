@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use agent::evaluate::{DryRunEvaluator, GpuEvaluator, KernelRun, KernelRunner, TaskMap};
 use agent::prompt::ShapeTiming;
-use agent::{Evaluator, Verdict};
+use agent::{Evaluator, Verdict, VerdictKind};
 use bench_suite::suite::{load_task_dir, TaskDir};
 use verifier::nvrtc::{Arch, Compiler, Locator};
 
@@ -57,7 +57,7 @@ fn dry_run_verdicts_for_good_and_broken_candidates() {
     // A plan naming a kernel the source does not define: located, with the kernels it has.
     let bad_plan = plan.replace("kernel = \"swiglu_bf16\"", "kernel = \"swiglu_v2\"");
     let e = ev.evaluate("swiglu", &src, &bad_plan).expect("evaluates");
-    assert_eq!(e.verdict, Verdict::InvalidPlan);
+    assert_eq!(e.verdict, Verdict::Checked(VerdictKind::InvalidPlan));
     assert!(e.feedback.contains("launch.toml:"), "{}", e.feedback);
     assert!(e.feedback.contains("swiglu_v2"), "{}", e.feedback);
     assert!(
@@ -70,19 +70,19 @@ fn dry_run_verdicts_for_good_and_broken_candidates() {
     let e = ev
         .evaluate("swiglu", &src, "[[launch]\nkernel = ")
         .expect("evaluates");
-    assert_eq!(e.verdict, Verdict::InvalidPlan);
+    assert_eq!(e.verdict, Verdict::Checked(VerdictKind::InvalidPlan));
 
     // A compile error: the log names the file the model wrote and the line.
     let broken = format!("{src}\n__device__ int h() {{ return nope_not_declared; }}\n");
     let e = ev.evaluate("swiglu", &broken, &plan).expect("evaluates");
-    assert_eq!(e.verdict, Verdict::CompileError);
+    assert_eq!(e.verdict, Verdict::Checked(VerdictKind::CompileError));
     assert!(e.feedback.contains("kernel.cu("), "{}", e.feedback);
     assert!(e.feedback.contains("nope_not_declared"), "{}", e.feedback);
 
     // An include outside the allowlist never reaches NVRTC.
     let sneaky = format!("#include \"/etc/passwd\"\n{src}");
     let e = ev.evaluate("swiglu", &sneaky, &plan).expect("evaluates");
-    assert_eq!(e.verdict, Verdict::CompileError);
+    assert_eq!(e.verdict, Verdict::Checked(VerdictKind::CompileError));
     assert!(e.feedback.contains("disallowed #include"), "{}", e.feedback);
 
     // A task outside the run is a harness error, not a verdict.
@@ -150,7 +150,7 @@ fn gpu_evaluator_runs_only_sound_kernels_and_maps_verdicts() {
         1,
     );
     let e = ev.evaluate("swiglu", &src, &plan).expect("evaluates");
-    assert_eq!(e.verdict, Verdict::Timeout);
+    assert_eq!(e.verdict, Verdict::Checked(VerdictKind::Timeout));
     assert!(e.timings.is_empty(), "a failing kernel carries no timings");
     assert!(!e.feedback.is_empty());
     assert!(e.resources.is_some());
@@ -158,7 +158,7 @@ fn gpu_evaluator_runs_only_sound_kernels_and_maps_verdicts() {
 
     let broken = format!("{src}\nint x = ;\n");
     let e = ev.evaluate("swiglu", &broken, &plan).expect("evaluates");
-    assert_eq!(e.verdict, Verdict::CompileError);
+    assert_eq!(e.verdict, Verdict::Checked(VerdictKind::CompileError));
     assert_eq!(
         runner.calls.load(Ordering::SeqCst),
         1,
@@ -176,7 +176,7 @@ fn gpu_evaluator_runs_only_sound_kernels_and_maps_verdicts() {
     });
     let ev = GpuEvaluator::new(tasks(t.clone()), comp.clone(), Arch::DEFAULT, correct, 1);
     let e = ev.evaluate("swiglu", &src, &plan).expect("evaluates");
-    assert_eq!(e.verdict, Verdict::Correct);
+    assert_eq!(e.verdict, Verdict::CORRECT);
     assert_eq!(e.speedup(), Some(2.0));
     assert_eq!(e.timings, timing());
     assert!(!e.feedback.contains("Timing:"), "{}", e.feedback);
@@ -193,7 +193,7 @@ fn gpu_evaluator_runs_only_sound_kernels_and_maps_verdicts() {
     });
     let ev = GpuEvaluator::new(tasks(t.clone()), comp.clone(), Arch::DEFAULT, untimed, 1);
     let e = ev.evaluate("swiglu", &src, &plan).expect("evaluates");
-    assert_eq!(e.verdict, Verdict::Correct);
+    assert_eq!(e.verdict, Verdict::CORRECT);
     assert!(e.timings.is_empty());
     assert_eq!(e.speedup(), None);
     assert!(
@@ -227,7 +227,7 @@ fn gpu_evaluator_runs_only_sound_kernels_and_maps_verdicts() {
         });
         let ev = GpuEvaluator::new(tasks(t.clone()), comp.clone(), Arch::DEFAULT, profiled, 1);
         let e = ev.evaluate("swiglu", &src, &plan).expect("evaluates");
-        assert_eq!(e.verdict, Verdict::Correct);
+        assert_eq!(e.verdict, Verdict::CORRECT);
         assert_eq!(e.profile_summary.is_some(), summary, "{e:?}");
         assert_eq!(
             e.feedback

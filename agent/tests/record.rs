@@ -236,7 +236,7 @@ fn timed(
 #[test]
 fn gpu_evaluation_rows_carry_speedup_sol_and_quarantine() {
     let mut e = Evaluation {
-        verdict: Verdict::Correct,
+        verdict: Verdict::CORRECT,
         feedback: "correct".into(),
         timings: vec![
             timed("small", 50.0, 100.0, Some(20.0), Some(10.0)),

@@ -321,9 +321,9 @@ fn a_pool_batch_survives_every_fault() {
         let kind = match r {
             Reply::Answered(ResponseBody::Evaluated(e)) => {
                 devices.extend(e.log.iter().cloned());
-                e.verdict.kind()
+                e.verdict.kind().as_str()
             }
-            Reply::Fault(v) => v.kind(),
+            Reply::Fault(v) => v.kind().as_str(),
             Reply::HarnessError(_) => "harness_error",
             Reply::Answered(other) => panic!("{m}: {other:?}"),
         };

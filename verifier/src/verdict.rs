@@ -164,19 +164,92 @@ pub enum Verdict {
     },
 }
 
-impl Verdict {
-    /// The snake_case name, as stored and counted.
-    pub fn kind(&self) -> &'static str {
+/// A [`Verdict`] without its details: what the store keeps in its `verdict` column, reports
+/// count and the agent reasons about. Serialized as the same snake_case name as the verdict's
+/// `verdict` tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictKind {
+    CompileError,
+    InvalidPlan,
+    LaunchError,
+    RuntimeFault,
+    Timeout,
+    WrongOutput,
+    InputMutated,
+    Nondeterministic,
+    Correct,
+}
+
+impl VerdictKind {
+    pub const ALL: [VerdictKind; 9] = [
+        VerdictKind::CompileError,
+        VerdictKind::InvalidPlan,
+        VerdictKind::LaunchError,
+        VerdictKind::RuntimeFault,
+        VerdictKind::Timeout,
+        VerdictKind::WrongOutput,
+        VerdictKind::InputMutated,
+        VerdictKind::Nondeterministic,
+        VerdictKind::Correct,
+    ];
+
+    pub fn as_str(self) -> &'static str {
         match self {
-            Verdict::CompileError { .. } => "compile_error",
-            Verdict::InvalidPlan { .. } => "invalid_plan",
-            Verdict::LaunchError { .. } => "launch_error",
-            Verdict::RuntimeFault { .. } => "runtime_fault",
-            Verdict::Timeout { .. } => "timeout",
-            Verdict::WrongOutput { .. } => "wrong_output",
-            Verdict::InputMutated { .. } => "input_mutated",
-            Verdict::Nondeterministic { .. } => "nondeterministic",
-            Verdict::Correct { .. } => "correct",
+            VerdictKind::CompileError => "compile_error",
+            VerdictKind::InvalidPlan => "invalid_plan",
+            VerdictKind::LaunchError => "launch_error",
+            VerdictKind::RuntimeFault => "runtime_fault",
+            VerdictKind::Timeout => "timeout",
+            VerdictKind::WrongOutput => "wrong_output",
+            VerdictKind::InputMutated => "input_mutated",
+            VerdictKind::Nondeterministic => "nondeterministic",
+            VerdictKind::Correct => "correct",
+        }
+    }
+
+    /// A timeout can be the machine's fault (a busy GPU, a slow host), so it is never served
+    /// from an evaluation cache; every other verdict is a property of source + plan + task +
+    /// GPU.
+    pub fn cacheable(self) -> bool {
+        self != VerdictKind::Timeout
+    }
+}
+
+impl std::fmt::Display for VerdictKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not one of [`VerdictKind::ALL`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown verdict `{0}` (known: compile_error, invalid_plan, launch_error, runtime_fault, timeout, wrong_output, input_mutated, nondeterministic, correct)")]
+pub struct UnknownVerdict(pub String);
+
+impl std::str::FromStr for VerdictKind {
+    type Err = UnknownVerdict;
+    fn from_str(s: &str) -> Result<Self, UnknownVerdict> {
+        VerdictKind::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| UnknownVerdict(s.to_string()))
+    }
+}
+
+impl Verdict {
+    /// The verdict without its details, as stored and counted.
+    pub fn kind(&self) -> VerdictKind {
+        match self {
+            Verdict::CompileError { .. } => VerdictKind::CompileError,
+            Verdict::InvalidPlan { .. } => VerdictKind::InvalidPlan,
+            Verdict::LaunchError { .. } => VerdictKind::LaunchError,
+            Verdict::RuntimeFault { .. } => VerdictKind::RuntimeFault,
+            Verdict::Timeout { .. } => VerdictKind::Timeout,
+            Verdict::WrongOutput { .. } => VerdictKind::WrongOutput,
+            Verdict::InputMutated { .. } => VerdictKind::InputMutated,
+            Verdict::Nondeterministic { .. } => VerdictKind::Nondeterministic,
+            Verdict::Correct { .. } => VerdictKind::Correct,
         }
     }
 
@@ -375,6 +448,19 @@ mod tests {
     }
 
     #[test]
+    fn verdict_kinds_parse_back_and_name_each_verdict_once() {
+        let kinds: Vec<VerdictKind> = all().iter().map(Verdict::kind).collect();
+        for k in VerdictKind::ALL {
+            assert!(kinds.contains(&k), "no sample verdict of kind {k}");
+            assert_eq!(k.as_str().parse::<VerdictKind>(), Ok(k));
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
+        }
+        let e = "passed".parse::<VerdictKind>().unwrap_err();
+        assert!(e.to_string().contains("`passed`") && e.to_string().contains("wrong_output"));
+        assert!(!VerdictKind::Timeout.cacheable() && VerdictKind::WrongOutput.cacheable());
+    }
+
+    #[test]
     fn every_verdict_round_trips_and_has_feedback() {
         for v in all() {
             let json = serde_json::to_string(&v).unwrap();
@@ -400,7 +486,7 @@ mod tests {
     #[test]
     fn a_batch_invariance_failure_is_a_wrong_output_naming_the_row() {
         let v = all().pop().unwrap();
-        assert_eq!(v.kind(), "wrong_output");
+        assert_eq!(v.kind(), VerdictKind::WrongOutput);
         let json = serde_json::to_string(&v).unwrap();
         assert!(
             json.contains("\"batch\":{\"param\":\"M\",\"batch\":37,\"row\":36}"),

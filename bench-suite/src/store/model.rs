@@ -3,70 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::fmt;
 use std::str::FromStr;
 
-/// The verifier's verdict on one candidate (DESIGN §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    CompileError,
-    InvalidPlan,
-    LaunchError,
-    RuntimeFault,
-    Timeout,
-    WrongOutput,
-    InputMutated,
-    Nondeterministic,
-    Correct,
-}
-
-impl Verdict {
-    pub const ALL: [Verdict; 9] = [
-        Verdict::CompileError,
-        Verdict::InvalidPlan,
-        Verdict::LaunchError,
-        Verdict::RuntimeFault,
-        Verdict::Timeout,
-        Verdict::WrongOutput,
-        Verdict::InputMutated,
-        Verdict::Nondeterministic,
-        Verdict::Correct,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::CompileError => "compile_error",
-            Verdict::InvalidPlan => "invalid_plan",
-            Verdict::LaunchError => "launch_error",
-            Verdict::RuntimeFault => "runtime_fault",
-            Verdict::Timeout => "timeout",
-            Verdict::WrongOutput => "wrong_output",
-            Verdict::InputMutated => "input_mutated",
-            Verdict::Nondeterministic => "nondeterministic",
-            Verdict::Correct => "correct",
-        }
-    }
-
-    /// A timeout can be the machine's fault (a busy GPU, a slow host), so it is never served
-    /// from the evaluation cache; every other verdict is a property of source + plan + task + GPU.
-    pub fn cacheable(self) -> bool {
-        self != Verdict::Timeout
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Verdict {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        Verdict::ALL.into_iter().find(|v| v.as_str() == s).ok_or(())
-    }
-}
+/// The verifier's verdict on one candidate (DESIGN §4) without its details, as the
+/// `evaluations.verdict` column holds it; the details go to `evaluations.details`.
+pub use verifier::verdict::VerdictKind as Verdict;
 
 /// Where a candidate's code came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

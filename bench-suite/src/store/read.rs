@@ -299,7 +299,7 @@ impl Store {
                 let quarantined: i64 = get(row, E, "quarantined")?;
                 Ok(EvaluationFacts {
                     candidate_id: get(row, E, "candidate_id")?,
-                    verdict: verdict.parse().map_err(|()| StoreError::BadEnum {
+                    verdict: verdict.parse().map_err(|_| StoreError::BadEnum {
                         table: E,
                         column: "verdict",
                         id,

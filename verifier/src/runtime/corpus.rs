@@ -4,7 +4,7 @@
 //! one-line `task`, `verdict`, `timeout_s`, `shapes` and `heldout` keys itself).
 
 use crate::protocol::EvalOptions;
-use crate::verdict::Verdict;
+use crate::verdict::{Verdict, VerdictKind};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -16,7 +16,7 @@ pub struct Expect {
     /// [`DEFAULT_TASK`] when absent.
     pub task: Option<String>,
     /// The verdict must be one of these kinds.
-    pub verdict: Vec<String>,
+    pub verdict: Vec<VerdictKind>,
     /// The failing case's shape name.
     pub shape: Option<String>,
     /// `base` or `stress`.
@@ -90,10 +90,11 @@ impl Entry {
     /// `Ok` when the verdict is what the entry expects, else what differs.
     pub fn check(&self, v: &Verdict) -> Result<(), String> {
         let e = &self.expect;
-        if !e.verdict.iter().any(|k| k == v.kind()) {
+        if !e.verdict.contains(&v.kind()) {
+            let want: Vec<&str> = e.verdict.iter().map(|k| k.as_str()).collect();
             return Err(format!(
                 "expected {}, got {}: {}",
-                e.verdict.join(" or "),
+                want.join(" or "),
                 v.kind(),
                 first_line(&v.feedback())
             ));
@@ -215,6 +216,24 @@ mod tests {
             plan: String::new(),
             expect: toml::from_str(toml_text).unwrap(),
         }
+    }
+
+    #[test]
+    fn an_unknown_verdict_fails_to_load_naming_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("typo");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("kernel.cu"), "").unwrap();
+        std::fs::write(d.join("launch.toml"), "").unwrap();
+        std::fs::write(
+            d.join("expect.toml"),
+            "description = \"d\"\nverdict = [\"wrong_outputs\"]\n",
+        )
+        .unwrap();
+        let err = load(dir.path()).unwrap_err();
+        assert!(err.contains("typo/expect.toml"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("wrong_outputs"), "{err}");
     }
 
     #[test]

@@ -460,7 +460,7 @@ mod fake_device_tests {
             &strict::NoHooks,
         )
         .unwrap();
-        assert_eq!(out.verdict.kind(), "invalid_plan");
+        assert_eq!(out.verdict.kind().as_str(), "invalid_plan");
         let broken = src.replace(
             "const long long nvec = total / 8;",
             "const long long nvec = total / 8",
@@ -571,7 +571,7 @@ mod fake_device_tests {
             Some(&mut spec),
         )
         .unwrap();
-        assert_eq!(out.verdict.kind(), "wrong_output");
+        assert_eq!(out.verdict.kind().as_str(), "wrong_output");
         assert_eq!(spec.calls, 15);
 
         // Asked for the PyTorch oracle without one: a harness error, nothing loaded.
