@@ -86,6 +86,48 @@ fn eval_usage_errors_are_reported() {
     );
 }
 
+/// `--sanitize` looks for compute-sanitizer before the GPU (a missing tool is found before
+/// minutes of checking); `--profile` is advisory, so a missing ncu is not an error by itself.
+#[test]
+fn eval_deep_audit_tools_are_located_first() {
+    let missing = repo().join("no/such/compute-sanitizer");
+    let out = command()
+        .args([
+            "eval",
+            "--json",
+            "--task",
+            "swiglu",
+            "--reference",
+            "--sanitize",
+        ])
+        .arg("--sanitizer")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains("compute-sanitizer") && e.contains("no/such"),
+        "{v}"
+    );
+    if has_driver() {
+        return;
+    }
+    let out = command()
+        .args(["eval", "--task", "swiglu", "--reference", "--profile"])
+        .arg("--ncu")
+        .arg(repo().join("no/such/ncu"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("libcuda.so.1") && !err.contains("ncu"),
+        "{err}"
+    );
+}
+
 #[test]
 fn worker_answers_every_request_on_a_clean_protocol_stream() {
     let d = repo().join("tasks/activation/swiglu");

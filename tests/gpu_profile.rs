@@ -169,3 +169,64 @@ fn audit_is_clean_for_a_reference_and_finds_the_corpus_bugs() {
         assert!(!findings.is_empty(), "{entry}: {v}");
     }
 }
+
+/// `ksmith eval --profile --sanitize`: the strict check, then ncu on one call of a correct
+/// kernel and the three sanitizers on one call, in one JSON object; a clean reference exits 0,
+/// a racy corpus kernel exits 1 with the audit's findings beside its verdict.
+#[test]
+fn eval_profile_and_sanitize_extend_the_strict_check() {
+    if !gpu_or_skip() {
+        return;
+    }
+    let env = std::env::var("KSMITH_SANITIZER").ok();
+    if bench_suite::profile::find_tool(
+        "compute-sanitizer",
+        env.as_deref().map(std::path::Path::new),
+    )
+    .is_none()
+    {
+        assert!(
+            !flag("KSMITH_REQUIRE_SANITIZER"),
+            "KSMITH_REQUIRE_SANITIZER=1 but no compute-sanitizer"
+        );
+        eprintln!("skipped: compute-sanitizer not found");
+        return;
+    }
+    let quick = ["--shapes", "small", "--heldout", "0", "--json"];
+    let mut args = vec!["eval", "--task", "swiglu", "--reference"];
+    args.extend(quick);
+    args.extend(["--profile", "--sanitize"]);
+    let o = run(&args, "eval-deep-swiglu.txt");
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&o)));
+    assert_eq!(v["kind"], "correct", "{}", show(&o));
+    assert_eq!(v["audit"]["exit"], 0, "{}", show(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    match v["profile"]["error"].as_str() {
+        None => assert!(
+            !v["profile"]["kernels"].as_array().unwrap().is_empty(),
+            "{v}"
+        ),
+        Some(e) => {
+            assert!(!flag("KSMITH_REQUIRE_NCU"), "no profile: {e}");
+            eprintln!("profile not taken (advisory): {e}");
+        }
+    }
+
+    let racy = root().join("verifier/tests/broken/smem_race");
+    let mut args = vec!["eval", "--task", "swiglu", racy.to_str().unwrap()];
+    args.extend(quick);
+    args.push("--sanitize");
+    let o = run(&args, "eval-deep-smem_race.txt");
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tools = v["audit"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"));
+    assert!(
+        tools
+            .iter()
+            .any(|t| t["findings"].as_array().is_some_and(|f| !f.is_empty())),
+        "racecheck found nothing: {v}"
+    );
+}

@@ -3,20 +3,25 @@
 //! the strict check of one kernel, run in a `ksmith worker` subprocess under a wall-clock limit
 //! so a hang or a crash becomes a verdict. `--oracle pytorch` takes the expected outputs from
 //! the task's spec.py run by PyTorch instead of the reference kernel; `--reference --oracle
-//! pytorch` is how a task's reference is checked against its spec.
-//! Exit codes: 0 correct, 1 any failing verdict, 3 the harness could not run (PyTorch missing
-//! included: "skipped: PyTorch ...").
+//! pytorch` is how a task's reference is checked against its spec. `--sanitize` adds the deep
+//! audit of DESIGN §4 step 6 and `--profile` an Nsight Compute profile of a correct kernel, each
+//! as its own command (`ksmith audit`, `ksmith profile`) runs it, reported with the verdict.
+//! Exit codes: 0 correct (and clean, with --sanitize), 1 any failing verdict or audit finding,
+//! 3 the harness could not run (PyTorch missing included: "skipped: PyTorch ...", or an audit
+//! tool that could not run).
 
+use super::profile::{self, ShapePick, TakenAudit, TakenProfile, Target};
 use super::{Global, EXIT_FAILED, EXIT_HARNESS, EXIT_OK};
 use anyhow::{bail, Context};
 use bench_suite::pool::{Limits, Pool, PoolConfig};
+use bench_suite::profile::sanitizer::Tool;
 use bench_suite::suite::{self, Entry, Suite, TaskDir};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use verifier::protocol::{EvalOptions, EvaluateRequest, Oracle, OutputError};
 use verifier::runtime::strict::SPEC_ORACLE_SKIPPED;
-use verifier::verdict::Verdict;
+use verifier::verdict::{Verdict, VerdictKind};
 
 /// Which kernel a command runs: a source file with its plan, a directory holding both, or the
 /// task's own reference. `ksmith eval`, `profile` and `audit` take it the same way.
@@ -97,6 +102,21 @@ pub struct EvalArgs {
     /// Wall-clock limit of the whole check, in seconds (a kernel still running then is a timeout)
     #[arg(long, default_value_t = 900, value_name = "SECS")]
     pub timeout: u64,
+    /// After a correct verdict, profile one call at the first public shape with Nsight Compute,
+    /// as `ksmith profile` does (advisory: a profile that cannot be taken is a note)
+    #[arg(long)]
+    pub profile: bool,
+    /// After the check, audit one call at the smallest public shape with compute-sanitizer
+    /// memcheck, racecheck and initcheck, as `ksmith audit` does: findings fail the kernel
+    /// (exit 1), a tool that cannot run is exit 3. Skipped when the kernel never ran or hung
+    #[arg(long)]
+    pub sanitize: bool,
+    /// The ncu executable for --profile [default: ncu on PATH, then the CUDA install]
+    #[arg(long, env = "KSMITH_NCU", value_name = "PATH")]
+    pub ncu: Option<PathBuf>,
+    /// The compute-sanitizer executable for --sanitize [default: on PATH, then the CUDA install]
+    #[arg(long, env = "KSMITH_SANITIZER", value_name = "PATH")]
+    pub sanitizer: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -179,6 +199,18 @@ fn check(g: &Global, a: &EvalArgs) -> anyhow::Result<u8> {
     };
     let source = read(&kernel_path)?;
     let plan = read(&plan_path)?;
+    // Tools are looked for before the GPU, as `ksmith profile` and `audit` do: a missing
+    // compute-sanitizer is found before minutes of checking. ncu is advisory (a note).
+    let sanitizer = match a.sanitize {
+        true => Some(bench_suite::profile::locate(
+            "compute-sanitizer",
+            a.sanitizer.as_deref(),
+        )?),
+        false => None,
+    };
+    let ncu = a
+        .profile
+        .then(|| bench_suite::profile::locate("ncu", a.ncu.as_deref()).map_err(|e| e.to_string()));
     // Before starting a worker: without a driver nothing below can run, and the message says
     // what was looked for.
     if let Err(e) = verifier::runtime::probe_driver() {
@@ -220,6 +252,11 @@ fn check(g: &Global, a: &EvalArgs) -> anyhow::Result<u8> {
         },
         None => return Ok(harness_error(a, "the worker pool returned no reply")),
     };
+    let limit = Duration::from_secs(a.timeout.max(1));
+    let deep = Deep {
+        profile: ncu.map(|ncu| deep_profile(g, a, &verdict, ncu, limit)),
+        audit: sanitizer.map(|s| deep_audit(g, a, &verdict, &s, limit)),
+    };
     print_result(
         a,
         &Checked {
@@ -231,12 +268,109 @@ fn check(g: &Global, a: &EvalArgs) -> anyhow::Result<u8> {
             elapsed_ms,
             fresh,
         },
+        &deep,
     );
-    Ok(if verdict.is_correct() {
-        EXIT_OK
-    } else {
-        EXIT_FAILED
-    })
+    Ok(deep.exit(&verdict))
+}
+
+/// What `--profile` and `--sanitize` add to the strict check; `None` when not asked for.
+struct Deep {
+    profile: Option<Step<TakenProfile>>,
+    audit: Option<Step<TakenAudit>>,
+}
+
+/// One added step: done (with its target), skipped (why), or failed to run (why).
+enum Step<T> {
+    Done(Box<Target>, T),
+    Skipped(String),
+    Failed(String),
+}
+
+impl Deep {
+    /// The verdict's code, made 1 by audit findings or 3 by an audit that could not run. A
+    /// profile never changes it.
+    fn exit(&self, verdict: &Verdict) -> u8 {
+        let audit = match &self.audit {
+            None | Some(Step::Skipped(_)) => None,
+            Some(Step::Done(_, taken)) => Some(taken.exit()),
+            Some(Step::Failed(_)) => Some(EXIT_HARNESS),
+        };
+        exit_code(verdict.is_correct(), audit)
+    }
+}
+
+/// Failing verdicts and audit findings are 1; otherwise an audit that could not run is 3.
+fn exit_code(correct: bool, audit: Option<u8>) -> u8 {
+    match (correct, audit) {
+        (false, _) | (_, Some(EXIT_FAILED)) => EXIT_FAILED,
+        (true, Some(EXIT_HARNESS)) => EXIT_HARNESS,
+        (true, _) => EXIT_OK,
+    }
+}
+
+fn deep_profile(
+    g: &Global,
+    a: &EvalArgs,
+    verdict: &Verdict,
+    ncu: Result<PathBuf, String>,
+    limit: Duration,
+) -> Step<TakenProfile> {
+    if !verdict.is_correct() {
+        return Step::Skipped(format!("the verdict is {}", verdict.kind()));
+    }
+    let ncu = match ncu {
+        Ok(p) => p,
+        Err(e) => return Step::Failed(e),
+    };
+    let t = match profile::resolve(g, &a.src, None, ShapePick::First) {
+        Ok(t) => t,
+        Err(e) => return Step::Failed(format!("{e:#}")),
+    };
+    if !a.json {
+        eprintln!("profile: ncu on one call at shape {} ...", t.shape.name);
+    }
+    match profile::take_profile(g, &t, &ncu, None, limit) {
+        Ok(p) => Step::Done(Box::new(t), p),
+        Err(f) => Step::Failed(f.message),
+    }
+}
+
+fn deep_audit(
+    g: &Global,
+    a: &EvalArgs,
+    verdict: &Verdict,
+    sanitizer: &Path,
+    limit: Duration,
+) -> Step<TakenAudit> {
+    // A kernel that never ran has nothing to audit; one that hung would hang again, slower.
+    if matches!(
+        verdict.kind(),
+        VerdictKind::CompileError
+            | VerdictKind::InvalidPlan
+            | VerdictKind::LaunchError
+            | VerdictKind::Timeout
+    ) {
+        return Step::Skipped(format!("the verdict is {}", verdict.kind()));
+    }
+    let tools = [Tool::Memcheck, Tool::Racecheck, Tool::Initcheck];
+    let taken = profile::resolve(g, &a.src, None, ShapePick::Smallest).and_then(|t| {
+        let taken = profile::take_audit(g, &t, sanitizer, &tools, limit, !a.json)?;
+        Ok((t, taken))
+    });
+    match taken {
+        Ok((t, taken)) => Step::Done(Box::new(t), taken),
+        Err(e) => Step::Failed(format!("{e:#}")),
+    }
+}
+
+impl<T> Step<T> {
+    fn json(&self, done: impl Fn(&Target, &T) -> serde_json::Value) -> serde_json::Value {
+        match self {
+            Step::Done(t, x) => done(t, x),
+            Step::Skipped(why) => serde_json::json!({ "skipped": why }),
+            Step::Failed(why) => serde_json::json!({ "error": why }),
+        }
+    }
 }
 
 /// What one check produced, for printing.
@@ -250,7 +384,7 @@ struct Checked<'a> {
     fresh: u64,
 }
 
-fn print_result(a: &EvalArgs, c: &Checked) {
+fn print_result(a: &EvalArgs, c: &Checked, deep: &Deep) {
     let fresh = c.fresh;
     let oracle = Oracle::from(a.oracle).name();
     if a.json {
@@ -268,6 +402,8 @@ fn print_result(a: &EvalArgs, c: &Checked) {
                 "log": c.log,
                 "elapsed_ms": c.elapsed_ms,
                 "fresh_seed": fresh,
+                "profile": deep.profile.as_ref().map(|p| p.json(|t, p| p.json(t))),
+                "audit": deep.audit.as_ref().map(|x| x.json(|t, x| x.json(t))),
             })
         );
         return;
@@ -302,5 +438,44 @@ fn print_result(a: &EvalArgs, c: &Checked) {
             ms as f64 / 1e3
         ),
         None => println!("fresh seed {fresh} (reproduce with --fresh-seed {fresh})"),
+    }
+    if let Some(p) = &deep.profile {
+        println!();
+        match p {
+            Step::Done(t, p) => {
+                println!("profile: shape {}", t.shape.name);
+                p.print();
+            }
+            Step::Skipped(why) => println!("profile: skipped: {why}"),
+            Step::Failed(why) => println!("profile: not taken: {why}"),
+        }
+    }
+    if let Some(x) = &deep.audit {
+        println!();
+        match x {
+            Step::Done(t, x) => {
+                print!("audit: shape {}", t.shape.name);
+                x.print();
+            }
+            Step::Skipped(why) => println!("audit: skipped: {why}"),
+            Step::Failed(why) => println!("audit: could not run: {why}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_findings_fail_and_an_audit_that_could_not_run_is_a_harness_error() {
+        assert_eq!(exit_code(true, None), EXIT_OK);
+        assert_eq!(exit_code(true, Some(EXIT_OK)), EXIT_OK);
+        assert_eq!(exit_code(true, Some(EXIT_FAILED)), EXIT_FAILED);
+        assert_eq!(exit_code(true, Some(EXIT_HARNESS)), EXIT_HARNESS);
+        assert_eq!(exit_code(false, None), EXIT_FAILED);
+        // A wrong kernel stays wrong, whatever the audit could or could not do.
+        assert_eq!(exit_code(false, Some(EXIT_HARNESS)), EXIT_FAILED);
+        assert_eq!(exit_code(false, Some(EXIT_OK)), EXIT_FAILED);
     }
 }

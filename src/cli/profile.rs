@@ -16,6 +16,7 @@
 //! Standalone runs are not stored: the store's `profiles` rows belong to an evaluation, which
 //! `ksmith profile` does not make; `ksmith run --profile` stores them with its evaluations.
 
+use super::eval::KernelSource;
 use super::{Global, EXIT_FAILED, EXIT_HARNESS, EXIT_OK};
 use anyhow::Context;
 use bench_suite::profile::ncu::{Curated, KernelProfile, NcuError, NcuReport, NcuTarget};
@@ -43,7 +44,7 @@ pub const PROFILE_WARMUPS: u32 = 3;
 #[derive(Debug, Args)]
 pub struct KernelArgs {
     #[command(flatten)]
-    pub src: super::eval::KernelSource,
+    pub src: KernelSource,
     /// The public shape to run [profile: the first; audit: the smallest]
     #[arg(long, value_name = "NAME")]
     pub shape: Option<String>,
@@ -118,7 +119,7 @@ pub(crate) struct Target {
 
 /// Which public shape a run defaults to.
 #[derive(Clone, Copy)]
-enum ShapePick {
+pub(crate) enum ShapePick {
     First,
     Smallest,
 }
@@ -156,9 +157,15 @@ fn pick_shape(task: &Task, name: Option<&str>, pick: ShapePick) -> anyhow::Resul
         .ok_or_else(|| anyhow::anyhow!("task `{}` has no public shapes", task.id))
 }
 
-fn resolve(g: &Global, a: &KernelArgs, pick: ShapePick) -> anyhow::Result<Target> {
-    let (root, td) = super::eval::find_task(g, &a.src.task)?;
-    let (kernel_path, plan_path) = a.src.files(&td.dir)?;
+/// The kernel, its parsed plan and the public shape to run (`shape`, else `pick`'s).
+pub(crate) fn resolve(
+    g: &Global,
+    src: &KernelSource,
+    shape: Option<&str>,
+    pick: ShapePick,
+) -> anyhow::Result<Target> {
+    let (root, td) = super::eval::find_task(g, &src.task)?;
+    let (kernel_path, plan_path) = src.files(&td.dir)?;
     let read = |p: &Path| {
         std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
     };
@@ -166,7 +173,7 @@ fn resolve(g: &Global, a: &KernelArgs, pick: ShapePick) -> anyhow::Result<Target
     let plan_text = read(&plan_path)?;
     let plan = verifier::runtime::evaluate::candidate_plan(&td.task, &source, &plan_text)
         .map_err(|v| anyhow::anyhow!("{}: {}", plan_path.display(), v.feedback()))?;
-    let shape = pick_shape(&td.task, a.shape.as_deref(), pick)?;
+    let shape = pick_shape(&td.task, shape, pick)?;
     let abs = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
     Ok(Target {
         tasks_root: abs(root),
@@ -350,7 +357,8 @@ fn prepare(
             return Err(fail(a.json, EXIT_HARNESS, &message));
         }
     }
-    let t = resolve(g, a, pick).map_err(|e| fail(a.json, EXIT_HARNESS, &format!("{e:#}")))?;
+    let t = resolve(g, &a.src, a.shape.as_deref(), pick)
+        .map_err(|e| fail(a.json, EXIT_HARNESS, &format!("{e:#}")))?;
     Ok((exe, t))
 }
 
@@ -553,35 +561,35 @@ pub(crate) fn interpret_profile(
     }
 }
 
-pub fn run_profile(g: &Global, a: &ProfileArgs) -> anyhow::Result<u8> {
-    let json = a.k.json;
-    let (ncu, t) = match prepare(
-        g,
-        &a.k,
-        "profile",
-        "ncu",
-        a.ncu.as_deref(),
-        ShapePick::First,
-    ) {
-        Ok(x) => x,
-        Err(code) => return Ok(code),
+/// One call of a target profiled by ncu.
+pub(crate) struct TakenProfile {
+    pub ncu: PathBuf,
+    pub target: NcuTarget,
+    pub report: NcuReport,
+    /// Metrics this ncu did not know, launches counted differently than planned.
+    pub notes: Vec<String>,
+}
+
+/// Profiles the last of [`PROFILE_WARMUPS`] + 1 calls of `t` (only kernel `only`, when given).
+pub(crate) fn take_profile(
+    g: &Global,
+    t: &Target,
+    ncu: &Path,
+    only: Option<&str>,
+    limit: Duration,
+) -> Result<TakenProfile, ProfileFailure> {
+    let harness = |message: String| ProfileFailure {
+        code: EXIT_HARNESS,
+        message,
     };
-    let launches = Launches::of(&t.plan, &t.shape)
-        .and_then(|l| ncu_target(&l, a.only.as_deref(), PROFILE_WARMUPS).map(|n| (l, n)));
-    let (_, target) = match launches {
-        Ok(x) => x,
-        Err(e) => return Ok(fail(json, EXIT_HARNESS, &e)),
-    };
-    let program = target_program(g, &t, PROFILE_WARMUPS, true)?;
-    let limit = Duration::from_secs(a.k.timeout.max(1));
-    let run = match profile::profile_known(&ncu, &target, &program, &[], limit) {
-        Ok(r) => r,
-        Err(e) => return Ok(fail(json, EXIT_HARNESS, &e.to_string())),
-    };
-    let report = match interpret_profile(run.parsed, &run.text) {
-        Ok(r) => r,
-        Err(f) => return Ok(fail(json, f.code, &f.message)),
-    };
+    let target = Launches::of(&t.plan, &t.shape)
+        .and_then(|l| ncu_target(&l, only, PROFILE_WARMUPS))
+        .map_err(harness)?;
+    let program =
+        target_program(g, t, PROFILE_WARMUPS, true).map_err(|e| harness(format!("{e:#}")))?;
+    let run = profile::profile_known(ncu, &target, &program, &[], limit)
+        .map_err(|e| harness(e.to_string()))?;
+    let report = interpret_profile(run.parsed, &run.text)?;
     let mut notes = Vec::new();
     if !run.dropped.is_empty() {
         notes.push(format!(
@@ -596,69 +604,107 @@ pub fn run_profile(g: &Global, a: &ProfileArgs) -> anyhow::Result<u8> {
             target.launch_count
         ));
     }
-    let summary = judge_text(&report);
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "task": t.task.id,
-                "kernel": t.kernel_path.display().to_string(),
-                "plan": t.plan_path.display().to_string(),
-                "shape": t.shape.name,
-                "ncu": ncu.display().to_string(),
-                "target": {
-                    "kernel_regex": target.kernel_regex,
-                    "launch_skip": target.launch_skip,
-                    "launch_count": target.launch_count,
-                },
-                "kernels": report.kernels.iter().map(kernel_json).collect::<Vec<_>>(),
-                "judge_summary": summary,
-                "notes": notes,
-                "messages": report.messages,
-            })
-        );
-        return Ok(EXIT_OK);
+    Ok(TakenProfile {
+        ncu: ncu.to_path_buf(),
+        target,
+        report,
+        notes,
+    })
+}
+
+impl TakenProfile {
+    pub fn json(&self, t: &Target) -> serde_json::Value {
+        serde_json::json!({
+            "task": t.task.id,
+            "kernel": t.kernel_path.display().to_string(),
+            "plan": t.plan_path.display().to_string(),
+            "shape": t.shape.name,
+            "ncu": self.ncu.display().to_string(),
+            "target": {
+                "kernel_regex": self.target.kernel_regex,
+                "launch_skip": self.target.launch_skip,
+                "launch_count": self.target.launch_count,
+            },
+            "kernels": self.report.kernels.iter().map(kernel_json).collect::<Vec<_>>(),
+            "judge_summary": judge_text(&self.report),
+            "notes": self.notes,
+            "messages": self.report.messages,
+        })
     }
+
+    /// The metric table (a column per launch), the Judge's text, warnings and notes.
+    pub fn print(&self) {
+        println!(
+            "ncu:    {} (-k regex:{} -s {} -c {}, clocks not locked)",
+            self.ncu.display(),
+            self.target.kernel_regex,
+            self.target.launch_skip,
+            self.target.launch_count
+        );
+        println!();
+        let mut table = comfy_table::Table::new();
+        let mut header = vec!["metric".to_string()];
+        header.extend(self.report.kernels.iter().map(|k| k.kernel_name.clone()));
+        table.set_header(header);
+        let columns: Vec<Vec<(&str, String)>> = self
+            .report
+            .kernels
+            .iter()
+            .map(|k| curated_rows(&k.curated))
+            .collect();
+        if let Some(first) = columns.first() {
+            for (i, (name, _)) in first.iter().enumerate() {
+                let mut row = vec![name.to_string()];
+                row.extend(columns.iter().map(|c| c[i].1.clone()));
+                table.add_row(row);
+            }
+        }
+        println!("{table}");
+        println!();
+        println!("for the Judge:\n{}", judge_text(&self.report));
+        for k in &self.report.kernels {
+            for w in &k.warnings {
+                println!("warning: {}: {w}", k.kernel_name);
+            }
+        }
+        for n in &self.notes {
+            println!("note: {n}");
+        }
+    }
+}
+
+fn print_target(t: &Target) {
     println!("task:   {} (shape {})", t.task.id, t.shape.name);
     println!(
         "kernel: {} (plan {})",
         t.kernel_path.display(),
         t.plan_path.display()
     );
-    println!(
-        "ncu:    {} (-k regex:{} -s {} -c {}, clocks not locked)",
-        ncu.display(),
-        target.kernel_regex,
-        target.launch_skip,
-        target.launch_count
-    );
-    println!();
-    let mut table = comfy_table::Table::new();
-    let mut header = vec!["metric".to_string()];
-    header.extend(report.kernels.iter().map(|k| k.kernel_name.clone()));
-    table.set_header(header);
-    let columns: Vec<Vec<(&str, String)>> = report
-        .kernels
-        .iter()
-        .map(|k| curated_rows(&k.curated))
-        .collect();
-    if let Some(first) = columns.first() {
-        for (i, (name, _)) in first.iter().enumerate() {
-            let mut row = vec![name.to_string()];
-            row.extend(columns.iter().map(|c| c[i].1.clone()));
-            table.add_row(row);
-        }
-    }
-    println!("{table}");
-    println!();
-    println!("for the Judge:\n{summary}");
-    for k in &report.kernels {
-        for w in &k.warnings {
-            println!("warning: {}: {w}", k.kernel_name);
-        }
-    }
-    for n in &notes {
-        println!("note: {n}");
+}
+
+pub fn run_profile(g: &Global, a: &ProfileArgs) -> anyhow::Result<u8> {
+    let json = a.k.json;
+    let (ncu, t) = match prepare(
+        g,
+        &a.k,
+        "profile",
+        "ncu",
+        a.ncu.as_deref(),
+        ShapePick::First,
+    ) {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let limit = Duration::from_secs(a.k.timeout.max(1));
+    let taken = match take_profile(g, &t, &ncu, a.only.as_deref(), limit) {
+        Ok(p) => p,
+        Err(f) => return Ok(fail(json, f.code, &f.message)),
+    };
+    if json {
+        println!("{}", taken.json(&t));
+    } else {
+        print_target(&t);
+        taken.print();
     }
     Ok(EXIT_OK)
 }
@@ -717,42 +763,52 @@ pub(crate) fn audit_exit(outcomes: &[(Tool, AuditOutcome)]) -> u8 {
     }
 }
 
-pub fn run_audit(g: &Global, a: &AuditArgs) -> anyhow::Result<u8> {
-    let json = a.k.json;
-    let given = a.sanitizer.as_deref();
-    let (sanitizer, t) = match prepare(
-        g,
-        &a.k,
-        "audit",
-        "compute-sanitizer",
-        given,
-        ShapePick::Smallest,
-    ) {
-        Ok(x) => x,
-        Err(code) => return Ok(code),
-    };
+/// One call of a target run under each compute-sanitizer tool.
+pub(crate) struct TakenAudit {
+    pub sanitizer: PathBuf,
+    pub outcomes: Vec<(Tool, AuditOutcome)>,
+}
+
+/// Runs one call of `t` (no warm-up, no poison) under each of `tools` once, in order.
+pub(crate) fn take_audit(
+    g: &Global,
+    t: &Target,
+    sanitizer: &Path,
+    tools: &[Tool],
+    limit: Duration,
+    progress: bool,
+) -> anyhow::Result<TakenAudit> {
     // One call, no warm-up: the sanitizers slow kernels down many times over. No poison: the
     // harness's fill would count as initialising outputs and scratch for initcheck.
-    let program = target_program(g, &t, 0, false)?;
-    let limit = Duration::from_secs(a.k.timeout.max(1));
-    let mut tools: Vec<Tool> = Vec::new();
-    for x in &a.tools {
-        let t = Tool::from(*x);
-        if !tools.contains(&t) {
-            tools.push(t);
+    let program = target_program(g, t, 0, false)?;
+    let mut unique: Vec<Tool> = Vec::new();
+    for &tool in tools {
+        if !unique.contains(&tool) {
+            unique.push(tool);
         }
     }
     let mut outcomes = Vec::new();
-    for tool in tools {
-        if !json {
+    for tool in unique {
+        if progress {
             eprintln!("audit: {} ...", tool.name());
         }
-        let out = profile::run_tool(&sanitizer, &tool.args(None), &program, limit).map(|o| o.text);
+        let out = profile::run_tool(sanitizer, &tool.args(None), &program, limit).map(|o| o.text);
         outcomes.push((tool, interpret_audit(tool, out)));
     }
-    let code = audit_exit(&outcomes);
-    if json {
-        let tools: Vec<serde_json::Value> = outcomes
+    Ok(TakenAudit {
+        sanitizer: sanitizer.to_path_buf(),
+        outcomes,
+    })
+}
+
+impl TakenAudit {
+    pub fn exit(&self) -> u8 {
+        audit_exit(&self.outcomes)
+    }
+
+    pub fn json(&self, t: &Target) -> serde_json::Value {
+        let tools: Vec<serde_json::Value> = self
+            .outcomes
             .iter()
             .map(|(tool, o)| match o {
                 AuditOutcome::Report(r, s) => serde_json::json!({
@@ -769,51 +825,70 @@ pub fn run_audit(g: &Global, a: &AuditArgs) -> anyhow::Result<u8> {
                 AuditOutcome::Error(m) => serde_json::json!({ "tool": tool, "error": m }),
             })
             .collect();
+        serde_json::json!({
+            "task": t.task.id,
+            "kernel": t.kernel_path.display().to_string(),
+            "plan": t.plan_path.display().to_string(),
+            "shape": t.shape.name,
+            "sanitizer": self.sanitizer.display().to_string(),
+            "tools": tools,
+            "exit": self.exit(),
+        })
+    }
+
+    /// Each tool's summary and findings, then the overall word.
+    pub fn print(&self) {
+        for (tool, o) in &self.outcomes {
+            println!();
+            match o {
+                AuditOutcome::Report(r, s) => {
+                    println!("{}: {}", tool.name(), r.summary());
+                    for f in &r.findings {
+                        println!("  - {}", f.describe());
+                    }
+                    if let TargetStatus::Failed(m) = s {
+                        println!("  the kernel failed under {}: {m}", tool.name());
+                    }
+                }
+                AuditOutcome::Error(m) => println!("{}: could not run: {m}", tool.name()),
+            }
+        }
+        println!();
         println!(
             "{}",
-            serde_json::json!({
-                "task": t.task.id,
-                "kernel": t.kernel_path.display().to_string(),
-                "plan": t.plan_path.display().to_string(),
-                "shape": t.shape.name,
-                "sanitizer": sanitizer.display().to_string(),
-                "tools": tools,
-                "exit": code,
-            })
-        );
-        return Ok(code);
-    }
-    println!("task:   {} (shape {})", t.task.id, t.shape.name);
-    println!(
-        "kernel: {} (plan {})",
-        t.kernel_path.display(),
-        t.plan_path.display()
-    );
-    for (tool, o) in &outcomes {
-        println!();
-        match o {
-            AuditOutcome::Report(r, s) => {
-                println!("{}: {}", tool.name(), r.summary());
-                for f in &r.findings {
-                    println!("  - {}", f.describe());
-                }
-                if let TargetStatus::Failed(m) = s {
-                    println!("  the kernel failed under {}: {m}", tool.name());
-                }
+            match self.exit() {
+                EXIT_OK => "clean",
+                EXIT_FAILED => "FINDINGS",
+                _ => "incomplete: a tool could not run",
             }
-            AuditOutcome::Error(m) => println!("{}: could not run: {m}", tool.name()),
-        }
+        );
     }
-    println!();
-    println!(
-        "{}",
-        match code {
-            EXIT_OK => "clean",
-            EXIT_FAILED => "FINDINGS",
-            _ => "incomplete: a tool could not run",
-        }
-    );
-    Ok(code)
+}
+
+pub fn run_audit(g: &Global, a: &AuditArgs) -> anyhow::Result<u8> {
+    let json = a.k.json;
+    let given = a.sanitizer.as_deref();
+    let (sanitizer, t) = match prepare(
+        g,
+        &a.k,
+        "audit",
+        "compute-sanitizer",
+        given,
+        ShapePick::Smallest,
+    ) {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let limit = Duration::from_secs(a.k.timeout.max(1));
+    let tools: Vec<Tool> = a.tools.iter().map(|&x| Tool::from(x)).collect();
+    let taken = take_audit(g, &t, &sanitizer, &tools, limit, !json)?;
+    if json {
+        println!("{}", taken.json(&t));
+    } else {
+        print_target(&t);
+        taken.print();
+    }
+    Ok(taken.exit())
 }
 
 /// A kernel profiled for the agent: the Judge's text, the curated metrics (the store's
