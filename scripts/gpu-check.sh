@@ -29,7 +29,8 @@
 #                     launches) and `ksmith audit` (compute-sanitizer: the reference
 #                     clean, the corpus's smem_race / uninit_read found)             ~1.5-3 min
 #         info        `ksmith gpu info` (text and JSON)                             ~5 s
-#         calibrate   `ksmith gpu calibrate` (copy bandwidth, FMA and mma peaks)    ~20-40 s
+#         calibrate   `ksmith gpu calibrate` (copy bandwidth, FMA, mma.sync and
+#                     sm_90a wgmma peaks)                                         ~20-40 s
 #         bench       `ksmith bench` on each task's realistic shape (calibrates first
 #                     if needed): time, vs eager, vs compile, SOL%, throttled;
 #                     ~6-10 s per task with eager, +20-40 s per task with compile   see below
@@ -278,7 +279,8 @@ def info(path):
 
 def calibrate(path):
     v = load(path)
-    peaks = ", ".join(f"{k} {r['per_s'] / 1e12:.0f}T" for k, r in v["peaks"].items())
+    peaks = ", ".join(f"{k} {r['per_s'] / 1e12:.0f}T{'(wgmma)' if r['method'].startswith('wgmma') else ''}"
+                      for k, r in v["peaks"].items())
     skipped = f"; skipped {','.join(v['skipped'])}" if v["skipped"] else ""
     return f"copy {v['bandwidth']['per_s'] / 1e9:.0f} GB/s; {peaks}{skipped}"
 

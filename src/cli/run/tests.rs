@@ -84,7 +84,7 @@ fn calibration() -> Calibration {
         best_ms: 1.0,
     };
     Calibration {
-        version: 1,
+        version: verifier::runtime::calibrate::CALIBRATION_VERSION,
         gpu_key: "test".into(),
         device: "test".into(),
         arch: "sm_90".into(),
