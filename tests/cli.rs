@@ -157,6 +157,60 @@ fn tasks_check_compiles_a_real_task_and_prints_registers() {
 }
 
 #[test]
+fn tasks_launches_models_occupancy_and_waves_of_each_reference_launch() {
+    if !have_nvrtc("tasks_launches") {
+        return;
+    }
+    let dir = tasks_dir();
+    let o = ksmith(&[
+        "--tasks-dir",
+        path_str(&dir),
+        "tasks",
+        "launches",
+        TASK,
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["sm_count"], 132);
+    assert_eq!(v["arch"], "sm_90");
+    let rows = v["launches"].as_array().expect("launches");
+    // One grid-stride launch per public shape: 4096 blocks of 256 threads, 8 resident per SM
+    // (2048 threads), so 4096 / (8 x 132) waves.
+    assert_eq!(rows.len(), 3, "{v}");
+    for r in rows {
+        assert_eq!(r["kernel"], "swiglu_bf16");
+        assert_eq!(r["grid"], serde_json::json!([4096, 1, 1]));
+        let o = &r["occupancy"];
+        assert_eq!(o["blocks_per_sm"], 8);
+        assert_eq!(o["limiter"], "warps");
+        assert_eq!(o["fraction"], 1.0);
+        let waves = o["waves"].as_f64().unwrap();
+        assert!((waves - 4096.0 / 1056.0).abs() < 1e-9, "{waves}");
+        assert!(r["registers"].as_u64().is_some_and(|n| n > 0), "{r}");
+    }
+    let o = ksmith(&[
+        "--tasks-dir",
+        path_str(&dir),
+        "tasks",
+        "launches",
+        TASK,
+        "--hints-only",
+        "--device",
+        "a100",
+    ]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    assert!(
+        stdout(&o).contains("0 launches of 1 tasks on NVIDIA A100-SXM4-80GB (108 SMs, sm_80"),
+        "{}",
+        show(&o)
+    );
+    let o = ksmith(&["tasks", "launches", TASK, "--device", "b200"]);
+    assert_eq!(code(&o), 2, "{}", show(&o));
+    assert!(stderr(&o).contains("h100, h200, a100"), "{}", show(&o));
+}
+
+#[test]
 fn tasks_check_on_a_broken_suite_exits_1_with_the_diagnostics() {
     if !have_nvrtc("tasks_check_on_a_broken_suite_exits_1_with_the_diagnostics") {
         return;

@@ -1,4 +1,4 @@
-//! `ksmith tasks list|show|check|spec`.
+//! `ksmith tasks list|show|check|spec|launches`.
 
 use super::{Global, EXIT_FAILED, EXIT_HARNESS, EXIT_OK};
 use anyhow::{bail, Context};
@@ -11,6 +11,8 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, ContentArrangement,
 use indicatif::{ProgressBar, ProgressStyle};
 use verifier::nvrtc::{Arch, CompileCache, Compiler};
 use verifier::source::{INCLUDE_ALLOWED_PREFIXES, INCLUDE_ALLOWLIST};
+
+mod launches;
 
 #[derive(Debug, Subcommand)]
 pub enum TasksCommand {
@@ -29,6 +31,10 @@ pub enum TasksCommand {
 3 PyTorch cannot be used (no python3 or no torch; KSMITH_PYTHON picks the interpreter)."
     )]
     Spec(SpecArgs),
+    /// Each reference launch's grid, block, registers, shared memory, theoretical occupancy and
+    /// waves at the public shapes on a device model (no GPU needed), with hints where a launch
+    /// leaves SMs idle
+    Launches(launches::LaunchesArgs),
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +123,7 @@ pub fn run(g: &Global, cmd: TasksCommand) -> anyhow::Result<u8> {
         TasksCommand::Show(a) => show(&suite, &a),
         TasksCommand::Check(a) => check_cmd(g, &suite, &a),
         TasksCommand::Spec(a) => spec_cmd(&suite, &a),
+        TasksCommand::Launches(a) => launches::launches_cmd(g, &suite, &a),
     }
 }
 

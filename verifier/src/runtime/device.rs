@@ -124,13 +124,15 @@ pub(crate) fn query(ordinal: u32, dev: sys::CUdevice) -> Result<DeviceInfo, Runt
     })
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
+/// Devices whose figures `ksmith tasks launches` can assume without a GPU (the driver's own
+/// attribute values for those parts).
+pub const PRESETS: &[&str] = &["h100", "h200", "a100"];
 
-    /// H100 SXM's figures, for CPU tests of the launch checks.
-    pub fn h100() -> DeviceInfo {
-        DeviceInfo {
+impl DeviceInfo {
+    /// The figures of a known part: `h100` (SXM, 80 GB), `h200` (SXM, 141 GB), `a100` (SXM,
+    /// 80 GB). `None` for any other name.
+    pub fn preset(name: &str) -> Option<DeviceInfo> {
+        let h100 = DeviceInfo {
             ordinal: 0,
             name: "NVIDIA H100 80GB HBM3".into(),
             compute_capability: (9, 0),
@@ -155,7 +157,56 @@ pub(crate) mod tests {
             total_memory_bytes: 85028896768,
             cooperative_launch: true,
             cluster_launch: true,
+        };
+        match name {
+            "h100" => Some(h100),
+            // The same SM and limits; more, faster memory.
+            "h200" => Some(DeviceInfo {
+                name: "NVIDIA H200".into(),
+                memory_clock_khz: 3201000,
+                memory_bus_width_bits: 6144,
+                total_memory_bytes: 150_754_820_096,
+                l2_cache_bytes: 52428800,
+                ..h100
+            }),
+            "a100" => Some(DeviceInfo {
+                name: "NVIDIA A100-SXM4-80GB".into(),
+                compute_capability: (8, 0),
+                sm_count: 108,
+                shared_mem_per_block_optin: 166912,
+                shared_mem_per_sm: 167936,
+                l2_cache_bytes: 41943040,
+                sm_clock_khz: 1410000,
+                memory_clock_khz: 1593000,
+                total_memory_bytes: 85_100_000_000,
+                cluster_launch: false,
+                ..h100
+            }),
+            _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// H100 SXM's figures, for CPU tests of the launch checks.
+    pub fn h100() -> DeviceInfo {
+        DeviceInfo::preset("h100").expect("h100 is a preset")
+    }
+
+    #[test]
+    fn presets_have_their_datasheet_bandwidth() {
+        let tb = |n: &str| DeviceInfo::preset(n).unwrap().theoretical_bandwidth() / 1e12;
+        // H200 4.8 TB/s, A100 80 GB 2.0 TB/s (datasheets round down).
+        assert!((tb("h200") - 4.92).abs() < 0.01, "{}", tb("h200"));
+        assert!((tb("a100") - 2.04).abs() < 0.01, "{}", tb("a100"));
+        for n in PRESETS {
+            assert!(DeviceInfo::preset(n).is_some(), "{n}");
+        }
+        assert!(DeviceInfo::preset("b200").is_none());
+        assert_eq!(DeviceInfo::preset("a100").unwrap().arch().to_string(), "sm_80");
     }
 
     #[test]

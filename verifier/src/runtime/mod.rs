@@ -17,6 +17,7 @@ pub mod evaluate;
 pub(crate) mod fake;
 mod gpu;
 pub mod launch;
+pub mod occupancy;
 pub mod probe;
 pub mod stdio;
 pub mod strict;

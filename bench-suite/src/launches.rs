@@ -1,0 +1,89 @@
+//! `ksmith tasks launches`: every reference kernel's launches at each public shape, with the
+//! theoretical occupancy and waves they get on a device model (registers and static shared
+//! memory from ptxas, geometry and dynamic shared memory from the plan). Low speed-of-light
+//! often starts here: a grid that leaves SMs idle at the realistic shape, a last wave that runs
+//! mostly empty, a block that registers or shared memory starve.
+
+use crate::suite::TaskDir;
+use serde::Serialize;
+use verifier::nvrtc::KernelReport;
+use verifier::runtime::device::DeviceInfo;
+use verifier::runtime::occupancy::{occupancy, Occupancy};
+
+/// One launch of a reference at one shape.
+#[derive(Debug, Clone, Serialize)]
+pub struct LaunchRow {
+    pub task: String,
+    pub shape: String,
+    /// `prepare` (once per input set) or `call` (every timed call).
+    pub phase: &'static str,
+    pub kernel: String,
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    /// Per thread, from ptxas; `None` when ptxas did not report the kernel.
+    pub registers: Option<u32>,
+    /// Static (ptxas) plus dynamic (plan) shared memory per block.
+    pub smem_bytes: u64,
+    pub occupancy: Occupancy,
+    pub hints: Vec<String>,
+}
+
+/// The launches of `td`'s reference at every public shape named in `shapes` (all when empty),
+/// with the ptxas reports of its compiled kernels. `Err` when the plan does not resolve.
+pub fn analyze(
+    td: &TaskDir,
+    kernels: &[KernelReport],
+    shapes: &[String],
+    device: &DeviceInfo,
+) -> Result<Vec<LaunchRow>, String> {
+    let mut rows = Vec::new();
+    for shape in &td.task.shapes {
+        if !shapes.is_empty() && !shapes.contains(&shape.name) {
+            continue;
+        }
+        let at = |e: String| format!("shape {}: {e}", shape.name);
+        let phases = [
+            ("prepare", td.plan.resolve_prepare(shape).map_err(at)?),
+            ("call", td.plan.resolve(shape).map_err(at)?),
+        ];
+        for (phase, launches) in phases {
+            for l in launches {
+                let resources = kernels
+                    .iter()
+                    .find(|k| k.name == l.kernel)
+                    .and_then(|k| k.resources.as_ref());
+                let registers = resources.map(|r| r.registers);
+                let smem_bytes =
+                    u64::from(resources.map_or(0, |r| r.smem)) + u64::from(l.shared_bytes);
+                let grid_blocks = l.grid.iter().map(|&g| u64::from(g)).product();
+                let occ = occupancy(
+                    grid_blocks,
+                    l.threads_per_block(),
+                    registers.unwrap_or(0),
+                    smem_bytes,
+                    device,
+                );
+                let mut hints = occ.hints(
+                    device.sm_count,
+                    device.max_threads_per_sm / device.warp_size.max(1),
+                );
+                if registers.is_none() {
+                    hints.push("no ptxas report: registers not counted".into());
+                }
+                rows.push(LaunchRow {
+                    task: td.task.id.clone(),
+                    shape: shape.name.clone(),
+                    phase,
+                    kernel: l.kernel.clone(),
+                    grid: l.grid,
+                    block: l.block,
+                    registers,
+                    smem_bytes,
+                    occupancy: occ,
+                    hints,
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
