@@ -13,6 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use bench_suite::suite::TaskDir;
 use verifier::nvrtc::{Arch, CompileError, CompileRequest, Compiled, Compiler};
 use verifier::plan::Plan;
+use verifier::runtime::device::DeviceInfo;
 
 use crate::r#loop::{Evaluation, Evaluator, EvaluatorError, Verdict, VerdictKind};
 
@@ -143,6 +144,74 @@ pub fn resources_text(compiled: &Compiled) -> Option<String> {
     (!lines.is_empty()).then(|| lines.join("\n"))
 }
 
+/// Launches of one call at the first [`LAUNCH_SHAPES`] public shapes listed in the Judge's
+/// compiler report; more would crowd the prompt.
+pub const LAUNCH_SHAPES: usize = 3;
+
+/// The device whose limits the launch report assumes for `arch`: the SXM part of that
+/// generation (an H200 has the H100's SMs and limits), `None` for other architectures.
+pub fn device_model(arch: Arch) -> Option<DeviceInfo> {
+    match (arch.major, arch.minor) {
+        (9, 0) => DeviceInfo::preset("h100"),
+        (8, 0) => DeviceInfo::preset("a100"),
+        _ => None,
+    }
+}
+
+/// Each launch of one call at the first public shapes: grid, block, theoretical residency,
+/// waves and hints (idle SMs, a mostly empty second wave, few warps), so the Judge can see a
+/// launch that leaves the GPU idle before any timing says so.
+pub fn launches_text(
+    task: &TaskDir,
+    plan: &Plan,
+    compiled: &Compiled,
+    device: &DeviceInfo,
+) -> Option<String> {
+    let shapes: Vec<String> = task
+        .task
+        .shapes
+        .iter()
+        .take(LAUNCH_SHAPES)
+        .map(|s| s.name.clone())
+        .collect();
+    let rows = bench_suite::launches::analyze(&task.task, plan, &compiled.kernels, &shapes, device)
+        .ok()?;
+    let mut out = Vec::new();
+    for shape in &shapes {
+        let lines: Vec<String> = rows
+            .iter()
+            .filter(|r| &r.shape == shape && r.phase == "call")
+            .map(|r| format!("  {}", r.describe()))
+            .collect();
+        if !lines.is_empty() {
+            out.push(format!("At shape {shape}:"));
+            out.extend(lines);
+        }
+    }
+    (!out.is_empty()).then(|| {
+        format!(
+            "Launches on {} ({} SMs; theoretical):\n{}",
+            device.name,
+            device.sm_count,
+            out.join("\n")
+        )
+    })
+}
+
+/// ptxas resources and, when the architecture has a device model, the launch report.
+pub fn compiler_report(
+    task: &TaskDir,
+    plan: &Plan,
+    compiled: &Compiled,
+    arch: Arch,
+) -> Option<String> {
+    let parts: Vec<String> = resources_text(compiled)
+        .into_iter()
+        .chain(device_model(arch).and_then(|d| launches_text(task, plan, compiled, &d)))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("\n"))
+}
+
 /// Tasks by id, shared by the evaluators.
 pub type TaskMap = BTreeMap<String, Arc<TaskDir>>;
 
@@ -184,7 +253,7 @@ impl Evaluator for DryRunEvaluator {
         let _slot = self.slots.acquire();
         match static_check(task, &self.compiler, self.arch, source, plan_toml)? {
             StaticCheck::Failed(e) => Ok(e),
-            StaticCheck::Passed { compiled, .. } => Ok(Evaluation {
+            StaticCheck::Passed { compiled, plan } => Ok(Evaluation {
                 verdict: Verdict::Compiled,
                 feedback: format!(
                     "Compiled for {} and the launch plan is valid (dry run: nothing was executed, \
@@ -192,7 +261,7 @@ impl Evaluator for DryRunEvaluator {
                     compiled.arch
                 ),
                 timings: Vec::new(),
-                resources: resources_text(&compiled),
+                resources: compiler_report(task, &plan, &compiled, self.arch),
                 profile_summary: None,
             }),
         }
@@ -264,7 +333,9 @@ impl Evaluator for GpuEvaluator {
             let _slot = self.slots.acquire();
             match static_check(task, &self.compiler, self.arch, source, plan_toml)? {
                 StaticCheck::Failed(e) => return Ok(e),
-                StaticCheck::Passed { compiled, .. } => resources_text(&compiled),
+                StaticCheck::Passed { compiled, plan } => {
+                    compiler_report(task, &plan, &compiled, self.arch)
+                }
             }
         };
         let run = self

@@ -53,6 +53,21 @@ fn dry_run_verdicts_for_good_and_broken_candidates() {
         res.contains("swiglu_bf16: ") && res.contains("registers"),
         "{res}"
     );
+    // Arch::DEFAULT is sm_90: the launches are modelled on an H100.
+    assert!(
+        res.contains("Launches on NVIDIA H100 80GB HBM3 (132 SMs; theoretical)"),
+        "{res}"
+    );
+    assert!(
+        res.contains("At shape small:\n  swiglu_bf16: 4096 blocks x 256 threads, 8 blocks/SM (limited by warps), occupancy 100%, 3.88 waves"),
+        "{res}"
+    );
+    // A launch that leaves SMs idle says so.
+    let narrow = plan.replace("grid = [\"min(ceil_div(M*N, 2048), 4096)\"]", "grid = [64]");
+    assert_ne!(narrow, plan);
+    let e = ev.evaluate("swiglu", &src, &narrow).expect("evaluates");
+    let res = e.resources.expect("report");
+    assert!(res.contains("-- 64 of 132 SMs busy (64 blocks)"), "{res}");
 
     // A plan naming a kernel the source does not define: located, with the kernels it has.
     let bad_plan = plan.replace("kernel = \"swiglu_bf16\"", "kernel = \"swiglu_v2\"");

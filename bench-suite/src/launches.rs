@@ -4,11 +4,12 @@
 //! often starts here: a grid that leaves SMs idle at the realistic shape, a last wave that runs
 //! mostly empty, a block that registers or shared memory starve.
 
-use crate::suite::TaskDir;
 use serde::Serialize;
 use verifier::nvrtc::KernelReport;
+use verifier::plan::Plan;
 use verifier::runtime::device::DeviceInfo;
 use verifier::runtime::occupancy::{occupancy, Occupancy};
+use verifier::task::Task;
 
 /// One launch of a reference at one shape.
 #[derive(Debug, Clone, Serialize)]
@@ -28,23 +29,24 @@ pub struct LaunchRow {
     pub hints: Vec<String>,
 }
 
-/// The launches of `td`'s reference at every public shape named in `shapes` (all when empty),
+/// The launches of `plan` at every public shape of `task` named in `shapes` (all when empty),
 /// with the ptxas reports of its compiled kernels. `Err` when the plan does not resolve.
 pub fn analyze(
-    td: &TaskDir,
+    task: &Task,
+    plan: &Plan,
     kernels: &[KernelReport],
     shapes: &[String],
     device: &DeviceInfo,
 ) -> Result<Vec<LaunchRow>, String> {
     let mut rows = Vec::new();
-    for shape in &td.task.shapes {
+    for shape in &task.shapes {
         if !shapes.is_empty() && !shapes.contains(&shape.name) {
             continue;
         }
         let at = |e: String| format!("shape {}: {e}", shape.name);
         let phases = [
-            ("prepare", td.plan.resolve_prepare(shape).map_err(at)?),
-            ("call", td.plan.resolve(shape).map_err(at)?),
+            ("prepare", plan.resolve_prepare(shape).map_err(at)?),
+            ("call", plan.resolve(shape).map_err(at)?),
         ];
         for (phase, launches) in phases {
             for l in launches {
@@ -71,7 +73,7 @@ pub fn analyze(
                     hints.push("no ptxas report: registers not counted".into());
                 }
                 rows.push(LaunchRow {
-                    task: td.task.id.clone(),
+                    task: task.id.clone(),
                     shape: shape.name.clone(),
                     phase,
                     kernel: l.kernel.clone(),
@@ -86,4 +88,26 @@ pub fn analyze(
         }
     }
     Ok(rows)
+}
+
+impl LaunchRow {
+    /// One line for a prompt: geometry, residency, waves and hints.
+    pub fn describe(&self) -> String {
+        let o = &self.occupancy;
+        let threads: u64 = self.block.iter().map(|&b| u64::from(b)).product();
+        let mut line = format!(
+            "{}: {} blocks x {threads} threads, {} blocks/SM (limited by {}), occupancy {:.0}%, {:.2} waves",
+            self.kernel,
+            o.grid_blocks,
+            o.blocks_per_sm,
+            o.limiter.name(),
+            100.0 * o.fraction,
+            o.waves
+        );
+        if !self.hints.is_empty() {
+            line.push_str(" -- ");
+            line.push_str(&self.hints.join("; "));
+        }
+        line
+    }
 }

@@ -72,7 +72,7 @@ pub fn launches_cmd(g: &Global, suite: &Suite, a: &LaunchesArgs) -> anyhow::Resu
             failed.push(format!("{}: {:?}", row.id, row.status));
             continue;
         }
-        match launches::analyze(td, &row.kernels, &a.shapes, &device) {
+        match launches::analyze(&td.task, &td.plan, &row.kernels, &a.shapes, &device) {
             Ok(r) => rows.extend(r),
             Err(e) => failed.push(format!("{}: {e}", row.id)),
         }

@@ -206,7 +206,10 @@ pub(crate) mod tests {
             assert!(DeviceInfo::preset(n).is_some(), "{n}");
         }
         assert!(DeviceInfo::preset("b200").is_none());
-        assert_eq!(DeviceInfo::preset("a100").unwrap().arch().to_string(), "sm_80");
+        assert_eq!(
+            DeviceInfo::preset("a100").unwrap().arch().to_string(),
+            "sm_80"
+        );
     }
 
     #[test]
