@@ -124,23 +124,27 @@ fn profile_takes_exactly_the_last_call_of_the_plan() {
     }
 }
 
-#[test]
-fn audit_is_clean_for_a_reference_and_finds_the_corpus_bugs() {
-    if !gpu_or_skip() {
-        return;
-    }
+/// Whether compute-sanitizer is there (KSMITH_SANITIZER, PATH, the CUDA install); otherwise
+/// "skipped", or a failure under KSMITH_REQUIRE_SANITIZER=1.
+fn sanitizer_or_skip() -> bool {
     let env = std::env::var("KSMITH_SANITIZER").ok();
-    if bench_suite::profile::find_tool(
+    let found = bench_suite::profile::find_tool(
         "compute-sanitizer",
         env.as_deref().map(std::path::Path::new),
-    )
-    .is_none()
-    {
+    );
+    if found.is_none() {
         assert!(
             !flag("KSMITH_REQUIRE_SANITIZER"),
             "KSMITH_REQUIRE_SANITIZER=1 but no compute-sanitizer"
         );
         eprintln!("skipped: compute-sanitizer not found");
+    }
+    found.is_some()
+}
+
+#[test]
+fn audit_is_clean_for_a_reference_and_finds_the_corpus_bugs() {
+    if !gpu_or_skip() || !sanitizer_or_skip() {
         return;
     }
     let o = run(
@@ -175,21 +179,7 @@ fn audit_is_clean_for_a_reference_and_finds_the_corpus_bugs() {
 /// a racy corpus kernel exits 1 with the audit's findings beside its verdict.
 #[test]
 fn eval_profile_and_sanitize_extend_the_strict_check() {
-    if !gpu_or_skip() {
-        return;
-    }
-    let env = std::env::var("KSMITH_SANITIZER").ok();
-    if bench_suite::profile::find_tool(
-        "compute-sanitizer",
-        env.as_deref().map(std::path::Path::new),
-    )
-    .is_none()
-    {
-        assert!(
-            !flag("KSMITH_REQUIRE_SANITIZER"),
-            "KSMITH_REQUIRE_SANITIZER=1 but no compute-sanitizer"
-        );
-        eprintln!("skipped: compute-sanitizer not found");
+    if !gpu_or_skip() || !sanitizer_or_skip() {
         return;
     }
     let quick = ["--shapes", "small", "--heldout", "0", "--json"];

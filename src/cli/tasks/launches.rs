@@ -2,7 +2,7 @@
 //! launch's grid, block, registers, shared memory, theoretical occupancy and waves at the public
 //! shapes on a device model, with hints where a launch leaves the GPU idle.
 
-use super::{compiler, select, table};
+use super::{compiler, select, table, trim_dims};
 use crate::cli::{Global, EXIT_FAILED, EXIT_OK};
 use anyhow::bail;
 use bench_suite::check::{self, CheckOptions};
@@ -117,18 +117,8 @@ pub fn launches_cmd(g: &Global, suite: &Suite, a: &LaunchesArgs) -> anyhow::Resu
 }
 
 fn dims(d: [u32; 3]) -> String {
-    let n = if d[2] > 1 {
-        3
-    } else if d[1] > 1 {
-        2
-    } else {
-        1
-    };
-    d[..n]
-        .iter()
-        .map(|x| x.to_string())
-        .collect::<Vec<_>>()
-        .join("×")
+    let v: Vec<String> = trim_dims(d).iter().map(u32::to_string).collect();
+    v.join("×")
 }
 
 fn print_table(rows: &[LaunchRow]) {
