@@ -26,8 +26,9 @@
 #         agent       tests/gpu_run.rs: scripted `ksmith run` over 3 seed tasks on the
 #                     GPU (correct kernels, speedups recorded, replay cached)          ~1-3 min
 #         profile     tests/gpu_profile.rs: `ksmith profile` (ncu on exactly one call's
-#                     launches) and `ksmith audit` (compute-sanitizer: the reference
-#                     clean, the corpus's smem_race / uninit_read found)             ~1.5-3 min
+#                     launches), `ksmith audit` (compute-sanitizer: the reference
+#                     clean, the corpus's smem_race / uninit_read found) and
+#                     `ksmith eval --profile --sanitize` (both after a strict check)  ~2.5-4 min
 #         info        `ksmith gpu info` (text and JSON)                             ~5 s
 #         calibrate   `ksmith gpu calibrate` (copy bandwidth, FMA, mma.sync and
 #                     sm_90a wgmma peaks)                                         ~20-40 s
