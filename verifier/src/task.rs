@@ -220,6 +220,31 @@ pub enum Generator {
         bits: Option<String>,
         symbols: Option<Expr>,
     },
+    /// QMoE's sub-1-bit dictionary (i32 [65536, 2]): the 2^16 most probable sequences of 1..14
+    /// ternary digit pairs (digit 0 with probability 0.885, 1 and 2 with 0.0575 each), L in bits
+    /// 0..3 of both halves, digit d at bits 4+2*(d%14) of half d/14; which of the equally probable
+    /// sequences at the cut are taken, and the order of the entries, are drawn per table.
+    QmoeDictionary,
+    /// One part of a QMoE codeword stream coded with the dictionary `dec` (an earlier
+    /// `qmoe_dictionary` input): `codewords` (u16: `rows` rows of `row_len` ternary weights drawn
+    /// from QMoE's model, each greedily coded longest match first, its last codeword possibly
+    /// running past `row_len`; rows back to back, then random codewords to the end of the tensor)
+    /// or `row_offsets` (i32 [rows + 1]: where each row's codewords begin, read off the stream
+    /// `codewords` as a decoder would).
+    QmoeStream {
+        part: QmoePart,
+        dec: String,
+        row_len: Expr,
+        rows: Option<Expr>,
+        codewords: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QmoePart {
+    Codewords,
+    RowOffsets,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -242,6 +267,11 @@ impl Generator {
                 v.extend(bits.as_deref());
                 v
             }
+            Generator::QmoeStream { dec, codewords, .. } => {
+                let mut v = vec![dec.as_str()];
+                v.extend(codewords.as_deref());
+                v
+            }
             _ => Vec::new(),
         }
     }
@@ -260,6 +290,8 @@ pub const GENERATORS: &[&str] = &[
     "outlier_columns",
     "huffman_lut",
     "huffman_stream",
+    "qmoe_dictionary",
+    "qmoe_stream",
 ];
 
 pub const DISTS: &[&str] = &["normal", "uniform", "randint", "constant", "student_t"];
@@ -829,6 +861,31 @@ fn read_tensors(
         } else {
             None
         };
+        if let (
+            Some(Init {
+                kind: InitKind::Generator(Generator::QmoeDictionary),
+                ..
+            }),
+            Some(sh),
+        ) = (&init, &shape)
+        {
+            // The table is one fixed size whatever the shape: the dimensions must be constants.
+            let none = Shape {
+                name: String::new(),
+                values: IndexMap::new(),
+            };
+            let dims: Vec<Option<i64>> = sh.iter().map(|e| e.eval(&none).ok()).collect();
+            if dims != [Some(1 << 16), Some(2)] {
+                rep.error(
+                    t.value_span("shape"),
+                    t.key_path("shape"),
+                    format!(
+                        "generator `qmoe_dictionary` makes a [65536, 2] table; the shape is [{}]",
+                        sh.iter().map(|e| e.text()).collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+        }
         let check = if inputs {
             None
         } else {
@@ -1216,6 +1273,8 @@ fn read_init(
                     };
                     (gen, allowed)
                 }
+                "qmoe_dictionary" => (Some(Generator::QmoeDictionary), &["generator", "stress"]),
+                "qmoe_stream" => read_qmoe_stream(rep, t, earlier, known, known_list),
                 "draft_tokens" => {
                     let logits =
                         read_dependency(rep, t, "logits", earlier, DType::is_float, "a float");
@@ -1274,6 +1333,11 @@ fn read_init(
                         HuffmanPart::Bits | HuffmanPart::Gaps => dt == DType::U8,
                         HuffmanPart::BlockOffsets => dt == DType::I32,
                     },
+                    Generator::QmoeDictionary => dt == DType::I32,
+                    Generator::QmoeStream { part, .. } => match part {
+                        QmoePart::Codewords => dt == DType::U16,
+                        QmoePart::RowOffsets => dt == DType::I32,
+                    },
                 };
                 if !ok {
                     rep.error(
@@ -1288,6 +1352,124 @@ fn read_init(
     };
     t.deny_unknown(rep, allowed);
     Some(Init { kind, stress })
+}
+
+/// `qmoe_stream`: its part, the `qmoe_dictionary` input `dec` it codes with, the row length and
+/// either the row count (`codewords`) or the `codewords` input it reads the offsets off.
+fn read_qmoe_stream(
+    rep: &mut Reporter,
+    t: &Table,
+    earlier: &[TensorDecl],
+    known: &dyn Fn(&str) -> bool,
+    known_list: &str,
+) -> (Option<Generator>, &'static [&'static str]) {
+    const PARTS: &[&str] = &["codewords", "row_offsets"];
+    let part = t
+        .str(rep, "part", true, "codewords or row_offsets")
+        .and_then(|(p, span)| match p.as_str() {
+            "codewords" => Some(QmoePart::Codewords),
+            "row_offsets" => Some(QmoePart::RowOffsets),
+            _ => {
+                rep.error(
+                    span,
+                    t.key_path("part"),
+                    format!(
+                        "unknown part `{p}` (known: codewords, row_offsets){}",
+                        suggestion(&p, PARTS)
+                    ),
+                );
+                None
+            }
+        });
+    let dec =
+        read_dependency(rep, t, "dec", earlier, |d| d == DType::I32, "an i32").filter(|name| {
+            let is_dict = earlier.iter().any(|d| {
+                &d.name == name
+                    && matches!(
+                        d.init.as_ref().map(|i| &i.kind),
+                        Some(InitKind::Generator(Generator::QmoeDictionary))
+                    )
+            });
+            if !is_dict {
+                rep.error(
+                    t.value_span("dec"),
+                    t.key_path("dec"),
+                    format!(
+                        "`{name}` is not made by the `qmoe_dictionary` generator; `dec` must be"
+                    ),
+                );
+            }
+            is_dict
+        });
+    let row_len = t.expr(rep, "row_len", true, known, known_list);
+    let (rows, codewords) = match part {
+        Some(QmoePart::Codewords) => (
+            t.expr(rep, "rows", true, known, known_list).map(Some),
+            Some(None),
+        ),
+        Some(QmoePart::RowOffsets) => {
+            let cw = read_dependency(rep, t, "codewords", earlier, |d| d == DType::U16, "a u16")
+                .filter(|name| {
+                    let made = earlier.iter().find(|d| &d.name == name).and_then(|d| {
+                        match d.init.as_ref().map(|i| &i.kind) {
+                            Some(InitKind::Generator(Generator::QmoeStream {
+                                part: QmoePart::Codewords,
+                                dec,
+                                ..
+                            })) => Some(dec.clone()),
+                            _ => None,
+                        }
+                    });
+                    let ok = match (&made, &dec) {
+                        (Some(d), Some(ours)) => d == ours,
+                        (Some(_), None) => true,
+                        (None, _) => false,
+                    };
+                    if !ok {
+                        rep.error(
+                            t.value_span("codewords"),
+                            t.key_path("codewords"),
+                            match made {
+                                Some(d) => format!("`{name}` is coded with `{d}`, not with this `dec`"),
+                                None => format!("`{name}` is not made by `qmoe_stream` with part = \"codewords\""),
+                            },
+                        );
+                    }
+                    ok
+                })
+                .map(Some);
+            (Some(None), cw)
+        }
+        None => (None, None),
+    };
+    let allowed: &'static [&'static str] = match part {
+        Some(QmoePart::Codewords) => &["generator", "part", "dec", "rows", "row_len", "stress"],
+        Some(QmoePart::RowOffsets) => {
+            &["generator", "part", "dec", "codewords", "row_len", "stress"]
+        }
+        None => &[
+            "generator",
+            "part",
+            "dec",
+            "rows",
+            "codewords",
+            "row_len",
+            "stress",
+        ],
+    };
+    let gen = match (part, dec, row_len, rows, codewords) {
+        (Some(part), Some(dec), Some(row_len), Some(rows), Some(codewords)) => {
+            Some(Generator::QmoeStream {
+                part,
+                dec,
+                row_len,
+                rows,
+                codewords,
+            })
+        }
+        _ => None,
+    };
+    (gen, allowed)
 }
 
 /// The name of an input a generator reads (`key` of the init table): it must be declared

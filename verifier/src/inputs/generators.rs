@@ -3,9 +3,9 @@
 
 use super::codec::{self, Overflow};
 use super::rng::Stream;
-use super::{huffman, par_fill, HostTensor, Site, StressScale};
+use super::{huffman, par_fill, qmoe, HostTensor, Site, StressScale};
 use crate::dtype::DType;
-use crate::task::{Generator, HuffmanPart};
+use crate::task::{Generator, HuffmanPart, QmoePart};
 use std::sync::Mutex;
 
 /// The 16 NF4 levels of QLoRA (Dettmers et al. 2023, appendix E; as shipped by bitsandbytes).
@@ -162,6 +162,59 @@ pub(super) fn fill(
                         let offs = huffman::block_offsets(&starts, numel, n);
                         write_ints(out, dtype, &offs, "huffman_stream block_offsets")
                     }
+                }
+            }
+        }
+        Generator::QmoeDictionary => {
+            if dims != [qmoe::ENTRIES as u64, 2] || dtype != DType::I32 {
+                return Err(format!(
+                    "qmoe_dictionary makes an i32 [65536, 2] table, not {dtype} {dims:?}"
+                ));
+            }
+            let dec: Vec<i128> = qmoe::dictionary(key)?.into_iter().map(i128::from).collect();
+            write_ints(out, dtype, &dec, "qmoe_dictionary")
+        }
+        Generator::QmoeStream {
+            part,
+            dec,
+            row_len,
+            rows,
+            codewords,
+        } => {
+            let dict = qmoe::Dictionary::from_dec(&deps(dec)?)?;
+            let w = row_len
+                .eval(shape)
+                .map_err(|e| format!("qmoe_stream row_len: {e}"))?;
+            let w = usize::try_from(w)
+                .ok()
+                .filter(|&w| w > 0)
+                .ok_or_else(|| format!("qmoe_stream row_len must be positive, found {w}"))?;
+            match part {
+                QmoePart::Codewords => {
+                    let rows = rows
+                        .as_ref()
+                        .ok_or("qmoe_stream codewords needs `rows`")?
+                        .eval(shape)
+                        .map_err(|e| format!("qmoe_stream rows: {e}"))?;
+                    let rows = u64::try_from(rows)
+                        .map_err(|_| format!("qmoe_stream rows must be >= 0, found {rows}"))?;
+                    let stream = dict.stream(key, rows, w, numel)?;
+                    let vals: Vec<i128> = stream.into_iter().map(i128::from).collect();
+                    write_ints(out, dtype, &vals, "qmoe_stream codewords")
+                }
+                QmoePart::RowOffsets => {
+                    let name = codewords
+                        .as_ref()
+                        .ok_or("qmoe_stream row_offsets needs `codewords`")?;
+                    let cw = deps(name)?;
+                    let stream: Vec<u16> = (0..cw.numel() as usize)
+                        .map(|i| cw.get_bits(i) as u16)
+                        .collect();
+                    if numel == 0 {
+                        return Err("qmoe_stream row_offsets needs rows + 1 >= 1 elements".into());
+                    }
+                    let offs = dict.row_offsets(&stream, numel - 1, w)?;
+                    write_ints(out, dtype, &offs, "qmoe_stream row_offsets")
                 }
             }
         }

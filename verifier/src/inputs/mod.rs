@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod generators;
 pub mod huffman;
+pub mod qmoe;
 pub mod rng;
 
 use crate::dtype::DType;
