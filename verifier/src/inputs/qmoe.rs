@@ -463,4 +463,80 @@ mod tests {
         assert!(z.encode_row(1, 0, 16).is_err());
         assert!(z.row_offsets(&[0u16; 4], 1, 16).is_err());
     }
+
+    /// A task whose inputs are made by both generators: the wiring (dependencies, keys, parts,
+    /// dtypes) gives a stream that decodes to the weights drawn under `w_comp`'s key.
+    #[test]
+    fn generated_task_inputs_agree_with_each_other() {
+        use crate::inputs::{generate, tensor_key, Variant};
+        use crate::task::Task;
+        let text = |cap: &str| {
+            format!(
+                r#"id = "qmoe_wiring"
+title = "t"
+category = "quantization"
+[params]
+H = {{ min = 1 }}
+W = {{ min = 16 }}
+[[shapes]]
+name = "s"
+H = 37
+W = 432
+[[inputs]]
+name = "dec"
+dtype = "i32"
+shape = [65536, 2]
+init = {{ generator = "qmoe_dictionary" }}
+[[inputs]]
+name = "w_comp"
+dtype = "u16"
+shape = ["{cap}"]
+init = {{ generator = "qmoe_stream", part = "codewords", dec = "dec", rows = "H", row_len = "W" }}
+[[inputs]]
+name = "row_off"
+dtype = "i32"
+shape = ["H + 1"]
+init = {{ generator = "qmoe_stream", part = "row_offsets", dec = "dec", codewords = "w_comp", row_len = "W" }}
+[[outputs]]
+name = "y"
+dtype = "f32"
+shape = ["H"]
+[check]
+metric = "normalized_max"
+tol = 1e-2
+[roofline]
+bytes = "H * W"
+flops = "H * W"
+peak = "fp32"
+"#
+            )
+        };
+        let path = std::path::Path::new("qmoe_wiring/task.toml");
+        let task = Task::parse(path, &text("H * ceil_div(W, 10) + 8")).expect("parses");
+        let sh = &task.shapes[0];
+        let gen = |name: &str, seed: u64| {
+            let d = task.input(name).expect("declared");
+            generate(&task, d, sh, seed, Variant::Base).expect("generates")
+        };
+        let (dec, cw, off) = (gen("dec", 1), gen("w_comp", 1), gen("row_off", 1));
+        assert_eq!(dec, gen("dec", 1), "deterministic");
+        assert_ne!(dec.bytes, gen("dec", 2).bytes, "a table per draw");
+        let dict = Dictionary::from_dec(&dec).unwrap();
+        let key = tensor_key(&task, "w_comp", sh, 1, Variant::Base);
+        let offs: Vec<usize> = (0..38).map(|i| off.get_f64(i) as usize).collect();
+        assert_eq!(offs[0], 0);
+        for r in 0..37 {
+            let mut got = Vec::new();
+            for i in offs[r]..offs[r + 1] {
+                got.extend(dict.digits(cw.get_bits(i) as u16));
+            }
+            assert_eq!(&got[..432], &row_digits(key, r as u64, 432)[..], "row {r}");
+        }
+        assert!(offs[37] < cw.numel() as usize, "a capacity tail");
+        // Too little capacity is a clear error.
+        let small = Task::parse(path, &text("H")).expect("parses");
+        let d = small.input("w_comp").expect("declared");
+        let e = generate(&small, d, sh, 1, Variant::Base).unwrap_err();
+        assert!(e.message.contains("codewords, more than the 37"), "{e}");
+    }
 }
