@@ -9,7 +9,15 @@
 //! its extensions), so a greedy longest match always ends on an entry.
 //!
 //! Entry format (the task's): two 32-bit halves, L (pairs) in bits 0..3 of both, digit d at
-//! bits 4+2*(d%14) of half d/14; unused digit fields are zero, as in QMoE.
+//! bits 4+2*(d%14) of half d/14; unused digit fields are zero, as in QMoE (whose kernel reads all
+//! 28 fields of every codeword and relies on that).
+//!
+//! Where this departs from IST-DASLab/qmoe on purpose: its table is in order of probability and
+//! breaks ties among equally probable sequences by floating-point rounding and list order; here
+//! the tie order and the table order are drawn per table, so a kernel cannot hard-code either. Its
+//! packer ends a row exactly at the row length (the last codeword is the match cut short there);
+//! here the last codeword is the longest match over digits drawn past the row's end, so decoders
+//! meet the task's rule that digits past the row length are dropped.
 
 use super::rng::Stream;
 use super::HostTensor;
