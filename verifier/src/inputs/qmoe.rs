@@ -478,47 +478,7 @@ mod tests {
     fn generated_task_inputs_agree_with_each_other() {
         use crate::inputs::{generate, tensor_key, Variant};
         use crate::task::Task;
-        let text = |cap: &str| {
-            format!(
-                r#"id = "qmoe_wiring"
-title = "t"
-category = "quantization"
-[params]
-H = {{ min = 1 }}
-W = {{ min = 16 }}
-[[shapes]]
-name = "s"
-H = 37
-W = 432
-[[inputs]]
-name = "dec"
-dtype = "i32"
-shape = [65536, 2]
-init = {{ generator = "qmoe_dictionary" }}
-[[inputs]]
-name = "w_comp"
-dtype = "u16"
-shape = ["{cap}"]
-init = {{ generator = "qmoe_stream", part = "codewords", dec = "dec", rows = "H", row_len = "W" }}
-[[inputs]]
-name = "row_off"
-dtype = "i32"
-shape = ["H + 1"]
-init = {{ generator = "qmoe_stream", part = "row_offsets", dec = "dec", codewords = "w_comp", row_len = "W" }}
-[[outputs]]
-name = "y"
-dtype = "f32"
-shape = ["H"]
-[check]
-metric = "normalized_max"
-tol = 1e-2
-[roofline]
-bytes = "H * W"
-flops = "H * W"
-peak = "fp32"
-"#
-            )
-        };
+        let text = |cap: &str| wiring_task(cap, ROW_OFF);
         let path = std::path::Path::new("qmoe_wiring/task.toml");
         let task = Task::parse(path, &text("H * ceil_div(W, 10) + 8")).expect("parses");
         let sh = &task.shapes[0];
@@ -546,5 +506,106 @@ peak = "fp32"
         let d = small.input("w_comp").expect("declared");
         let e = generate(&small, d, sh, 1, Variant::Base).unwrap_err();
         assert!(e.message.contains("codewords, more than the 37"), "{e}");
+    }
+
+    const ROW_OFF: &str = r#"{ generator = "qmoe_stream", part = "row_offsets", dec = "dec", codewords = "w_comp", row_len = "W" }"#;
+
+    /// A small task with a `qmoe_dictionary`, codewords of capacity `cap` and `row_off` made by
+    /// `row_off_init`.
+    fn wiring_task(cap: &str, row_off_init: &str) -> String {
+        format!(
+            r#"id = "qmoe_wiring"
+title = "t"
+category = "quantization"
+[params]
+H = {{ min = 1 }}
+W = {{ min = 16 }}
+[[shapes]]
+name = "s"
+H = 37
+W = 432
+[[inputs]]
+name = "dec"
+dtype = "i32"
+shape = [65536, 2]
+init = {{ generator = "qmoe_dictionary" }}
+[[inputs]]
+name = "w_comp"
+dtype = "u16"
+shape = ["{cap}"]
+init = {{ generator = "qmoe_stream", part = "codewords", dec = "dec", rows = "H", row_len = "W" }}
+[[inputs]]
+name = "row_off"
+dtype = "i32"
+shape = ["H + 1"]
+init = {row_off_init}
+[[outputs]]
+name = "y"
+dtype = "f32"
+shape = ["H"]
+[check]
+metric = "normalized_max"
+tol = 1e-2
+[roofline]
+bytes = "H * W"
+flops = "H * W"
+peak = "fp32"
+"#
+        )
+    }
+
+    #[test]
+    fn stream_keys_are_checked_at_load() {
+        let errors = |init: &str| {
+            crate::task::Task::parse(
+                std::path::Path::new("t/task.toml"),
+                &wiring_task("H * W", init),
+            )
+            .err()
+            .map(|e| format!("{:?}", e.diagnostics()))
+            .unwrap_or_default()
+        };
+        assert_eq!(errors(ROW_OFF), "");
+        let e = errors(
+            r#"{ generator = "qmoe_stream", part = "row_offsets", dec = "dec", codewords = "w_comp" }"#,
+        );
+        assert!(e.contains("row_len"), "no row_len: {e}");
+        let e = errors(
+            r#"{ generator = "qmoe_stream", part = "row_offsets", dec = "dec", row_len = "W" }"#,
+        );
+        assert!(
+            e.contains("codewords"),
+            "row_offsets without codewords: {e}"
+        );
+        let e = errors(
+            r#"{ generator = "qmoe_stream", part = "row_offsets", dec = "dec", codewords = "w_comp", row_len = "W", rows = "H" }"#,
+        );
+        assert!(e.contains("rows"), "row_offsets takes no rows: {e}");
+        let e = errors(
+            r#"{ generator = "qmoe_stream", part = "row_offsets", dec = "w_comp", codewords = "w_comp", row_len = "W" }"#,
+        );
+        assert!(
+            e.contains("must be an i32 input"),
+            "dec of the wrong dtype: {e}"
+        );
+        let e = errors(
+            r#"{ generator = "qmoe_stream", part = "row_offsets", dec = "dec", codewords = "dec", row_len = "W" }"#,
+        );
+        assert!(
+            e.contains("must be a u16 input"),
+            "codewords of the wrong dtype: {e}"
+        );
+        let e = errors(
+            r#"{ generator = "qmoe_stream", part = "row_offsets", dec = "dec", codewords = "w_comp", row_len = "V" }"#,
+        );
+        assert!(e.contains("`V`"), "unknown name in row_len: {e}");
+        let e = errors(
+            r#"{ generator = "qmoe_stream", part = "codewords", dec = "dec", row_len = "W" }"#,
+        );
+        assert!(e.contains("missing required key `rows`"), "{e}");
+        let e = errors(
+            r#"{ generator = "qmoe_stream", part = "codewords", dec = "dec", rows = "H", row_len = "W" }"#,
+        );
+        assert!(e.contains("cannot make dtype i32"), "codewords as i32: {e}");
     }
 }
