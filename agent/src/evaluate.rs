@@ -198,16 +198,16 @@ pub fn launches_text(
     })
 }
 
-/// ptxas resources and, when the architecture has a device model, the launch report.
+/// ptxas resources and, when the device is known (or modelled), the launch report.
 pub fn compiler_report(
     task: &TaskDir,
     plan: &Plan,
     compiled: &Compiled,
-    arch: Arch,
+    device: Option<&DeviceInfo>,
 ) -> Option<String> {
     let parts: Vec<String> = resources_text(compiled)
         .into_iter()
-        .chain(device_model(arch).and_then(|d| launches_text(task, plan, compiled, &d)))
+        .chain(device.and_then(|d| launches_text(task, plan, compiled, d)))
         .collect();
     (!parts.is_empty()).then(|| parts.join("\n"))
 }
@@ -227,6 +227,8 @@ pub struct DryRunEvaluator {
     pub tasks: TaskMap,
     pub compiler: Compiler,
     pub arch: Arch,
+    /// Whose limits the launch report assumes: the arch's [`device_model`].
+    pub device: Option<DeviceInfo>,
     slots: Slots,
 }
 
@@ -237,6 +239,7 @@ impl DryRunEvaluator {
             tasks,
             compiler,
             arch,
+            device: device_model(arch),
             slots: Slots::new(jobs),
         }
     }
@@ -261,7 +264,7 @@ impl Evaluator for DryRunEvaluator {
                     compiled.arch
                 ),
                 timings: Vec::new(),
-                resources: compiler_report(task, &plan, &compiled, self.arch),
+                resources: compiler_report(task, &plan, &compiled, self.device.as_ref()),
                 profile_summary: None,
             }),
         }
@@ -300,6 +303,9 @@ pub struct GpuEvaluator {
     pub compiler: Compiler,
     pub arch: Arch,
     pub runner: Arc<dyn KernelRunner>,
+    /// Whose limits the launch report assumes: the GPU's own ([`GpuEvaluator::on_device`]),
+    /// else the arch's [`device_model`].
+    pub device: Option<DeviceInfo>,
     slots: Slots,
 }
 
@@ -316,8 +322,15 @@ impl GpuEvaluator {
             compiler,
             arch,
             runner,
+            device: device_model(arch),
             slots: Slots::new(jobs),
         }
+    }
+
+    /// The launch report uses `device`'s limits (an H100 PCIe has 114 SMs, not the model's 132).
+    pub fn on_device(mut self, device: DeviceInfo) -> Self {
+        self.device = Some(device);
+        self
     }
 }
 
@@ -334,7 +347,7 @@ impl Evaluator for GpuEvaluator {
             match static_check(task, &self.compiler, self.arch, source, plan_toml)? {
                 StaticCheck::Failed(e) => return Ok(e),
                 StaticCheck::Passed { compiled, plan } => {
-                    compiler_report(task, &plan, &compiled, self.arch)
+                    compiler_report(task, &plan, &compiled, self.device.as_ref())
                 }
             }
         };

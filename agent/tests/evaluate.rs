@@ -189,9 +189,22 @@ fn gpu_evaluator_runs_only_sound_kernels_and_maps_verdicts() {
         untimed: None,
         profile: None,
     });
-    let ev = GpuEvaluator::new(tasks(t.clone()), comp.clone(), Arch::DEFAULT, correct, 1);
+    // The launch report uses the GPU's own limits: an H100 PCIe's 114 SMs, not the model's 132.
+    let pcie = verifier::runtime::device::DeviceInfo {
+        name: "NVIDIA H100 PCIe".into(),
+        sm_count: 114,
+        ..verifier::runtime::device::DeviceInfo::preset("h100").expect("preset")
+    };
+    let ev = GpuEvaluator::new(tasks(t.clone()), comp.clone(), Arch::DEFAULT, correct, 1)
+        .on_device(pcie);
     let e = ev.evaluate("swiglu", &src, &plan).expect("evaluates");
     assert_eq!(e.verdict, Verdict::CORRECT);
+    let res = e.resources.as_deref().unwrap_or("");
+    assert!(
+        res.contains("Launches on NVIDIA H100 PCIe (114 SMs; theoretical)")
+            && res.contains("4096 blocks x 256 threads, 8 blocks/SM (limited by warps), occupancy 100%, 4.49 waves"),
+        "{res}"
+    );
     assert_eq!(e.speedup(), Some(2.0));
     assert_eq!(e.timings, timing());
     assert!(!e.feedback.contains("Timing:"), "{}", e.feedback);

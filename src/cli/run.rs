@@ -398,7 +398,8 @@ pub fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
             Err(code) => return Ok(code),
         };
         let (new, facts, cal) = gpu_identity(&chosen.info, a.results.as_deref());
-        Some((new, facts, cal, GpuSlot::for_ordinals(&chosen.ordinals)))
+        let slots = GpuSlot::for_ordinals(&chosen.ordinals);
+        Some((new, facts, cal, slots, chosen.info))
     };
     // --profile: ncu is found before any LLM is configured, or the run does not start.
     let ncu = match (a.profile, gpu.is_some()) {
@@ -443,7 +444,7 @@ pub fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
             Arc::new(DryRunEvaluator::new(tasks.clone(), comp, arch, jobs)),
             EvalTarget::DryRun,
         ),
-        Some((gpu, facts, cal, slots)) => {
+        Some((gpu, facts, cal, slots, info)) => {
             device = DeviceFacts {
                 nvrtc_version: device.nvrtc_version,
                 ..facts
@@ -479,7 +480,9 @@ pub fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
             if runner.profiling.is_some() {
                 profiled_runner = Some(Arc::clone(&runner));
             }
-            let gpu_eval = Arc::new(GpuEvaluator::new(tasks.clone(), comp, arch, runner, jobs));
+            let gpu_eval = Arc::new(
+                GpuEvaluator::new(tasks.clone(), comp, arch, runner, jobs).on_device(info),
+            );
             (
                 Arc::new(CachedEvaluator {
                     inner: gpu_eval,
@@ -713,7 +716,8 @@ pub fn replay(g: &Global, a: &ReplayArgs) -> anyhow::Result<u8> {
     let threads = gpus.len();
     let runner = PoolRunner::on_workers(g, gpus, limit, limit, cal, first_shapes)?;
     // Compiles (CPU) of one GPU's next candidate overlap with the other GPUs' work.
-    let evaluator = GpuEvaluator::new(taskmap.clone(), comp, arch, Arc::new(runner), threads);
+    let evaluator = GpuEvaluator::new(taskmap.clone(), comp, arch, Arc::new(runner), threads)
+        .on_device(chosen.info.clone());
     let cands = store.candidates_of_run(run.id)?;
     let bar = progress_bar(cands.len() as u64, a.json);
     // One row per candidate, None for one skipped.
