@@ -29,7 +29,8 @@
 #                     launches), `ksmith audit` (compute-sanitizer: the reference
 #                     clean, the corpus's smem_race / uninit_read found) and
 #                     `ksmith eval --profile --sanitize` (both after a strict check)  ~2.5-4 min
-#         info        `ksmith gpu info` (text and JSON)                             ~5 s
+#         info        `ksmith gpu info` (text and JSON), and `ksmith tasks launches
+#                     --device gpu --json` (the launch analysis on this GPU)       ~15-30 s
 #         calibrate   `ksmith gpu calibrate` (copy bandwidth, FMA, mma.sync and
 #                     sm_90a wgmma peaks)                                         ~20-40 s
 #         bench       `ksmith bench` on each task's realistic shape (calibrates first
@@ -329,6 +330,9 @@ step_info() {
   local t0=$SECONDS rc=0
   run_logged "$LOGS/info.log" 120 "$KIT/bin/ksmith" gpu info --results "$RESULTS" || rc=$?
   run_logged "$LOGS/info.json" 120 "$KIT/bin/ksmith" gpu info --json --results "$RESULTS" || rc=$?
+  # The launch analysis on this GPU's own limits, to set beside the H100 model's (CPU) numbers.
+  (cd "$KIT" && run_logged "$LOGS/launches-gpu.json" 300 "$KIT/bin/ksmith" --tasks-dir "$KIT/tasks" \
+    tasks launches --device gpu --json) || rc=$?
   local d
   d=$(summary info "$LOGS/info.json")
   if (( rc == 0 )); then row info "ksmith gpu info" ok "$d ($(step_secs $t0))"

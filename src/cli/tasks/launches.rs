@@ -16,9 +16,10 @@ use verifier::runtime::device::{DeviceInfo, PRESETS};
 pub struct LaunchesArgs {
     /// Task ids [default: all]
     ids: Vec<String>,
-    /// The device to assume: h100, h200 or a100 (SXM parts; the driver's figures)
+    /// The device to assume: h100, h200 or a100 (SXM parts; the driver's figures), or `gpu`
+    /// for this machine's GPU 0 as its driver reports it
     #[arg(long, default_value = "h100", value_name = "NAME",
-          value_parser = clap::builder::PossibleValuesParser::new(PRESETS))]
+          value_parser = clap::builder::PossibleValuesParser::new(PRESETS.iter().copied().chain(["gpu"])))]
     device: String,
     /// Only this public shape (repeatable) [default: all]
     #[arg(long = "shape", value_name = "NAME")]
@@ -32,12 +33,20 @@ pub struct LaunchesArgs {
 }
 
 pub fn launches_cmd(g: &Global, suite: &Suite, a: &LaunchesArgs) -> anyhow::Result<u8> {
-    let Some(device) = DeviceInfo::preset(&a.device) else {
-        bail!(
-            "unknown device `{}` (known: {})",
-            a.device,
-            PRESETS.join(", ")
-        );
+    let device = if a.device == "gpu" {
+        match crate::cli::gpu::open_gpu(a.json, "tasks launches --device gpu") {
+            Ok(gpu) => gpu.info.clone(),
+            Err(code) => return Ok(code),
+        }
+    } else {
+        match DeviceInfo::preset(&a.device) {
+            Some(d) => d,
+            None => bail!(
+                "unknown device `{}` (known: {}, gpu)",
+                a.device,
+                PRESETS.join(", ")
+            ),
+        }
     };
     let selected = select(suite, &a.ids)?;
     let (compiler, arch) = compiler(g)?;
