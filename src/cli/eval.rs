@@ -329,7 +329,7 @@ fn deep_profile(
     if !a.json {
         eprintln!("profile: ncu on one call at shape {} ...", t.shape.name);
     }
-    match profile::take_profile(g, &t, &ncu, None, limit) {
+    match profile::take_profile(g, &t, &ncu, None, &[], limit) {
         Ok(p) => Step::Done(Box::new(t), p),
         Err(f) => Step::Failed(f.message),
     }

@@ -566,16 +566,20 @@ pub(crate) struct TakenProfile {
     pub ncu: PathBuf,
     pub target: NcuTarget,
     pub report: NcuReport,
-    /// Metrics this ncu did not know, launches counted differently than planned.
-    pub notes: Vec<String>,
+    /// Curated metrics this ncu did not know (profiled without them).
+    pub dropped: Vec<String>,
+    /// What ncu printed.
+    pub raw: String,
 }
 
-/// Profiles the last of [`PROFILE_WARMUPS`] + 1 calls of `t` (only kernel `only`, when given).
+/// Profiles the last of [`PROFILE_WARMUPS`] + 1 calls of `t` (only kernel `only`, when given),
+/// with `env` added to the target's environment.
 pub(crate) fn take_profile(
     g: &Global,
     t: &Target,
     ncu: &Path,
     only: Option<&str>,
+    env: &[(String, String)],
     limit: Duration,
 ) -> Result<TakenProfile, ProfileFailure> {
     let harness = |message: String| ProfileFailure {
@@ -587,32 +591,38 @@ pub(crate) fn take_profile(
         .map_err(harness)?;
     let program =
         target_program(g, t, PROFILE_WARMUPS, true).map_err(|e| harness(format!("{e:#}")))?;
-    let run = profile::profile_known(ncu, &target, &program, &[], limit)
+    let run = profile::profile_known(ncu, &target, &program, env, limit)
         .map_err(|e| harness(e.to_string()))?;
     let report = interpret_profile(run.parsed, &run.text)?;
-    let mut notes = Vec::new();
-    if !run.dropped.is_empty() {
-        notes.push(format!(
-            "this ncu does not know {}: profiled without them",
-            run.dropped.join(", ")
-        ));
-    }
-    if report.kernels.len() as u64 != target.launch_count {
-        notes.push(format!(
-            "ncu profiled {} launch(es) where one call has {}",
-            report.kernels.len(),
-            target.launch_count
-        ));
-    }
     Ok(TakenProfile {
         ncu: ncu.to_path_buf(),
         target,
         report,
-        notes,
+        dropped: run.dropped,
+        raw: run.text,
     })
 }
 
 impl TakenProfile {
+    /// Metrics this ncu did not know; launches counted differently than planned.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if !self.dropped.is_empty() {
+            notes.push(format!(
+                "this ncu does not know {}: profiled without them",
+                self.dropped.join(", ")
+            ));
+        }
+        let profiled = self.report.kernels.len() as u64;
+        if profiled != self.target.launch_count {
+            notes.push(format!(
+                "ncu profiled {profiled} launch(es) where one call has {}",
+                self.target.launch_count
+            ));
+        }
+        notes
+    }
+
     pub fn json(&self, t: &Target) -> serde_json::Value {
         serde_json::json!({
             "task": t.task.id,
@@ -627,7 +637,7 @@ impl TakenProfile {
             },
             "kernels": self.report.kernels.iter().map(kernel_json).collect::<Vec<_>>(),
             "judge_summary": judge_text(&self.report),
-            "notes": self.notes,
+            "notes": self.notes(),
             "messages": self.report.messages,
         })
     }
@@ -667,7 +677,7 @@ impl TakenProfile {
                 println!("warning: {}: {w}", k.kernel_name);
             }
         }
-        for n in &self.notes {
+        for n in self.notes() {
             println!("note: {n}");
         }
     }
@@ -696,7 +706,7 @@ pub fn run_profile(g: &Global, a: &ProfileArgs) -> anyhow::Result<u8> {
         Err(code) => return Ok(code),
     };
     let limit = Duration::from_secs(a.k.timeout.max(1));
-    let taken = match take_profile(g, &t, &ncu, a.only.as_deref(), limit) {
+    let taken = match take_profile(g, &t, &ncu, a.only.as_deref(), &[], limit) {
         Ok(p) => p,
         Err(f) => return Ok(fail(json, f.code, &f.message)),
     };
@@ -927,8 +937,6 @@ pub(crate) fn profile_candidate(
         .shape(shape)
         .cloned()
         .ok_or_else(|| format!("task `{}` has no public shape `{shape}`", task.id))?;
-    let launches = Launches::of(&plan, &shape)?;
-    let target = ncu_target(&launches, None, PROFILE_WARMUPS)?;
     let dir = scratch_dir().map_err(|e| format!("cannot write the kernel for ncu: {e}"))?;
     let result = (|| {
         let kernel_path = dir.join("kernel.cu");
@@ -944,17 +952,15 @@ pub(crate) fn profile_candidate(
             plan,
             shape,
         };
-        let program = target_program(g, &t, PROFILE_WARMUPS, true).map_err(|e| format!("{e:#}"))?;
         let env: Vec<(String, String)> = visible
             .map(|v| vec![("CUDA_VISIBLE_DEVICES".to_string(), v.to_string())])
             .unwrap_or_default();
-        let run = profile::profile_known(ncu, &target, &program, &env, limit)
-            .map_err(|e| e.to_string())?;
-        let report = interpret_profile(run.parsed, &run.text).map_err(|f| f.message)?;
+        let taken = take_profile(g, &t, ncu, None, &env, limit).map_err(|f| f.message)?;
+        let report = &taken.report;
         if report.kernels.is_empty() {
             return Err("ncu profiled no launch".to_string());
         }
-        let mut raw = run.text;
+        let mut raw = taken.raw.clone();
         if raw.len() > RAW_LIMIT {
             let mut cut = RAW_LIMIT;
             while !raw.is_char_boundary(cut) {
@@ -963,8 +969,9 @@ pub(crate) fn profile_candidate(
             raw.truncate(cut);
             raw.push_str("\n[clipped]");
         }
+        let target = &taken.target;
         Ok(Profiled {
-            summary: judge_text(&report),
+            summary: judge_text(report),
             kernel: report
                 .kernels
                 .iter()
@@ -978,7 +985,7 @@ pub(crate) fn profile_candidate(
                     "launch_skip": target.launch_skip,
                     "launch_count": target.launch_count,
                 },
-                "dropped_metrics": run.dropped,
+                "dropped_metrics": taken.dropped,
                 "kernels": report.kernels.iter().map(kernel_json).collect::<Vec<_>>(),
             }),
             raw,
