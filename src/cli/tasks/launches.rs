@@ -9,7 +9,6 @@ use bench_suite::check::{self, CheckOptions};
 use bench_suite::launches::{self, LaunchRow};
 use bench_suite::suite::{Entry, Suite};
 use clap::Args;
-use verifier::nvrtc::Arch;
 use verifier::runtime::device::{DeviceInfo, PRESETS};
 
 #[derive(Debug, Args)]
@@ -54,11 +53,7 @@ pub fn launches_cmd(g: &Global, suite: &Suite, a: &LaunchesArgs) -> anyhow::Resu
     let arch = if g.arch.is_some() {
         arch
     } else {
-        Arch {
-            major: device.compute_capability.0,
-            minor: device.compute_capability.1,
-            arch_specific: false,
-        }
+        device.arch()
     };
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     let opts = CheckOptions {

@@ -27,6 +27,11 @@ pub struct FuncAttrs {
 
 /// Registers are allocated per warp in units of 256.
 const REGISTER_UNIT: u64 = 256;
+
+/// Registers one warp of a kernel using `per_thread` registers is allocated.
+pub fn registers_per_warp(per_thread: u32, warp_size: u32) -> u64 {
+    (u64::from(per_thread) * u64::from(warp_size)).div_ceil(REGISTER_UNIT) * REGISTER_UNIT
+}
 /// Blocks per cluster without `CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED`.
 pub const PORTABLE_CLUSTER_BLOCKS: u64 = 8;
 /// Hopper's largest cluster (non-portable).
@@ -63,8 +68,7 @@ pub fn check_limits(l: &ResolvedLaunch, f: &FuncAttrs, d: &DeviceInfo) -> Result
         }
     }
     let warps = threads.div_ceil(d.warp_size.max(1) as u64);
-    let per_warp = (f.num_regs as u64 * d.warp_size as u64).div_ceil(REGISTER_UNIT) * REGISTER_UNIT;
-    let regs = per_warp * warps;
+    let regs = registers_per_warp(f.num_regs, d.warp_size) * warps;
     if regs > d.registers_per_block as u64 {
         p.push(format!(
             "needs {regs} registers per block ({} per thread x {threads} threads); the device has {}",

@@ -5,10 +5,9 @@
 //! block that registers starve shows up without a GPU.
 
 use super::device::DeviceInfo;
+use super::launch::registers_per_warp;
 use serde::Serialize;
 
-/// Registers are allocated per warp in units of 256.
-const REGISTER_UNIT: u64 = 256;
 /// Warps are allocated registers in groups of 4 (one per SM sub-partition).
 const WARP_GRANULARITY: u64 = 4;
 /// Shared memory is allocated per block in units of 128 bytes.
@@ -69,7 +68,7 @@ pub fn occupancy(
         (Limiter::Blocks, u64::from(d.max_blocks_per_sm)),
     ];
     if registers > 0 {
-        let per_warp = (u64::from(registers) * warp).div_ceil(REGISTER_UNIT) * REGISTER_UNIT;
+        let per_warp = registers_per_warp(registers, d.warp_size.max(1));
         let warps = u64::from(d.registers_per_sm) / per_warp / WARP_GRANULARITY * WARP_GRANULARITY;
         limits.push((Limiter::Registers, warps / warps_per_block));
     }
