@@ -604,11 +604,17 @@ fn best_ms(
 /// is kept in the calibration's `bandwidth`; copy and memcpy have their own fields).
 pub fn best_bandwidth(rates: &[&Option<Rate>]) -> Option<Rate> {
     let all: Vec<&Rate> = rates.iter().filter_map(|r| r.as_ref()).collect();
+    fastest(&all, |r| format!("{:.0} GB/s", r.per_s / 1e9))
+}
+
+/// The fastest of `all` (the last of equals), its method naming each other one with its rate
+/// as `rate` writes it.
+fn fastest(all: &[&Rate], rate: impl Fn(&Rate) -> String) -> Option<Rate> {
     let best = all.iter().max_by(|a, b| a.per_s.total_cmp(&b.per_s))?;
     let others: Vec<String> = all
         .iter()
         .filter(|r| !std::ptr::eq(**r, *best))
-        .map(|r| format!("{}: {:.0} GB/s", r.method, r.per_s / 1e9))
+        .map(|r| format!("{}: {}", r.method, rate(r)))
         .collect();
     let mut out = (*best).clone();
     if !others.is_empty() {
@@ -822,14 +828,9 @@ pub fn calibrate(
 
 /// The faster of two measurements of one peak, its method naming the slower one.
 pub fn faster(a: Rate, b: Rate) -> Rate {
-    let (mut best, other) = if a.per_s >= b.per_s { (a, b) } else { (b, a) };
-    best.method = format!(
-        "{} (best of; also {}: {:.1} T/s)",
-        best.method,
-        other.method,
-        other.per_s / 1e12
-    );
-    best
+    // `a` last: it wins a tie.
+    let both = [&b, &a];
+    fastest(&both, |r| format!("{:.1} T/s", r.per_s / 1e12)).unwrap_or(a)
 }
 
 fn measure_arith(
