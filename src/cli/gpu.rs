@@ -426,18 +426,11 @@ mod tests {
     use verifier::runtime::telemetry::MeasurementTelemetry;
 
     fn h100() -> DeviceInfo {
-        serde_json::from_value(serde_json::json!({
-            "ordinal": 0, "name": "NVIDIA H100 80GB HBM3", "compute_capability": [9, 0],
-            "driver_version": 13000, "sm_count": 132, "warp_size": 32,
-            "max_threads_per_block": 1024, "max_threads_per_sm": 2048, "max_blocks_per_sm": 32,
-            "max_block_dim": [1024, 1024, 64], "max_grid_dim": [2147483647, 65535, 65535],
-            "shared_mem_per_block": 49152, "shared_mem_per_block_optin": 232448,
-            "shared_mem_per_sm": 233472, "reserved_shared_mem_per_block": 1024,
-            "registers_per_block": 65536, "registers_per_sm": 65536, "l2_cache_bytes": 52428800,
-            "sm_clock_khz": 1980000, "memory_clock_khz": 2619000, "memory_bus_width_bits": 5120,
-            "total_memory_bytes": 85029158912u64, "cooperative_launch": true, "cluster_launch": true
-        }))
-        .expect("a DeviceInfo")
+        DeviceInfo {
+            driver_version: 13000,
+            total_memory_bytes: 85029158912,
+            ..DeviceInfo::preset("h100").expect("h100 is a preset")
+        }
     }
 
     fn rate(per_s: f64, method: &str) -> Rate {

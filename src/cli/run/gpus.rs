@@ -198,28 +198,9 @@ mod tests {
         DeviceInfo {
             ordinal,
             name: name.into(),
-            compute_capability: (9, 0),
             driver_version: 13000,
-            sm_count: 132,
-            warp_size: 32,
-            max_threads_per_block: 1024,
-            max_threads_per_sm: 2048,
-            max_blocks_per_sm: 32,
-            max_block_dim: [1024, 1024, 64],
-            max_grid_dim: [i32::MAX as u32, 65535, 65535],
-            shared_mem_per_block: 48 << 10,
-            shared_mem_per_block_optin: 227 << 10,
-            shared_mem_per_sm: 228 << 10,
-            reserved_shared_mem_per_block: 1 << 10,
-            registers_per_block: 65536,
-            registers_per_sm: 65536,
-            l2_cache_bytes: 50 << 20,
-            sm_clock_khz: 1_980_000,
-            memory_clock_khz: 2_619_000,
-            memory_bus_width_bits: 5120,
             total_memory_bytes: 80 << 30,
-            cooperative_launch: true,
-            cluster_launch: true,
+            ..DeviceInfo::preset("h100").expect("h100 is a preset")
         }
     }
 
