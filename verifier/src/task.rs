@@ -1144,12 +1144,8 @@ fn read_init(
                     if !t.has("density") {
                         t.missing(rep, "density", "the probability that a bit is set");
                     }
-                    if let Some(d) = density.filter(|d| !(0.0..=1.0).contains(d)) {
-                        rep.error(
-                            t.value_span("density"),
-                            t.key_path("density"),
-                            format!("density must be in [0, 1], found {d}"),
-                        );
+                    if let Some(d) = density {
+                        in_unit_interval(rep, t, "density", d);
                     }
                     (
                         density.map(|density| Generator::SparseBitmap { density }),
@@ -1202,13 +1198,7 @@ fn read_init(
                     let std = positive("std", 1.0);
                     let outlier_std = positive("outlier_std", 20.0);
                     let fraction = t.float(rep, "fraction").map(|v| v.0).unwrap_or(0.005);
-                    if !(0.0..=1.0).contains(&fraction) {
-                        rep.error(
-                            t.value_span("fraction"),
-                            t.key_path("fraction"),
-                            format!("fraction must be in [0, 1], found {fraction}"),
-                        );
-                    }
+                    in_unit_interval(rep, t, "fraction", fraction);
                     (
                         Some(Generator::OutlierColumns {
                             std,
@@ -1220,24 +1210,16 @@ fn read_init(
                 }
                 "huffman_lut" => (Some(Generator::HuffmanLut), &["generator", "stress"]),
                 "huffman_stream" => {
-                    let part = t
-                        .str(rep, "part", true, "bits, gaps or block_offsets")
-                        .and_then(|(p, span)| match p.as_str() {
-                            "bits" => Some(HuffmanPart::Bits),
-                            "gaps" => Some(HuffmanPart::Gaps),
-                            "block_offsets" => Some(HuffmanPart::BlockOffsets),
-                            _ => {
-                                rep.error(
-                                    span,
-                                    t.key_path("part"),
-                                    format!(
-                                        "unknown part `{p}` (known: bits, gaps, block_offsets){}",
-                                        suggestion(&p, &["bits", "gaps", "block_offsets"])
-                                    ),
-                                );
-                                None
-                            }
-                        });
+                    let part = t.choice(
+                        rep,
+                        "part",
+                        true,
+                        &[
+                            ("bits", HuffmanPart::Bits),
+                            ("gaps", HuffmanPart::Gaps),
+                            ("block_offsets", HuffmanPart::BlockOffsets),
+                        ],
+                    );
                     let lut =
                         read_dependency(rep, t, "lut", earlier, DType::is_integer, "an integer");
                     let needs_bits = part.is_some_and(|p| p != HuffmanPart::Bits);
@@ -1287,13 +1269,7 @@ fn read_init(
                         "an integer",
                     );
                     let accept = t.float(rep, "accept").map(|v| v.0).unwrap_or(0.75);
-                    if !(0.0..=1.0).contains(&accept) {
-                        rep.error(
-                            t.value_span("accept"),
-                            t.key_path("accept"),
-                            format!("accept must be in [0, 1], found {accept}"),
-                        );
-                    }
+                    in_unit_interval(rep, t, "accept", accept);
                     (
                         logits
                             .zip(parents)
@@ -1363,24 +1339,15 @@ fn read_qmoe_stream(
     known: &dyn Fn(&str) -> bool,
     known_list: &str,
 ) -> (Option<Generator>, &'static [&'static str]) {
-    const PARTS: &[&str] = &["codewords", "row_offsets"];
-    let part = t
-        .str(rep, "part", true, "codewords or row_offsets")
-        .and_then(|(p, span)| match p.as_str() {
-            "codewords" => Some(QmoePart::Codewords),
-            "row_offsets" => Some(QmoePart::RowOffsets),
-            _ => {
-                rep.error(
-                    span,
-                    t.key_path("part"),
-                    format!(
-                        "unknown part `{p}` (known: codewords, row_offsets){}",
-                        suggestion(&p, PARTS)
-                    ),
-                );
-                None
-            }
-        });
+    let part = t.choice(
+        rep,
+        "part",
+        true,
+        &[
+            ("codewords", QmoePart::Codewords),
+            ("row_offsets", QmoePart::RowOffsets),
+        ],
+    );
     let dec =
         read_dependency(rep, t, "dec", earlier, |d| d == DType::I32, "an i32").filter(|name| {
             let is_dict = earlier.iter().any(|d| {
@@ -1474,6 +1441,17 @@ fn read_qmoe_stream(
 
 /// The name of an input a generator reads (`key` of the init table): it must be declared
 /// before the input being generated (which also rules out cycles) and be of the right kind.
+/// Reports `key` unless `v` is a probability or fraction (in [0, 1]).
+fn in_unit_interval(rep: &mut Reporter, t: &Table, key: &str, v: f64) {
+    if !(0.0..=1.0).contains(&v) {
+        rep.error(
+            t.value_span(key),
+            t.key_path(key),
+            format!("{key} must be in [0, 1], found {v}"),
+        );
+    }
+}
+
 fn read_dependency(
     rep: &mut Reporter,
     t: &Table,

@@ -158,6 +158,37 @@ impl<'d> Table<'d> {
         }
     }
 
+    /// A string that must be one of `options`' names; the value paired with it. Missing (when
+    /// `required`) or unknown is reported with the names (and a suggestion for a typo).
+    pub fn choice<T: Copy>(
+        &self,
+        rep: &mut Reporter,
+        key: &str,
+        required: bool,
+        options: &[(&str, T)],
+    ) -> Option<T> {
+        let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+        let what = match names.split_last() {
+            Some((last, [])) => last.to_string(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        let (v, span) = self.str(rep, key, required, &what)?;
+        let found = options.iter().find(|(n, _)| *n == v).map(|(_, t)| *t);
+        if found.is_none() {
+            rep.error(
+                span,
+                self.key_path(key),
+                format!(
+                    "unknown {key} `{v}` (known: {}){}",
+                    names.join(", "),
+                    suggestion(&v, &names)
+                ),
+            );
+        }
+        found
+    }
+
     pub fn int(&self, rep: &mut Reporter, key: &str) -> Option<(i64, Span)> {
         let item = self.item(key)?;
         match item.as_integer() {
@@ -437,6 +468,32 @@ mod tests {
             "; did you mean `dtype`?"
         );
         assert_eq!(suggestion("zzzzzz", &["name", "dtype"]), "");
+    }
+
+    #[test]
+    fn choices_name_the_options_when_missing_or_unknown() {
+        let text = "a = \"gaps\"\nb = \"gapz\"\n";
+        let doc = crate::diag::parse_toml(std::path::Path::new("task.toml"), text).unwrap();
+        let t = Table::root(doc.as_table());
+        let path = std::path::Path::new("task.toml");
+        let mut rep = Reporter::new(path, text);
+        let opts = [("bits", 1), ("gaps", 2), ("block_offsets", 3)];
+        assert_eq!(t.choice(&mut rep, "a", true, &opts), Some(2));
+        assert!(rep.diagnostics.is_empty());
+        assert_eq!(t.choice(&mut rep, "b", true, &opts), None);
+        assert_eq!(t.choice(&mut rep, "c", true, &opts), None);
+        assert_eq!(t.choice(&mut rep, "d", false, &opts), None);
+        let d: Vec<String> = rep.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(
+            d[0].contains("task.toml:2:")
+                && d[0].contains(
+                    "unknown b `gapz` (known: bits, gaps, block_offsets); did you mean `gaps`?"
+                ),
+            "{}",
+            d[0]
+        );
+        assert!(d[1].contains("bits, gaps or block_offsets"), "{}", d[1]);
     }
 
     #[test]
