@@ -58,11 +58,7 @@ pub(super) fn fill(
                 return Ok(());
             }
             let mut p: Vec<i128> = (0..numel as i128).collect();
-            let mut s = Stream::at(key, 0);
-            for i in (1..numel).rev() {
-                let j = s.below(i as u64 + 1) as usize;
-                p.swap(i, j);
-            }
+            Stream::at(key, 0).shuffle(&mut p);
             write_ints(out, dtype, &p, "permutation")
         }
         Generator::SparseBitmap { density } => {

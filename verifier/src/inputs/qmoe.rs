@@ -129,11 +129,7 @@ pub fn dictionary(key: u64) -> Result<Vec<i32>, String> {
         ));
     }
     let mut order: Vec<usize> = (0..ENTRIES).collect();
-    let mut s = Stream::at(key, 1);
-    for i in (1..ENTRIES).rev() {
-        let j = s.below(i as u64 + 1) as usize;
-        order.swap(i, j);
-    }
+    Stream::at(key, 1).shuffle(&mut order);
     Ok(order
         .into_iter()
         .flat_map(|i| encode_entry(&seqs[i]).map(|h| h as i32))

@@ -50,6 +50,14 @@ impl Stream {
         ((self.next_u64() as u128 * n as u128) >> 64) as u64
     }
 
+    /// Shuffles `v` in place (Fisher-Yates, from the back), every order equally likely.
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            v.swap(i, j);
+        }
+    }
+
     /// Two independent standard normals (Box-Muller).
     #[inline]
     pub fn normal_pair(&mut self) -> (f64, f64) {
