@@ -130,3 +130,5 @@ template __global__ void scaled_causal_masked_softmax<4>(const __nv_bfloat16*, _
 template __global__ void scaled_causal_masked_softmax<8>(const __nv_bfloat16*, __nv_bfloat16*, int, int, float);
 template __global__ void scaled_causal_masked_softmax<16>(const __nv_bfloat16*, __nv_bfloat16*, int, int, float);
 template __global__ void scaled_causal_masked_softmax<32>(const __nv_bfloat16*, __nv_bfloat16*, int, int, float);
+// L in 8186..8191 (L % 8 != 0) can touch 1025 chunks: one more than 32 lanes x 32.
+template __global__ void scaled_causal_masked_softmax<33>(const __nv_bfloat16*, __nv_bfloat16*, int, int, float);
