@@ -19,5 +19,7 @@ echo "== cargo test"
 cargo test --workspace
 echo "== ksmith tasks check (every reference compiled with NVRTC)"
 cargo run --quiet --bin ksmith -- tasks check
-echo "== ksmith tasks spec (every spec.py run by PyTorch on the CPU: smallest shape, every input matters, 2 held-out shapes)"
+echo "== ksmith tasks launches (every reference plan resolved at 20 held-out and all corner shapes; nothing an H100 would refuse)"
+cargo run --quiet --bin ksmith -- tasks launches --heldout 20 --corners --hints-only > /dev/null
+echo "== ksmith tasks spec (every spec.py run by PyTorch on the CPU: smallest shape, every input matters, outputs finite under stress, 2 held-out shapes)"
 PYTHONPATH="$PWD/tools/torch" cargo run --quiet --bin ksmith -- tasks spec --heldout 2

@@ -217,6 +217,124 @@ fn tasks_launches_models_occupancy_and_waves_of_each_reference_launch() {
 }
 
 #[test]
+fn tasks_launches_fails_a_launch_the_device_would_refuse_and_draws_heldout_shapes() {
+    if !have_nvrtc("tasks_launches_refusals") {
+        return;
+    }
+    // swiglu asking for N*8 bytes of dynamic shared memory: 229376 at the realistic shape,
+    // within an H100's 232448 per block but over an A100's 166912.
+    let suite = tempfile::tempdir().expect("tempdir");
+    let to = suite.path().join("activation").join(TASK);
+    std::fs::create_dir_all(&to).expect("mkdir");
+    let from = tasks_dir().join("activation").join(TASK);
+    for f in ["task.toml", "spec.py", "reference.cu"] {
+        std::fs::copy(from.join(f), to.join(f)).expect("copy");
+    }
+    let plan = |extra: &str| {
+        std::fs::write(
+            to.join("reference.toml"),
+            format!("[[launch]]\nkernel = \"swiglu_bf16\"\n{extra}\ngrid = [\"min(ceil_div(M*N, 2048), 4096)\"]\nblock = [256]\nargs = [\"a\", \"b\", \"y\", \"i64:M*N\"]\n"),
+        )
+        .expect("write plan");
+    };
+    plan("shared_bytes = \"N*8\"");
+    let launches = |more: &[&str]| {
+        let mut args = vec![
+            "--tasks-dir",
+            path_str(suite.path()),
+            "tasks",
+            "launches",
+            TASK,
+        ];
+        args.extend_from_slice(more);
+        ksmith(&args)
+    };
+    let o = launches(&["--hints-only"]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let o = launches(&["--hints-only", "--device", "a100"]);
+    assert_eq!(code(&o), 1, "{}", show(&o));
+    let want = "swiglu: shape realistic (M=16384 N=28672): `swiglu_bf16` would be refused: needs 229376 bytes of shared memory per block (0 static + 229376 dynamic); the device allows at most 166912 per block";
+    assert!(stderr(&o).contains(want), "{}", show(&o));
+    assert_eq!(
+        stderr(&o).matches("would be refused").count(),
+        1,
+        "{}",
+        show(&o)
+    );
+    assert!(
+        stdout(&o).contains("REFUSED: needs 229376 bytes"),
+        "{}",
+        show(&o)
+    );
+    assert!(stdout(&o).contains("1 problems (above)"), "{}", show(&o));
+
+    // A plan whose `when` covers the public shapes (M <= 16384) but not all of M's range
+    // (up to 65536): only held-out shapes find the hole, where nothing writes `y`.
+    plan("when = \"M < 40000\"");
+    let o = launches(&[]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let o = launches(&["--heldout", "20", "--heldout-max-mib", "100000"]);
+    assert_eq!(code(&o), 1, "{}", show(&o));
+    assert!(
+        stderr(&o).contains("no [[launch]] applies (every `when` is false)")
+            && stderr(&o).contains(": shape heldout-"),
+        "{}",
+        show(&o)
+    );
+    // Corner shapes find it without luck: M at the top of its range (65529..=65536), from every
+    // base; the first five are listed, the rest counted.
+    let o = launches(&["--corners"]);
+    assert_eq!(code(&o), 1, "{}", show(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("swiglu: shape corner-")
+            && err.contains("(M=65529 N=1): no [[launch]] applies (every `when` is false)"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(
+        err.matches("no [[launch]] applies").count(),
+        5,
+        "{}",
+        show(&o)
+    );
+    assert!(err.contains("swiglu: ... and "), "{}", show(&o));
+    assert!(stdout(&o).contains("corner shapes checked"), "{}", show(&o));
+
+    // The shipped plan at held-out shapes: drawn reproducibly, labelled with their parameters,
+    // selectable by name.
+    let run = |seed: &str| {
+        ksmith(&[
+            "--tasks-dir",
+            path_str(&tasks_dir()),
+            "tasks",
+            "launches",
+            TASK,
+            "--heldout",
+            "3",
+            "--heldout-seed",
+            seed,
+            "--shape",
+            "heldout-1",
+            "--json",
+        ])
+    };
+    let o = run("7");
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let rows = v["launches"].as_array().expect("launches");
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!(rows[0]["shape"], "heldout-1");
+    let m = rows[0]["params"]["M"].as_i64().expect("M");
+    let n = rows[0]["params"]["N"].as_i64().expect("N");
+    assert!((1..=65536).contains(&m) && (1..=65536).contains(&n), "{v}");
+    let grid = (m * n + 2047) / 2048;
+    assert_eq!(rows[0]["grid"][0], grid.min(4096), "{v}");
+    assert_eq!(rows[0]["refused"], serde_json::json!([]));
+    assert_eq!(stdout(&run("7")).as_str(), stdout(&o).as_str());
+}
+
+#[test]
 fn tasks_check_on_a_broken_suite_exits_1_with_the_diagnostics() {
     if !have_nvrtc("tasks_check_on_a_broken_suite_exits_1_with_the_diagnostics") {
         return;

@@ -167,17 +167,11 @@ pub fn launches_text(
     compiled: &Compiled,
     device: &DeviceInfo,
 ) -> Option<String> {
-    let shapes: Vec<String> = task
-        .task
-        .shapes
-        .iter()
-        .take(LAUNCH_SHAPES)
-        .map(|s| s.name.clone())
-        .collect();
+    let shapes: Vec<_> = task.task.shapes.iter().take(LAUNCH_SHAPES).collect();
     let rows = bench_suite::launches::analyze(&task.task, plan, &compiled.kernels, &shapes, device)
         .ok()?;
     let mut out = Vec::new();
-    for shape in &shapes {
+    for shape in shapes.iter().map(|s| &s.name) {
         let lines: Vec<String> = rows
             .iter()
             .filter(|r| &r.shape == shape && r.phase == "call")

@@ -10,6 +10,9 @@ use crate::task::{Param, Shape, Task};
 use indexmap::IndexMap;
 use sha2::{Digest, Sha256};
 
+/// Held-out shapes are named `heldout-0`, `heldout-1`, ...
+pub const NAME_PREFIX: &str = "heldout-";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeldoutOptions {
     pub count: usize,
@@ -70,7 +73,7 @@ pub fn draw(task: &Task, seed: u64, opts: &HeldoutOptions) -> Vec<Shape> {
                 .map(|p| (p.name.clone(), draw_param(task, p, shrink, &mut s)))
                 .collect();
             let shape = Shape {
-                name: format!("heldout-{k}"),
+                name: format!("{NAME_PREFIX}{k}"),
                 values,
             };
             let dup = out
@@ -95,6 +98,108 @@ pub fn draw(task: &Task, seed: u64, opts: &HeldoutOptions) -> Vec<Shape> {
     out
 }
 
+/// Corner shapes are named `corner-0`, `corner-1`, ...
+pub const CORNER_PREFIX: &str = "corner-";
+
+/// Multiples of `multiple_of` taken at each end of a range by [`corners`].
+const CORNER_EDGE: i64 = 8;
+
+/// Every legal shape that differs from a base in one parameter, set to a value where launch
+/// plans tend to switch: the first and last few legal values and those around each power of
+/// two. The bases are every public shape and the shape with each parameter at its minimum.
+/// There is no byte cap: a plan must cover the declared ranges, not only what the verifier
+/// happens to draw (a `when` chain with a hole at L = 8191, reachable only with B = H = 1 under
+/// `B * H * L * L <= 2^32`, is found here and by almost no random draw). Deterministic; meant
+/// for static checks of plans, whose resolution costs microseconds, not for GPU runs.
+pub fn corners(task: &Task) -> Vec<Shape> {
+    let lowest: IndexMap<String, i64> = task
+        .params
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                edge_values(task, p).first().copied().unwrap_or(1),
+            )
+        })
+        .collect();
+    let bases: Vec<&IndexMap<String, i64>> = std::iter::once(&lowest)
+        .chain(task.shapes.iter().map(|s| &s.values))
+        .collect();
+    let mut seen: std::collections::HashSet<Vec<i64>> = task
+        .shapes
+        .iter()
+        .map(|s| s.values.values().copied().collect())
+        .collect();
+    let mut out = Vec::new();
+    for p in &task.params {
+        let values = edge_values(task, p);
+        for base in &bases {
+            for &v in &values {
+                let mut values = (*base).clone();
+                values.insert(p.name.clone(), v);
+                if !seen.insert(values.values().copied().collect()) {
+                    continue;
+                }
+                let shape = Shape {
+                    name: format!("{CORNER_PREFIX}{}", out.len()),
+                    values,
+                };
+                if task.check_shape(&shape).is_ok() {
+                    out.push(shape);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A parameter's legal values near its ends and around powers of two, ascending.
+fn edge_values(task: &Task, p: &Param) -> Vec<i64> {
+    if let Some(vals) = p.values.as_ref().filter(|v| !v.is_empty()) {
+        return vals.clone();
+    }
+    let (klo, khi, m) = multiples(task, p);
+    if klo > khi {
+        return vec![p.min.unwrap_or(1)];
+    }
+    let mut ks: std::collections::BTreeSet<i64> = std::collections::BTreeSet::new();
+    ks.extend(klo..=khi.min(klo.saturating_add(CORNER_EDGE - 1)));
+    ks.extend(khi.saturating_sub(CORNER_EDGE - 1).max(klo)..=khi);
+    for j in 0..62 {
+        let pow = 1i64 << j;
+        if pow / m > khi {
+            break;
+        }
+        for v in [pow - 1, pow, pow + 1] {
+            for k in [v.div_euclid(m), div_ceil(v, m)] {
+                if (klo..=khi).contains(&k) {
+                    ks.insert(k);
+                }
+            }
+        }
+    }
+    ks.into_iter().map(|k| k.saturating_mul(m)).collect()
+}
+
+/// `(klo, khi, m)`: the legal values of a ranged parameter are `k * m` for `k` in `klo..=khi`.
+/// Without a declared maximum the range ends at the largest public value (a bit above the
+/// minimum when there is none).
+fn multiples(task: &Task, p: &Param) -> (i64, i64, i64) {
+    let m = p.multiple_of.filter(|m| *m > 0).unwrap_or(1);
+    let lo = p.min.unwrap_or(1);
+    let hi = p
+        .max
+        .unwrap_or_else(|| {
+            task.shapes
+                .iter()
+                .filter_map(|sh| sh.values.get(&p.name).copied())
+                .max()
+                .unwrap_or(lo.saturating_add(1024))
+        })
+        .max(lo);
+    (div_ceil(lo, m), hi.div_euclid(m), m)
+}
+
 fn draw_param(task: &Task, p: &Param, shrink: u32, s: &mut Stream) -> i64 {
     if let Some(vals) = p.values.as_ref().filter(|v| !v.is_empty()) {
         return vals[s.below(vals.len() as u64) as usize];
@@ -109,24 +214,9 @@ fn draw_param(task: &Task, p: &Param, shrink: u32, s: &mut Stream) -> i64 {
     if !public.is_empty() && s.below(5) == 0 {
         return public[s.below(public.len() as u64) as usize];
     }
-    let m = p.multiple_of.filter(|m| *m > 0).unwrap_or(1);
-    let lo = p.min.unwrap_or(1);
-    // Without a declared maximum, stay within the largest public value (and a bit above the
-    // minimum when there are none).
-    let hi = p
-        .max
-        .unwrap_or_else(|| {
-            public
-                .iter()
-                .copied()
-                .max()
-                .unwrap_or(lo.saturating_add(1024))
-        })
-        .max(lo);
-    let klo = div_ceil(lo, m);
-    let khi = hi.div_euclid(m);
+    let (klo, khi, m) = multiples(task, p);
     if klo > khi {
-        return lo;
+        return p.min.unwrap_or(1);
     }
     // Log-uniform in [max(klo, 1), khi'] where khi' shrinks toward klo as attempts fail.
     let base = klo.max(1);
@@ -249,6 +339,54 @@ mod tests {
         assert!(a.iter().any(|s| s.values["N"] % 8 != 0));
         assert!(a.iter().all(|s| s.values["K"] % 64 == 0));
         assert!(a.iter().all(|s| [64, 128].contains(&s.values["D"])));
+    }
+
+    #[test]
+    fn corners_reach_range_ends_and_powers_of_two_around_every_base() {
+        let t = gemm();
+        let c = corners(&t);
+        assert_eq!(c, corners(&t));
+        for (i, s) in c.iter().enumerate() {
+            t.check_shape(s).unwrap();
+            assert_eq!(s.name, format!("corner-{i}"));
+            assert!(c[i + 1..].iter().all(|o| o.values != s.values));
+            assert!(t.shapes.iter().all(|p| p.values != s.values));
+        }
+        let has = |m: i64, k: i64, n: i64, d: i64| {
+            c.iter().any(|s| {
+                s.values["M"] == m && s.values["K"] == k && s.values["N"] == n && s.values["D"] == d
+            })
+        };
+        // One parameter moved from the public shape (M = K = N = 4096, D = 64)...
+        assert!(has(8192, 4096, 4096, 64) && has(8185, 4096, 4096, 64));
+        assert!(has(4095, 4096, 4096, 64) && has(4097, 4096, 4096, 64));
+        assert!(has(4096, 16384, 4096, 64) && has(4096, 64, 4096, 64));
+        assert!(has(4096, 4096, 4096, 128));
+        // ... or from the all-minimum shape (N has no maximum: the largest public value).
+        assert!(has(1, 64, 1, 64) && has(15, 64, 1, 64) && has(1, 64, 4096, 64));
+        // M = 8192 with N = 1 breaks N % 8 == 0 || M < 16.
+        assert!(!has(8192, 64, 1, 64) && !has(16, 64, 1, 64));
+        // K moves in multiples of 64 only; the constraint N % 8 == 0 || M < 16 holds.
+        assert!(c.iter().all(|s| s.values["K"] % 64 == 0));
+        assert!(!has(4096, 4096, 4095, 64) && has(1, 64, 4095, 64));
+        assert!(c.len() < 1000, "{}", c.len());
+
+        // The corner no random draw finds: L at its top with B = H = 1.
+        let t = task(
+            "B = { min = 1, max = 1024 }\nH = { min = 1, max = 256 }\nL = { min = 1, max = 8192 }",
+            "constraints = [\"B * H * L * L <= 4294967296\"]",
+            "[[shapes]]\nname = \"a\"\nB = 8\nH = 16\nL = 2048\n",
+            "[[inputs]]\nname = \"x\"\ndtype = \"f32\"\nshape = [\"B\", \"H\", \"L\", \"L\"]\ninit = { dist = \"normal\" }\n\
+             [[outputs]]\nname = \"y\"\ndtype = \"f32\"\nshape = [\"B\", \"H\", \"L\", \"L\"]\n",
+        );
+        let c = corners(&t);
+        for l in 8185..=8192 {
+            assert!(
+                c.iter()
+                    .any(|s| s.values["B"] == 1 && s.values["H"] == 1 && s.values["L"] == l),
+                "no B = H = 1, L = {l}"
+            );
+        }
     }
 
     #[test]

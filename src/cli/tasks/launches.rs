@@ -1,6 +1,8 @@
 //! `ksmith tasks launches`: compile every reference (as `tasks check` does) and show each
 //! launch's grid, block, registers, shared memory, theoretical occupancy and waves at the public
-//! shapes on a device model, with hints where a launch leaves the GPU idle.
+//! shapes (and, with `--heldout N`, at held-out shapes drawn as the verifier draws them) on a
+//! device model, with hints where a launch leaves the GPU idle, and an error where the device
+//! would refuse it.
 
 use super::{compiler, select, table, trim_dims};
 use crate::cli::{Global, EXIT_FAILED, EXIT_OK};
@@ -9,7 +11,11 @@ use bench_suite::check::{self, CheckOptions};
 use bench_suite::launches::{self, LaunchRow};
 use bench_suite::suite::{Entry, Suite};
 use clap::Args;
+use verifier::heldout::{self, HeldoutOptions};
 use verifier::runtime::device::{DeviceInfo, PRESETS};
+
+/// A plan broken for a whole range would list every corner shape in it: the first few say it.
+const MAX_PROBLEMS_SHOWN: usize = 5;
 
 #[derive(Debug, Args)]
 pub struct LaunchesArgs {
@@ -20,9 +26,25 @@ pub struct LaunchesArgs {
     #[arg(long, default_value = "h100", value_name = "NAME",
           value_parser = clap::builder::PossibleValuesParser::new(PRESETS.iter().copied().chain(["gpu"])))]
     device: String,
-    /// Only this public shape (repeatable) [default: all]
+    /// Only this shape (repeatable; public, or `heldout-K`) [default: all]
     #[arg(long = "shape", value_name = "NAME")]
     shapes: Vec<String>,
+    /// Also N held-out shapes per task, drawn inside the declared ranges as the verifier draws
+    /// them: a launch the device would refuse there fails the task
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    heldout: usize,
+    /// Seed of the held-out draw
+    #[arg(long, value_name = "SEED", default_value_t = 1)]
+    heldout_seed: u64,
+    /// Also every corner shape: each public shape (and the all-minimum one) with one parameter
+    /// moved to a range end or next to a power of two, with no byte cap. Only their problems
+    /// are listed: the plan must cover every legal shape
+    #[arg(long)]
+    corners: bool,
+    /// Cap on a held-out shape's inputs plus outputs, in MiB: the verifier's 64 by default;
+    /// larger caps reach the rest of the declared ranges, which a plan must cover too
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    heldout_max_mib: u64,
     /// Only launches with a hint (idle SMs, a mostly empty second wave, under 8 warps per SM)
     #[arg(long)]
     hints_only: bool,
@@ -64,26 +86,83 @@ pub fn launches_cmd(g: &Global, suite: &Suite, a: &LaunchesArgs) -> anyhow::Resu
     let checked = check::check(suite, &selected, &compiler, &opts, &|_| {})?;
     let mut rows: Vec<LaunchRow> = Vec::new();
     let mut failed: Vec<String> = Vec::new();
+    let mut corner_shapes = 0usize;
+    // Task-level failures (not compiled, not valid) and shapes with problems.
+    let mut problem_count = 0usize;
     for (entry, row) in selected.iter().zip(&checked) {
         let Entry::Ok(td) = entry else {
             failed.push(format!(
                 "{}: invalid task (see `ksmith tasks check`)",
                 row.id
             ));
+            problem_count += 1;
             continue;
         };
         if row.failed() {
             failed.push(format!("{}: {:?}", row.id, row.status));
+            problem_count += 1;
             continue;
         }
-        match launches::analyze(&td.task, &td.plan, &row.kernels, &a.shapes, &device) {
-            Ok(r) => rows.extend(r),
-            Err(e) => failed.push(format!("{}: {e}", row.id)),
+        let drawn = if a.heldout > 0 {
+            let opts = HeldoutOptions {
+                count: a.heldout,
+                max_bytes: a.heldout_max_mib.saturating_mul(1 << 20),
+                ..HeldoutOptions::default()
+            };
+            heldout::draw(&td.task, a.heldout_seed, &opts)
+        } else {
+            Vec::new()
+        };
+        let corners = if a.corners {
+            heldout::corners(&td.task)
+        } else {
+            Vec::new()
+        };
+        corner_shapes += corners.len();
+        let shapes: Vec<_> = td
+            .task
+            .shapes
+            .iter()
+            .chain(&drawn)
+            .chain(&corners)
+            .filter(|s| a.shapes.is_empty() || a.shapes.contains(&s.name))
+            .collect();
+        // Shape by shape, so one shape the plan cannot resolve hides none of the others.
+        let mut problems = Vec::new();
+        for shape in shapes {
+            match launches::analyze(&td.task, &td.plan, &row.kernels, &[shape], &device) {
+                Ok(r) => {
+                    problems.extend(r.iter().filter(|r| !r.refused.is_empty()).map(|r| {
+                        format!(
+                            "shape {} ({}): `{}` would be refused: {}",
+                            r.shape,
+                            describe(&r.params),
+                            r.kernel,
+                            r.refused.join("; ")
+                        )
+                    }));
+                    rows.extend(r);
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        problem_count += problems.len();
+        let more = problems.len().saturating_sub(MAX_PROBLEMS_SHOWN);
+        failed.extend(
+            problems
+                .into_iter()
+                .take(MAX_PROBLEMS_SHOWN)
+                .map(|p| format!("{}: {p}", row.id)),
+        );
+        if more > 0 {
+            failed.push(format!("{}: ... and {more} more shapes", row.id));
         }
     }
+    // Corner shapes run to thousands: only their problems are shown.
+    rows.retain(|r| !r.shape.starts_with(heldout::CORNER_PREFIX) || !r.refused.is_empty());
     let hinted = rows.iter().filter(|r| !r.hints.is_empty()).count();
     if a.hints_only {
-        rows.retain(|r| !r.hints.is_empty());
+        rows.retain(|r| !r.hints.is_empty() || !r.refused.is_empty());
     }
     if a.json {
         let v = serde_json::json!({
@@ -92,6 +171,7 @@ pub fn launches_cmd(g: &Global, suite: &Suite, a: &LaunchesArgs) -> anyhow::Resu
             "arch": arch.to_string(),
             "launches": rows,
             "with_hints": hinted,
+            "corner_shapes": corner_shapes,
             "failed": failed,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -101,15 +181,20 @@ pub fn launches_cmd(g: &Global, suite: &Suite, a: &LaunchesArgs) -> anyhow::Resu
             eprintln!("error: {f}");
         }
         println!(
-            "{} launches of {} tasks on {} ({} SMs, {arch}, theoretical occupancy): {hinted} with hints{}",
+            "{} launches of {} tasks on {} ({} SMs, {arch}, theoretical occupancy): {hinted} with hints{}{}",
             rows.len(),
             selected.len(),
             device.name,
             device.sm_count,
+            if a.corners {
+                format!("; {corner_shapes} corner shapes checked")
+            } else {
+                String::new()
+            },
             if failed.is_empty() {
                 String::new()
             } else {
-                format!(", {} tasks not analysed", failed.len())
+                format!(", {problem_count} problems (above)")
             }
         );
     }
@@ -118,6 +203,23 @@ pub fn launches_cmd(g: &Global, suite: &Suite, a: &LaunchesArgs) -> anyhow::Resu
     } else {
         EXIT_FAILED
     })
+}
+
+fn describe<'a>(params: impl IntoIterator<Item = (&'a String, &'a i64)>) -> String {
+    let v: Vec<String> = params
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    v.join(" ")
+}
+
+/// Held-out shapes have no meaningful name: the table shows their parameters too.
+fn shape_label(r: &LaunchRow) -> String {
+    if r.shape.starts_with(heldout::NAME_PREFIX) || r.shape.starts_with(heldout::CORNER_PREFIX) {
+        format!("{} ({})", r.shape, describe(&r.params))
+    } else {
+        r.shape.clone()
+    }
 }
 
 fn dims(d: [u32; 3]) -> String {
@@ -144,7 +246,7 @@ fn print_table(rows: &[LaunchRow]) {
         let o = &r.occupancy;
         t.add_row(vec![
             r.task.clone(),
-            r.shape.clone(),
+            shape_label(r),
             if r.phase == "prepare" {
                 format!("{} (prepare)", r.kernel)
             } else {
@@ -161,7 +263,12 @@ fn print_table(rows: &[LaunchRow]) {
             } else {
                 "-".into()
             },
-            r.hints.join("; "),
+            r.hints
+                .iter()
+                .cloned()
+                .chain(r.refused.iter().map(|p| format!("REFUSED: {p}")))
+                .collect::<Vec<_>>()
+                .join("; "),
         ]);
     }
     println!("{t}");
