@@ -12,6 +12,12 @@
 //! public shapes) is reported — on such inputs a kernel that never reads it would pass (logits
 //! whose argmax always sits in the first few entries of a row). Inputs that are the same for
 //! every seed (constants, fixed tables) are exempt; structured inputs are redrawn whole.
+//!
+//! And it runs spec.py on the verifier's stress variants (heavy-tailed inputs scaled up and
+//! down): an output that turns NaN or infinite there makes the strict check compare overflow
+//! with overflow, where summation order decides between inf and the largest finite value, so
+//! a correct kernel fails at random. Such inputs (typically weights multiplied through several
+//! layers) need `stress = false`.
 
 use crate::suite::{Entry, TaskDir};
 use crate::torch::{
@@ -20,7 +26,7 @@ use crate::torch::{
 use serde::Serialize;
 use std::time::Instant;
 use verifier::heldout::{self, HeldoutOptions};
-use verifier::inputs::{self, HostTensor, Variant};
+use verifier::inputs::{self, HostTensor, StressScale, Variant};
 use verifier::task::{InitKind, Shape, Task};
 use verifier::timing::Protocol;
 
@@ -44,6 +50,8 @@ pub struct SpecCheckOptions {
     /// Also run spec.py once per input redrawn from another seed (see the module docs), on the
     /// public shapes checked.
     pub sensitivity: bool,
+    /// Also run spec.py on the stress variants and report outputs that turn NaN or infinite.
+    pub stress: bool,
     /// Public shapes with more bytes of inputs and outputs than this are skipped (reported as
     /// skipped), except a task's smallest.
     pub max_bytes: Option<u64>,
@@ -283,6 +291,12 @@ fn check_shape(
         .map(|(d, t)| output_facts(&d.name, t))
         .collect();
     let mut problems = degeneracies(&facts);
+    if opts.stress && td.task.stressable() {
+        match stress_problems(td, shape, opts, session)? {
+            Ok(p) => problems.extend(p),
+            Err(p) => return Ok(failed(p)),
+        }
+    }
     // Parts the same for every seed (constants, fixed tables) were not redrawn: exempt.
     let mut unmoved: Vec<Probe> = first
         .redrawn
@@ -336,6 +350,48 @@ fn check_shape(
             Vec::new(),
         )
     })
+}
+
+/// spec.py on the stress variants of `shape` at the check's seed: one problem per output that
+/// holds NaN or infinite values there.
+fn stress_problems(
+    td: &TaskDir,
+    shape: &Shape,
+    opts: &SpecCheckOptions,
+    session: &mut Option<Session>,
+) -> Result<Result<Vec<String>, String>, SpecUnavailable> {
+    let variants = [
+        Variant::Stress(StressScale::Up),
+        Variant::Stress(StressScale::Down),
+    ];
+    let mut sets = Vec::new();
+    for v in variants {
+        match inputs::generate_inputs(&td.task, shape, opts.seed, v) {
+            Ok(set) => sets.push(set),
+            Err(e) => return Ok(Err(format!("generating {v} inputs: {e}"))),
+        }
+    }
+    let outputs = match run_sets(td, shape, &sets, opts, session)? {
+        Ok(o) => o,
+        Err(p) => return Ok(Err(format!("on {} inputs: {p}", variants[0]))),
+    };
+    let mut problems = Vec::new();
+    for (v, set) in variants.iter().zip(&outputs) {
+        for (d, t) in td.task.outputs.iter().zip(set) {
+            let f = output_facts(&d.name, t);
+            if f.non_finite > 0 {
+                problems.push(format!(
+                    "output `{}`: {} of {} values are NaN or infinite on the {v} inputs: \
+                     overflow makes the strict check flaky; mark the inputs that must not be \
+                     rescaled (weights through several layers) `stress = false`",
+                    d.name,
+                    f.non_finite,
+                    f.dims.iter().product::<u64>()
+                ));
+            }
+        }
+    }
+    Ok(Ok(problems))
 }
 
 /// A part of one input that is redrawn to see whether the outputs depend on it.

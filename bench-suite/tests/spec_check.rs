@@ -73,11 +73,16 @@ const COPY_X: &str =
 /// first and the last byte of `w`.
 const COPY: &str = "import torch\n\nclass Model(torch.nn.Module):\n    def forward(self, x, w):\n        y = x.clone()\n        y.buf[0] ^= w.buf[0] ^ w.buf[-1]\n        return y\n";
 
+/// `x` (xor-ed with `w` so that both matter), with its first element set to +inf when some
+/// element of `x` exceeds 100 in magnitude.
+const OVERFLOWS: &str = "import struct\nimport torch\n\nclass Model(torch.nn.Module):\n    def forward(self, x, w):\n        y = x.clone()\n        y.buf[0] ^= w.buf[0] ^ w.buf[-1]\n        v = struct.unpack('<%df' % (len(x.buf) // 4), bytes(x.buf))\n        if max(abs(e) for e in v) > 100:\n            y.buf[0:4] = struct.pack('<f', float('inf'))\n        return y\n";
+
 fn opts(shapes: ShapePick, runner: RunnerConfig) -> SpecCheckOptions {
     SpecCheckOptions {
         shapes,
         seed: 1,
         sensitivity: true,
+        stress: true,
         max_bytes: None,
         heldout: 0,
         heldout_seed: 1,
@@ -190,6 +195,15 @@ fn a_suite_through_the_stand_in_torch_on_the_cpu() {
             normal,
             "import torch\n\nclass Model(torch.nn.Module):\n    def forward(self, x, w):\n        y = x.clone()\n        y.buf[0] ^= w.buf[0]\n        return y\n",
         ));
+        // Finite on the declared N(0, 1) inputs; infinite where the stress variant scales `x`
+        // up (by 2^10 for f32), as a product through several fp16 layers would overflow.
+        e.push(task(
+            root.path(),
+            "overflows_under_stress",
+            "f32",
+            normal,
+            OVERFLOWS,
+        ));
         e
     };
     let selected: Vec<&Entry> = entries.iter().collect();
@@ -202,7 +216,7 @@ fn a_suite_through_the_stand_in_torch_on_the_cpu() {
         &mut |r| seen.push((r.id.clone(), r.shape.clone())),
     )
     .expect("the stand-in counts as torch");
-    assert_eq!(seen.len(), 6);
+    assert_eq!(seen.len(), 7);
     let by_id = |id: &str| rows.iter().find(|r| r.id == id).unwrap();
 
     let ok = by_id("copy");
@@ -231,6 +245,25 @@ fn a_suite_through_the_stand_in_torch_on_the_cpu() {
     );
     assert!(ignores.problems[1]
         .contains("the upper half of the last dimension of input `w` is drawn from another seed"));
+
+    let over = by_id("overflows_under_stress");
+    assert_eq!(over.status, SpecStatus::Degenerate, "{over:?}");
+    assert_eq!(over.problems.len(), 1, "{over:?}");
+    assert!(
+        over.problems[0].contains(
+            "output `y`: 1 of 16 values are NaN or infinite on the stress (heavy-tailed, scaled up) inputs"
+        ) && over.problems[0].contains("`stress = false`"),
+        "{over:?}"
+    );
+    assert_eq!(
+        over.outputs[0].non_finite, 0,
+        "finite on the declared inputs"
+    );
+    // Without the stress run it is a clean task.
+    let mut no_stress = opts(ShapePick::Smallest, runner.clone());
+    no_stress.stress = false;
+    let o = spec_check::check(&selected[selected.len() - 1..], &no_stress, &mut |_| {}).unwrap();
+    assert_eq!(o[0].status, SpecStatus::Ok, "{:?}", o[0]);
 
     let front = by_id("reads_w_front");
     assert_eq!(front.status, SpecStatus::Degenerate);

@@ -99,6 +99,10 @@ pub struct SpecArgs {
     /// input drawn from another seed)
     #[arg(long)]
     no_sensitivity: bool,
+    /// Skip the run on the verifier's stress variants (heavy-tailed inputs scaled up and down),
+    /// which fails a task whose outputs turn NaN or infinite there
+    #[arg(long)]
+    no_stress: bool,
     /// Longest one (task, shape) may run, torch's import included, in seconds
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -578,6 +582,7 @@ fn spec_cmd(suite: &Suite, a: &SpecArgs) -> anyhow::Result<u8> {
         },
         seed: a.seed,
         sensitivity: !a.no_sensitivity,
+        stress: !a.no_stress,
         max_bytes: a.max_bytes,
         heldout: a.heldout,
         heldout_seed: a.heldout_seed,

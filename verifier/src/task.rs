@@ -356,6 +356,23 @@ pub struct CompilePolicy {
 }
 
 impl Task {
+    /// Whether the verifier's stress variants change any input: some float input drawn from a
+    /// continuous distribution (the only kind with a stress form, see `inputs::Variant`) opts in.
+    pub fn stressable(&self) -> bool {
+        self.inputs.iter().any(|d| {
+            d.dtype.is_float()
+                && d.init.as_ref().is_some_and(|i| {
+                    i.stress
+                        && matches!(
+                            i.kind,
+                            InitKind::Normal { .. }
+                                | InitKind::Uniform { .. }
+                                | InitKind::StudentT { .. }
+                        )
+                })
+        })
+    }
+
     pub fn load(path: &Path) -> Result<Task, LoadError> {
         let text = diag::read_file(path)?;
         Task::parse(path, &text)

@@ -25,7 +25,7 @@ use crate::heldout::{self, HeldoutOptions};
 use crate::inputs::{dims_of, generate_inputs, HostTensor, StressScale, Variant};
 use crate::plan::{Plan, ResolvedLaunch};
 use crate::protocol::{EvalOptions, OutputError};
-use crate::task::{InitKind, Shape, Task};
+use crate::task::{Shape, Task};
 use crate::verdict::{Case, MutatedBuffer, Verdict};
 use indexmap::IndexMap;
 use std::rc::Rc;
@@ -462,19 +462,7 @@ pub fn cases(task: &Task, opts: &EvalOptions) -> Result<CaseSelection, EvalError
         ));
     }
     let mut variants = vec![Variant::Base];
-    let stressable = task.inputs.iter().any(|d| {
-        d.dtype.is_float()
-            && d.init.as_ref().is_some_and(|i| {
-                // Only the continuous distributions have a stress form (inputs::Variant).
-                i.stress
-                    && matches!(
-                        i.kind,
-                        InitKind::Normal { .. }
-                            | InitKind::Uniform { .. }
-                            | InitKind::StudentT { .. }
-                    )
-            })
-    });
+    let stressable = task.stressable();
     if opts.stress && stressable {
         variants.push(Variant::Stress(StressScale::Up));
         variants.push(Variant::Stress(StressScale::Down));
