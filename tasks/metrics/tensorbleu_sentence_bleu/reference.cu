@@ -67,17 +67,12 @@ static __device__ __forceinline__ float order_pass(const long long* sc, const lo
         if (!ok) continue;
         ++dn;
         unsigned s = home_slot<n>(sc + i);
+        // Every probe is an atomicCAS (it returns the slot's key, claimed or not): a plain read
+        // racing other threads' CAS on the same word is a hazard compute-sanitizer's racecheck
+        // may report, and shared-memory CAS costs little next to the n-gram compare.
         while (true) {
-            int k = *(volatile int*)&key[s];
-            if (k == -1) {
-                const int prev = atomicCAS(&key[s], -1, i);
-                if (prev == -1) {
-                    atomicAdd(&cc[s], 1);
-                    break;
-                }
-                k = prev;
-            }
-            if (same<n>(sc + k, sc + i)) {
+            const int k = atomicCAS(&key[s], -1, i);
+            if (k == -1 || same<n>(sc + k, sc + i)) {
                 atomicAdd(&cc[s], 1);
                 break;
             }
