@@ -35,12 +35,14 @@ impl CudaError {
     }
 }
 
-/// Error codes after which "the context cannot be used" (CUDA driver API documentation of
-/// `CUresult`), plus the ones that mean the driver itself is gone.
+/// Error codes after which "the context cannot be used" or "the process must be terminated
+/// and relaunched" (cuda.h's documentation of `CUresult`, CUDA 13.0), plus the ones that mean
+/// the driver itself is gone.
 pub const STICKY_CODES: &[(u32, &str)] = &[
     (4, "CUDA_ERROR_DEINITIALIZED"),
     (214, "CUDA_ERROR_ECC_UNCORRECTABLE"),
     (220, "CUDA_ERROR_NVLINK_UNCORRECTABLE"),
+    (226, "CUDA_ERROR_CONTAINED"),
     (700, "CUDA_ERROR_ILLEGAL_ADDRESS"),
     (702, "CUDA_ERROR_LAUNCH_TIMEOUT"),
     (709, "CUDA_ERROR_CONTEXT_IS_DESTROYED"),
@@ -51,6 +53,9 @@ pub const STICKY_CODES: &[(u32, &str)] = &[
     (717, "CUDA_ERROR_INVALID_ADDRESS_SPACE"),
     (718, "CUDA_ERROR_INVALID_PC"),
     (719, "CUDA_ERROR_LAUNCH_FAILED"),
+    (721, "CUDA_ERROR_TENSOR_MEMORY_LEAK"),
+    (810, "CUDA_ERROR_MPS_CLIENT_TERMINATED"),
+    (911, "CUDA_ERROR_EXTERNAL_DEVICE"),
     (999, "CUDA_ERROR_UNKNOWN"),
 ];
 
@@ -140,6 +145,7 @@ mod tests {
             CUresult::CUDA_ERROR_DEINITIALIZED,
             CUresult::CUDA_ERROR_ECC_UNCORRECTABLE,
             CUresult::CUDA_ERROR_NVLINK_UNCORRECTABLE,
+            CUresult::CUDA_ERROR_CONTAINED,
             CUresult::CUDA_ERROR_ILLEGAL_ADDRESS,
             CUresult::CUDA_ERROR_LAUNCH_TIMEOUT,
             CUresult::CUDA_ERROR_CONTEXT_IS_DESTROYED,
@@ -150,6 +156,9 @@ mod tests {
             CUresult::CUDA_ERROR_INVALID_ADDRESS_SPACE,
             CUresult::CUDA_ERROR_INVALID_PC,
             CUresult::CUDA_ERROR_LAUNCH_FAILED,
+            CUresult::CUDA_ERROR_TENSOR_MEMORY_LEAK,
+            CUresult::CUDA_ERROR_MPS_CLIENT_TERMINATED,
+            CUresult::CUDA_ERROR_EXTERNAL_DEVICE,
             CUresult::CUDA_ERROR_UNKNOWN,
         ];
         assert_eq!(known.len(), STICKY_CODES.len());
@@ -165,8 +174,24 @@ mod tests {
             CUresult::CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE,
             CUresult::CUDA_ERROR_INVALID_CLUSTER_SIZE,
             CUresult::CUDA_ERROR_NOT_FOUND,
+            CUresult::CUDA_ERROR_UNSUPPORTED_DEVSIDE_SYNC,
         ] {
             assert!(!is_sticky(recoverable as u32), "{recoverable:?}");
+        }
+    }
+
+    #[test]
+    fn every_code_cuda_h_says_needs_a_relaunch_is_sticky() {
+        // cuda.h (13.0) ends the description of each of these with "the process must be
+        // terminated and relaunched": treating one as recoverable runs every later case of the
+        // worker on a dead context and blames those kernels.
+        for code in [
+            CUresult::CUDA_ERROR_CONTAINED,
+            CUresult::CUDA_ERROR_TENSOR_MEMORY_LEAK,
+            CUresult::CUDA_ERROR_MPS_CLIENT_TERMINATED,
+            CUresult::CUDA_ERROR_EXTERNAL_DEVICE,
+        ] {
+            assert!(is_sticky(code as u32), "{code:?}");
         }
     }
 
