@@ -210,6 +210,18 @@ class WithStandInTorch(unittest.TestCase):
         self.assertEqual([s[0] for s in timed[:4]], [x0, x1, x0, x1])
         self.assertTrue(all(s[1] == w for s in timed))
 
+    def test_compiling_call_is_not_warm_up(self):
+        # A compile longer than the time cap: warm-up still makes its calls after it.
+        req = self.request(("compile",))
+        req["protocol"]["time_cap_ms"] = 200
+        env = dict(self.env, KSMITH_STANDIN_COMPILE_S="0.4")
+        code, reply, err = run(self.d, req, env)
+        self.assertEqual(code, 0, err)
+        r = reply["compile"]
+        self.assertTrue(r["ok"], r)
+        self.assertGreaterEqual(r["warmup_calls"], 3, r)
+        self.assertLess(r["summary"]["max_ms"], 300, r)
+
     def test_output_mismatches_are_mode_errors(self):
         req = self.request(("oracle", "eager"))
         req["outputs"][1]["dims"] = [4]

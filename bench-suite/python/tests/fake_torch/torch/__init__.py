@@ -103,8 +103,19 @@ def no_grad():
 
 
 def compile(model, mode=None):
+    """The model itself; with KSMITH_STANDIN_COMPILE_S its first call takes that long, as the
+    call that compiles does."""
     compile.calls.append(mode)
-    return model
+    delay = float(os.environ.get("KSMITH_STANDIN_COMPILE_S", "0"))
+    state = {"first": True}
+
+    def compiled(*args):
+        if state["first"]:
+            state["first"] = False
+            time.sleep(delay)
+        return model(*args)
+
+    return compiled
 
 
 compile.calls = []
