@@ -103,6 +103,9 @@ def import_torch(device):
     if device >= torch.cuda.device_count():
         raise Finish(EXIT_UNAVAILABLE, "unavailable",
                      reason=f"CUDA device {device} requested, torch sees {torch.cuda.device_count()}")
+    # Events, streams and graphs are created on, and record into, the *current* device's current
+    # stream: it must be the device the inputs, the model and the flush buffer live on.
+    torch.cuda.set_device(device)
     return torch
 
 

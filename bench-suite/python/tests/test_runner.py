@@ -222,6 +222,14 @@ class WithStandInTorch(unittest.TestCase):
         self.assertGreaterEqual(r["warmup_calls"], 3, r)
         self.assertLess(r["summary"]["max_ms"], 300, r)
 
+    def test_timing_runs_on_the_requested_device(self):
+        req = self.request(("oracle", "eager"))
+        req["device"] = 1
+        code, reply, err = run(self.d, req, dict(self.env, KSMITH_STANDIN_DEVICES="2"))
+        self.assertEqual(code, 0, err)
+        self.assertTrue(reply["eager"]["ok"], reply["eager"])
+        self.assertIn("graph_ms", reply["eager"])
+
     def test_output_mismatches_are_mode_errors(self):
         req = self.request(("oracle", "eager"))
         req["outputs"][1]["dims"] = [4]

@@ -55,6 +55,8 @@ class Tensor:
         return Tensor(self.buf, self.dtype, shape, self.device)
 
     def to(self, dev):
+        if isinstance(dev, device) and dev.kind == "cuda":
+            _cuda_state["work"] = dev.index
         return Tensor(bytearray(self.buf), self.dtype, self.shape, dev)
 
     def clone(self):
@@ -139,11 +141,24 @@ backends = types.SimpleNamespace(
 )
 
 
+# The current CUDA device (set_device) and the one inputs were last moved to: an event recorded
+# while they differ would time another device's stream, which real torch does silently.
+_cuda_state = {"current": 0, "work": None}
+
+
+def _set_device(d):
+    _cuda_state["current"] = d.index if isinstance(d, device) else int(d)
+
+
 class _Event:
     def __init__(self, enable_timing=False):
         self.t = None
 
     def record(self):
+        work, current = _cuda_state["work"], _cuda_state["current"]
+        if work is not None and work != current:
+            raise RuntimeError(f"stand-in: event recorded on device {current}, the work is on "
+                               f"device {work}")
         self.t = time.perf_counter()
 
     def synchronize(self):
@@ -165,7 +180,8 @@ class _Graph:
 
 cuda = types.SimpleNamespace(
     is_available=lambda: os.environ.get("KSMITH_STANDIN_NO_CUDA") != "1",
-    device_count=lambda: 1,
+    device_count=lambda: int(os.environ.get("KSMITH_STANDIN_DEVICES", "1")),
+    set_device=_set_device,
     get_device_properties=lambda dev: types.SimpleNamespace(name="Stand-in GPU", L2_cache_size=1 << 20),
     synchronize=lambda: None,
     empty_cache=lambda: None,
