@@ -50,7 +50,14 @@
 # (references: every public shape); KSMITH_BENCH_CHUNK=I/N (bench: the I-th of N slices of the
 # suite); KSMITH_BENCH_BASELINE=eager|torch|none (default eager: torch.compile costs 20-40 s per
 # task); KSMITH_BENCH_SHAPES=realistic|all|small|NAMES (default realistic); KSMITH_TIMING_TASKS
-# (repeat, ncu); KSMITH_LOADINLINE_RUNS (default 2).
+# (repeat, ncu); KSMITH_LOADINLINE_RUNS (default 2); KSMITH_GPU_BUDGET_S (default 570): the
+# seconds this call may take in all (set it to the device call's limit_s minus ~30 when less
+# device time than 10 minutes is left).
+#
+# The budget: a device call killed at its limit prints no table and copies no results, so every
+# step's timeout is cut to what is left of the budget (less 15 s for the table), a step is not
+# started with less than 30 s left (its row says so: run it in the next call), and the table is
+# written to $OUT/summary.txt row by row.
 #
 # Device time: one command may run at most 10 minutes (keep each call under 9), a session has
 # 30 minutes in all, a fresh machine takes ~2-3 minutes to start and is released after ~30 s
@@ -159,16 +166,30 @@ prepare() {
 }
 
 # --- run ----------------------------------------------------------------------------------
-ROWS=()
-row() { ROWS+=("$(printf '%-10s %-26s %-8s %s' "$1" "$2" "$3" "$4")"); }
+# The table, appended row by row (run_steps writes its header): a call cut off still leaves it.
+row() { printf '%-10s %-26s %-8s %s\n' "$1" "$2" "$3" "$4" >>"$OUTDIR/summary.txt"; }
+
+budget_left() { echo $((DEADLINE - SECONDS - 15)); }
+
+cut_limit() {
+  # cut_limit SECONDS: that timeout, or less when the call's budget ends sooner (at least 1).
+  local left
+  left=$(budget_left)
+  (( left < $1 )) || { echo "$1"; return; }
+  (( left > 1 )) && echo "$left" || echo 1
+}
 
 run_logged() {
   # run_logged LOG TIMEOUT CMD... : output to LOG, returns the command's status.
-  local log=$1 limit=$2; shift 2
+  local log=$1 limit=$2 cut; shift 2
+  cut=$(cut_limit "$limit")
   set +e
-  timeout --signal=KILL "$limit" "$@" >"$log" 2>&1
+  timeout --signal=KILL "$cut" "$@" >"$log" 2>&1
   local rc=$?
   set -e
+  if (( cut < limit )); then
+    printf 'gpu-check: timeout cut from %d s to %d s by the call budget (KSMITH_GPU_BUDGET_S)\n' "$limit" "$cut" >>"$log"
+  fi
   return $rc
 }
 
@@ -183,7 +204,7 @@ step_test() {
 }
 
 step_eval() {
-  local total=0 bad=0
+  local total=0 bad=0 cut=
   for d in "$KIT"/verifier/tests/broken/*/; do
     local name expect want timeout_s json rc=0 kind want_exit task shapes heldout
     name=$(basename "$d")
@@ -199,7 +220,11 @@ step_eval() {
     heldout=$(sed -n 's/^heldout = \([0-9]*\).*/\1/p' "$expect")
     heldout=${heldout:-1}
     set +e
-    json=$(cd "$KIT" && timeout --signal=KILL $((timeout_s + 60)) "$KIT/bin/ksmith" eval --json \
+    if (( $(budget_left) < 20 )); then
+      row eval "$name ..." SKIP "not run: the call's budget is spent (KSMITH_GPU_BUDGET_S)"
+      cut=1; FAILED=1; break
+    fi
+    json=$(cd "$KIT" && timeout --signal=KILL "$(cut_limit $((timeout_s + 60)))" "$KIT/bin/ksmith" eval --json \
       --tasks-dir "$KIT/tasks" --task "$task" "$d" --shapes "$shapes" --heldout "$heldout" \
       --seeds 0 --fresh-seed 20261124 --timeout "$timeout_s" 2>>"$LOGS/eval.stderr.log")
     rc=$?
@@ -217,7 +242,7 @@ step_eval() {
       bad=$((bad + 1)); FAILED=1
     fi
   done
-  row eval "(all)" "$([[ $bad == 0 ]] && echo ok || echo FAIL)" "$((total - bad))/$total as expected"
+  row eval "(all)" "$([[ $bad == 0 && -z $cut ]] && echo ok || echo FAIL)" "$((total - bad))/$total as expected${cut:+ (the rest not run)}"
   step_eval_wall
 }
 
@@ -228,9 +253,10 @@ step_eval_wall() {
   local runs=${KSMITH_EVAL_RUNS:-5} i rc ms=() bad=0
   for ((i = 0; i < runs; i++)); do
     local t0 t1
+    if (( $(budget_left) < 20 )); then runs=$i; break; fi
     t0=$(date +%s%N)
     set +e
-    (cd "$KIT" && "$KIT/bin/ksmith" --no-cache eval --json --tasks-dir "$KIT/tasks" --task swiglu \
+    (cd "$KIT" && timeout --signal=KILL "$(cut_limit 120)" "$KIT/bin/ksmith" --no-cache eval --json --tasks-dir "$KIT/tasks" --task swiglu \
       --reference >"$LOGS/eval-wall-$i.json" 2>>"$LOGS/eval.stderr.log")
     rc=$?
     set -e
@@ -239,6 +265,7 @@ step_eval_wall() {
     ms+=($(( (t1 - t0) / 1000000 )))
   done
   local med
+  if (( runs == 0 )); then row eval "wall: swiglu reference" SKIP "the call's budget is spent"; FAILED=1; return; fi
   med=$(printf '%s\n' "${ms[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}')
   if (( bad == 0 )); then row eval "wall: swiglu reference" ok "median ${med} ms over $runs runs (${ms[*]} ms)"
   else row eval "wall: swiglu reference" FAIL "$bad of $runs runs did not exit 0; see logs/eval-wall-*.json"; FAILED=1; fi
@@ -250,7 +277,7 @@ step_batch_reference() {
   # checks its first shape, m1, where there is nothing to probe).
   local t0=$SECONDS rc=0 log=$LOGS/batch-reference.json
   set +e
-  (cd "$KIT" && timeout --signal=KILL 400 "$KIT/bin/ksmith" eval --json --tasks-dir "$KIT/tasks" \
+  (cd "$KIT" && timeout --signal=KILL "$(cut_limit 400)" "$KIT/bin/ksmith" eval --json --tasks-dir "$KIT/tasks" \
     --task hspi_batch_invariant_matmul --reference --shapes m7,m64,m333 --heldout 1 --seeds 0 \
     >"$log" 2>"$LOGS/batch-reference.stderr.log")
   rc=$?
@@ -440,6 +467,8 @@ run_steps() {
   OUTDIR=${OUT:-$PWD/gpu-carry/out}
   LOGS=$OUTDIR/logs
   mkdir -p "$LOGS"
+  DEADLINE=$((SECONDS + ${KSMITH_GPU_BUDGET_S:-570}))
+  { echo; printf '%-10s %-26s %-8s %s\n' step what result detail; } >"$OUTDIR/summary.txt"
   unpack_kit
   export KSMITH_HOME=$KIT KSMITH_ROOT=$KIT KSMITH_BIN=$KIT/bin/ksmith KSMITH_REQUIRE_GPU=1
   export KSMITH_TASKS_DIR=$KIT/tasks KSMITH_CACHE_DIR=$KIT/cache
@@ -453,6 +482,10 @@ run_steps() {
   local steps=("$@")
   (( ${#steps[@]} )) || steps=(runtime broken eval references)
   for s in "${steps[@]}"; do
+    if (( $(budget_left) < 30 )); then
+      row "$s" "(not started)" SKIP "the call's budget is spent (KSMITH_GPU_BUDGET_S): run it in the next call"
+      FAILED=1; continue
+    fi
     say "step $s"
     case $s in
       runtime) step_test runtime gpu_runtime 300; step_test corpus-cpu broken_corpus 120 ;;
@@ -478,11 +511,7 @@ run_steps() {
     esac
   done
   mkdir -p "$OUTDIR/results" && cp -r "$RESULTS"/. "$OUTDIR/results/" 2>/dev/null || true
-  {
-    echo
-    printf '%-10s %-26s %-8s %s\n' step what result detail
-    printf '%s\n' "${ROWS[@]}"
-  } | tee "$OUTDIR/summary.txt"
+  cat "$OUTDIR/summary.txt"
   return $FAILED
 }
 
