@@ -94,6 +94,10 @@ pub enum RuntimeError {
         index: usize,
         name: String,
     },
+    /// The plan's arguments do not fit the compiled kernel's parameters (refused before
+    /// launching, so the context stays usable).
+    #[error("launch of `{kernel}`: {problem}")]
+    ArgumentMismatch { kernel: String, problem: String },
     #[error("buffer `{name}` holds {len} bytes; {what} has {got}")]
     SizeMismatch {
         name: String,

@@ -6,7 +6,7 @@
 
 use super::device::{self, DeviceInfo};
 use super::error::{Call, CudaError, RuntimeError};
-use super::launch::{check_coresident, check_limits, pack_args, FuncAttrs};
+use super::launch::{check_coresident, check_limits, check_params, pack_args, FuncAttrs};
 use super::probe::probe_driver;
 use crate::dtype::DType;
 use crate::nvrtc::Compiled;
@@ -195,6 +195,7 @@ impl Gpu {
                 symbol: k.symbol.clone(),
                 handle: f,
                 attrs: Cell::new(attrs),
+                param_sizes: param_sizes(f),
             });
         }
         Ok(m)
@@ -213,6 +214,9 @@ impl Gpu {
         let f = module.function(&l.kernel)?;
         let mut attrs = f.attrs.get();
         check_limits(l, &attrs, &self.info)?;
+        if let Some(sizes) = &f.param_sizes {
+            check_params(l, sizes)?;
+        }
         if l.shared_bytes > attrs.max_dynamic_shared_bytes {
             // SAFETY: a valid function handle; the value was checked against the device.
             unsafe {
@@ -339,6 +343,25 @@ fn func_attrs(f: sys::CUfunction) -> Result<FuncAttrs, RuntimeError> {
     })
 }
 
+/// Each parameter's size in bytes, in order. `cuFuncGetParamInfo` answers
+/// CUDA_ERROR_INVALID_VALUE for the first index past the last parameter; any other failure
+/// gives `None`, and launches of this function then go unchecked rather than refused.
+fn param_sizes(f: sys::CUfunction) -> Option<Vec<usize>> {
+    let mut sizes = Vec::new();
+    // A kernel's parameters take at most 32764 bytes, so there are fewer than this many.
+    while sizes.len() < 32768 {
+        let (mut offset, mut size) = (0usize, 0usize);
+        // SAFETY: a valid function handle; both out-pointers are live locals.
+        let r = unsafe { sys::cuFuncGetParamInfo(f, sizes.len(), &mut offset, &mut size) };
+        match r {
+            sys::CUresult::CUDA_SUCCESS => sizes.push(size),
+            sys::CUresult::CUDA_ERROR_INVALID_VALUE => return Some(sizes),
+            _ => return None,
+        }
+    }
+    None
+}
+
 pub struct Module {
     ctx: Rc<Ctx>,
     module: sys::CUmodule,
@@ -351,11 +374,18 @@ pub struct Function {
     pub symbol: String,
     handle: sys::CUfunction,
     attrs: Cell<FuncAttrs>,
+    param_sizes: Option<Vec<usize>>,
 }
 
 impl Function {
     pub fn attrs(&self) -> FuncAttrs {
         self.attrs.get()
+    }
+
+    /// The kernel's parameter sizes in bytes, as the driver reports them (`None` where it
+    /// could not say).
+    pub fn param_sizes(&self) -> Option<&[usize]> {
+        self.param_sizes.as_deref()
     }
 }
 

@@ -138,6 +138,39 @@ pub fn check_coresident(
     Ok(())
 }
 
+/// Bytes of one argument slot in [`PackedArgs`]: the widest argument a plan can pass.
+pub const SLOT_BYTES: usize = 8;
+
+/// The plan's arguments against the kernel's parameter sizes (`cuFuncGetParamInfo`, in
+/// order). `cuLaunchKernel` reads one pointer per *parameter* from the argument array and
+/// that parameter's size from the slot it points to: fewer arguments than parameters, or a
+/// parameter wider than a slot (a struct or `CUtensorMap` by value), would make the driver read
+/// past what the harness wrote — undefined behaviour in the worker rather than a launch error
+/// the kernel's author can act on. Extra arguments are never read, so they are not refused.
+pub fn check_params(l: &ResolvedLaunch, param_sizes: &[usize]) -> Result<(), RuntimeError> {
+    let mismatch = |problem: String| RuntimeError::ArgumentMismatch {
+        kernel: l.kernel.clone(),
+        problem,
+    };
+    if l.args.len() < param_sizes.len() {
+        return Err(mismatch(format!(
+            "the kernel takes {} parameters; the plan passes {} arguments (arguments are in the kernel's parameter order)",
+            param_sizes.len(),
+            l.args.len()
+        )));
+    }
+    if let Some((i, size)) = param_sizes
+        .iter()
+        .enumerate()
+        .find(|(_, &s)| s > SLOT_BYTES)
+    {
+        return Err(mismatch(format!(
+            "parameter {i} is {size} bytes (passed by value); a plan argument is a pointer or a scalar of at most {SLOT_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// Kernel arguments in their own 8-byte slots; `cuLaunchKernel` reads each parameter's size
 /// from the slot's start (little endian), so narrower scalars sit in the low bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -328,5 +361,27 @@ mod tests {
 
         let e = pack_args(&l, &|_| None).unwrap_err();
         assert!(e.to_string().contains("argument 0 names buffer `x`"), "{e}");
+    }
+
+    #[test]
+    fn arguments_must_cover_every_kernel_parameter() {
+        let l = ResolvedLaunch {
+            args: vec![ResolvedArg::Buffer("x".into()), ResolvedArg::I32(4)],
+            ..launch([1, 1, 1], 0)
+        };
+        // (float* x, int n) and (float* x, int n) plus an unread extra argument are fine.
+        check_params(&l, &[8, 4]).unwrap();
+        check_params(&l, &[8]).unwrap();
+        check_params(&l, &[]).unwrap();
+        // (float* x, int n, float eps): the driver would read a third pointer past the array.
+        let e = check_params(&l, &[8, 4, 4]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "launch of `k`: the kernel takes 3 parameters; the plan passes 2 arguments (arguments are in the kernel's parameter order)"
+        );
+        assert!(!e.is_sticky() && !e.is_harness());
+        // A 128-byte CUtensorMap by value would be read past its 8-byte slot.
+        let e = check_params(&l, &[8, 128]).unwrap_err();
+        assert!(e.to_string().contains("parameter 1 is 128 bytes"), "{e}");
     }
 }

@@ -40,6 +40,8 @@ pub const REQUIRED_SYMBOLS: &[&str] = &[
     "cuModuleGetFunction",
     "cuFuncGetAttribute",
     "cuFuncSetAttribute",
+    // CUDA 12.4 on (older than the _v2 timing entry point below).
+    "cuFuncGetParamInfo",
     "cuOccupancyMaxActiveBlocksPerMultiprocessor",
     "cuLaunchKernel",
     "cuLaunchKernelEx",
