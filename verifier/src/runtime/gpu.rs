@@ -53,6 +53,15 @@ impl Drop for Ctx {
 pub const GUARD_BYTES: usize = 4096;
 pub const GUARD_BYTE: u8 = 0xDB;
 
+/// Bytes of `numel` elements of `dtype`, and of the allocation that holds them between the two
+/// guard zones; `None` when either overflows. A plan's scratch length may be any `i64`, so a
+/// 2-byte dtype can come within a guard zone of `usize::MAX`: an unchecked sum would wrap to a
+/// tiny allocation that fills and kernels then write far past.
+fn buffer_bytes(dtype: DType, numel: u64) -> Option<(usize, usize)> {
+    let len = usize::try_from(numel.checked_mul(dtype.size_bytes() as u64)?).ok()?;
+    Some((len, len.checked_add(2 * GUARD_BYTES)?))
+}
+
 /// Probes for the driver and initialises it; a missing driver, the toolkit's stub library and
 /// a driver without devices are typed errors.
 fn init_driver() -> Result<(), RuntimeError> {
@@ -136,17 +145,15 @@ impl Gpu {
         numel: u64,
     ) -> Result<DeviceBuffer, RuntimeError> {
         self.ctx.bind()?;
-        let len = numel
-            .checked_mul(dtype.size_bytes() as u64)
-            .and_then(|b| usize::try_from(b).ok())
-            .ok_or_else(|| RuntimeError::SizeMismatch {
+        let (len, total) =
+            buffer_bytes(dtype, numel).ok_or_else(|| RuntimeError::SizeMismatch {
                 name: name.to_string(),
                 len: usize::MAX,
                 got: usize::MAX,
                 what: "the requested length (overflows)",
             })?;
         // SAFETY: plain allocation; freed in Drop.
-        let base = unsafe { result::malloc_sync(len + 2 * GUARD_BYTES) }.call("cuMemAlloc")?;
+        let base = unsafe { result::malloc_sync(total) }.call("cuMemAlloc")?;
         let b = DeviceBuffer {
             ctx: Rc::clone(&self.ctx),
             base,
@@ -634,5 +641,23 @@ impl Drop for Event {
         unsafe {
             let _ = result::event::destroy(self.ev);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_sizes_include_both_guards_and_never_wrap() {
+        assert_eq!(buffer_bytes(DType::F32, 0), Some((0, 2 * GUARD_BYTES)));
+        assert_eq!(
+            buffer_bytes(DType::Bf16, 1001),
+            Some((2002, 2002 + 2 * GUARD_BYTES))
+        );
+        // i64::MAX elements of a 2-byte type: the data fits a usize, data plus guards does not.
+        assert_eq!(buffer_bytes(DType::Bf16, i64::MAX as u64), None);
+        assert_eq!(buffer_bytes(DType::F64, u64::MAX / 4), None);
+        assert!(buffer_bytes(DType::U8, i64::MAX as u64).is_some());
     }
 }
