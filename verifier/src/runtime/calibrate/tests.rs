@@ -288,3 +288,56 @@ fn bandwidth_is_the_best_streaming_rate_and_names_the_others() {
     assert_eq!((b.per_s, b.method.as_str()), (2.8e12, "copy"));
     assert!(best_bandwidth(&[&none]).is_none());
 }
+
+/// The FMA loops' multiplier and addend are opaque to the compiler: with literal operands NVVM
+/// folded four unrolled `x * 3 + 7` into one `x * 81 + 280`, and the int32 rate came out four
+/// times the work done. Every multiply-add in the PTX must take them from registers.
+#[test]
+fn fma_loops_keep_every_counted_operation() {
+    let nvrtc = match Locator::default().load() {
+        Ok(n) => n,
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!("NVRTC is required under CI: {e}");
+            }
+            eprintln!("skipped: NVRTC not installed ({e})");
+            return;
+        }
+    };
+    let compiler = Compiler::new(nvrtc, None);
+    for b in arith_benches() {
+        let op = match b.peak {
+            "int32" => "mad.lo.s32",
+            "fp32" => "fma.rn.f32",
+            "fp64" => "fma.rn.f64",
+            _ => continue,
+        };
+        let c = compiler
+            .compile(&CompileRequest::new(
+                b.source.clone(),
+                vec![b.kernel.to_string()],
+                "sm_90".parse::<Arch>().unwrap(),
+            ))
+            .unwrap_or_else(|e| panic!("{}: {e}", b.kernel));
+        let ops: Vec<&str> = c
+            .ptx
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with(op))
+            .collect();
+        // 8 chains: at least one unrolled body of 8.
+        assert!(ops.len() >= 8, "{}: {ops:?}", b.kernel);
+        for l in ops {
+            let operands: Vec<&str> = l[op.len()..]
+                .trim_end_matches(';')
+                .split(',')
+                .map(str::trim)
+                .collect();
+            assert!(
+                operands.iter().all(|o| o.starts_with('%')),
+                "{}: a constant operand lets the compiler fold iterations: {l}",
+                b.kernel
+            );
+        }
+    }
+}
