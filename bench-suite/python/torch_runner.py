@@ -286,8 +286,9 @@ def run(req):
         "device_name": props.name,
         "l2_bytes": l2 or None,
         "flush_bytes": flush_bytes,
-        "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
-        "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+        "tf32_matmul": tf32_enabled(torch, lambda: torch.backends.cuda.matmul.allow_tf32,
+                                    "cuda.matmul"),
+        "tf32_cudnn": tf32_enabled(torch, lambda: torch.backends.cudnn.allow_tf32, "cudnn.conv"),
         "compile_mode": req.compile_mode,
     }
     flush = None
@@ -333,31 +334,82 @@ def answer(path):
     return EXIT_OK, {"status": "ok", **report}
 
 
+# torch >= 2.9 has two TF32 APIs, `allow_tf32` and a per-backend `fp32_precision` (which
+# torch.set_float32_matmul_precision also sets). Once a program has used both, getters raise
+# ("you have used mix of the legacy and new APIs"): a spec that sets `fp32_precision` makes
+# `allow_tf32` unreadable, and restoring `allow_tf32` after a spec's set_float32_matmul_precision
+# makes torch.get_float32_matmul_precision() (which Inductor's autotuning calls) raise.
+# Backends with an `fp32_precision`, parents first ("" is torch.backends itself).
+PRECISION_BACKENDS = ("", "cuda.matmul", "cudnn", "cudnn.conv", "cudnn.rnn",
+                      "mkldnn", "mkldnn.matmul", "mkldnn.conv", "mkldnn.rnn")
+
+
+def _backend(torch, path):
+    obj = torch.backends
+    for part in path.split(".") if path else ():
+        obj = getattr(obj, part)
+    return obj
+
+
+def tf32_enabled(torch, legacy, new):
+    """Whether TF32 is on by the legacy flag `legacy()`, or, when that getter raises (the new API
+    was used), by the `fp32_precision` of backend `new` or of the nearest parent that sets it."""
+    try:
+        return bool(legacy())
+    except Exception:
+        pass
+    try:
+        path = new
+        while True:
+            v = getattr(_backend(torch, path), "fp32_precision", "none")
+            if v != "none" or not path:
+                return v == "tf32"
+            path = path.rpartition(".")[0]
+    except Exception:  # neither API: unknown
+        return None
+
+
 class GlobalFlags:
     """torch's process-wide numerics switches, as they were when torch was imported (before any
     spec ran), restored before each request of a session."""
 
+    UNREADABLE = ("unreadable",)
+
     def __init__(self):
         self.saved = None
 
-    @staticmethod
-    def read(torch):
-        return {
-            "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
-            "cudnn_tf32": torch.backends.cudnn.allow_tf32,
-            "cudnn_deterministic": torch.backends.cudnn.deterministic,
-            "cudnn_benchmark": torch.backends.cudnn.benchmark,
-            "deterministic": torch.are_deterministic_algorithms_enabled(),
-            "default_dtype": torch.get_default_dtype(),
+    @classmethod
+    def read(cls, torch):
+        """{flag: value}; a flag this torch lacks is left out, one whose getter raises (mixed TF32
+        APIs) reads as UNREADABLE."""
+        getters = {
+            "matmul_tf32": lambda: torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_tf32": lambda: torch.backends.cudnn.allow_tf32,
+            "matmul_precision": lambda: torch.get_float32_matmul_precision(),
         }
+        for path in PRECISION_BACKENDS:
+            getters["fp32_precision:" + path] = (
+                lambda path=path: _backend(torch, path).fp32_precision)
+        getters.update({
+            "cudnn_deterministic": lambda: torch.backends.cudnn.deterministic,
+            "cudnn_benchmark": lambda: torch.backends.cudnn.benchmark,
+            "deterministic": lambda: torch.are_deterministic_algorithms_enabled(),
+            "default_dtype": lambda: torch.get_default_dtype(),
+        })
+        out = {}
+        for key, get in getters.items():
+            try:
+                out[key] = get()
+            except AttributeError:
+                continue
+            except Exception:
+                out[key] = cls.UNREADABLE
+        return out
 
     def capture(self, torch):
         if self.saved is not None:
             return
-        try:
-            self.saved = self.read(torch)
-        except Exception:  # a stand-in or a very old torch: nothing to restore
-            self.saved = {}
+        self.saved = {k: v for k, v in self.read(torch).items() if v != self.UNREADABLE}
 
     def reset(self):
         torch = sys.modules.get("torch")
@@ -366,12 +418,26 @@ class GlobalFlags:
         s = self.saved
         if self.read(torch) == s:
             return
-        torch.backends.cuda.matmul.allow_tf32 = s["matmul_tf32"]
-        torch.backends.cudnn.allow_tf32 = s["cudnn_tf32"]
-        torch.backends.cudnn.deterministic = s["cudnn_deterministic"]
-        torch.backends.cudnn.benchmark = s["cudnn_benchmark"]
-        torch.use_deterministic_algorithms(s["deterministic"])
-        torch.set_default_dtype(s["default_dtype"])
+        # This order (legacy flags, then the matmul precision, then every backend's precision,
+        # parents first) leaves torch 2.11 exactly as imported whichever API a spec used; any
+        # other order leaves a getter raising or a precision changed for some spec.
+        if "matmul_tf32" in s:
+            torch.backends.cuda.matmul.allow_tf32 = s["matmul_tf32"]
+        if "cudnn_tf32" in s:
+            torch.backends.cudnn.allow_tf32 = s["cudnn_tf32"]
+        if "matmul_precision" in s:
+            torch.set_float32_matmul_precision(s["matmul_precision"])
+        for path in PRECISION_BACKENDS:
+            if "fp32_precision:" + path in s:
+                _backend(torch, path).fp32_precision = s["fp32_precision:" + path]
+        if "cudnn_deterministic" in s:
+            torch.backends.cudnn.deterministic = s["cudnn_deterministic"]
+        if "cudnn_benchmark" in s:
+            torch.backends.cudnn.benchmark = s["cudnn_benchmark"]
+        if "deterministic" in s:
+            torch.use_deterministic_algorithms(s["deterministic"])
+        if "default_dtype" in s:
+            torch.set_default_dtype(s["default_dtype"])
 
 
 FLAGS = GlobalFlags()

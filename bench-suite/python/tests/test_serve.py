@@ -162,5 +162,91 @@ class Session(unittest.TestCase):
         self.assertIn("--serve", json.loads(p.stdout)["message"])
 
 
+def real_torch_with_precision_api():
+    """torch itself (not a stand-in), with the fp32_precision API of torch >= 2.9."""
+    try:
+        import torch
+
+        return "standin" not in torch.__version__ and hasattr(
+            torch.backends.cuda.matmul, "fp32_precision")
+    except Exception:
+        return False
+
+
+def real_module(spec):
+    return spec.replace("    def __init__(self, N):\n        pass",
+                        "    def __init__(self, N):\n        super().__init__()")
+
+
+# Module-level numerics changes through both TF32 APIs of torch >= 2.9.
+MATMUL_PRECISION_SPEC = MEDDLING_SPEC.replace(
+    "torch.backends.cuda.matmul.allow_tf32 = True",
+    'torch.set_float32_matmul_precision("high")')
+NEW_API_SPEC = MEDDLING_SPEC.replace(
+    "torch.backends.cuda.matmul.allow_tf32 = True",
+    'torch.backends.cuda.matmul.fp32_precision = "tf32"\n'
+    'torch.backends.fp32_precision = "tf32"\n'
+    'torch.backends.cudnn.conv.fp32_precision = "ieee"')
+# Every getter of both APIs works and reads torch's defaults.
+PRECISION_STRICT_SPEC = STRICT_SPEC.replace(
+    "        return x.clone(), w.clone()",
+    """        assert torch.get_float32_matmul_precision() == "highest"
+        assert torch.backends.cudnn.allow_tf32 is True
+        assert torch.backends.fp32_precision == "none"
+        assert torch.backends.cudnn.conv.fp32_precision == "tf32"
+        return x.clone(), w.clone()""")
+
+
+@unittest.skipUnless(real_torch_with_precision_api(), "needs torch >= 2.9 (e.g. tools/torch)")
+class RealTorchFlags(unittest.TestCase):
+    """The flags a spec sets through either TF32 API of a real torch are undone for the next
+    request (on the CPU: device "cpu", the oracle alone)."""
+
+    session = Session.session
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.d = self.tmp.name
+        self.env = dict(os.environ)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def task(self, name, spec):
+        path, x0 = Session.task(self, name, real_module(spec))
+        with open(path) as f:
+            req = json.load(f)
+        req["device"] = "cpu"
+        with open(path, "w") as f:
+            json.dump(req, f)
+        return path, x0
+
+    def test_either_tf32_api_is_undone(self):
+        strict, _ = self.task("strict", PRECISION_STRICT_SPEC)
+        prec, _ = self.task("prec", MATMUL_PRECISION_SPEC)
+        new, _ = self.task("new", NEW_API_SPEC)
+        code, replies, err = self.session([strict + "\n", prec + "\n", strict + "\n",
+                                           new + "\n", strict + "\n"])
+        self.assertEqual(code, 0, err)
+        self.assertEqual([r["status"] for r in replies], ["ok"] * 5, replies)
+        for r in replies:
+            self.assertTrue(r["oracle"]["ok"], r["oracle"])
+
+    def test_reported_tf32_reads_either_api(self):
+        # After the new API, `allow_tf32` raises; the reply's tf32_* fields still read.
+        code = (
+            "import torch, torch_runner as tr\n"
+            "mm = lambda: tr.tf32_enabled(torch, lambda: torch.backends.cuda.matmul.allow_tf32,"
+            " 'cuda.matmul')\n"
+            "print(mm())\n"
+            "torch.backends.fp32_precision = 'tf32'\n"
+            "print(mm())\n"
+            "torch.backends.cuda.matmul.fp32_precision = 'ieee'\n"
+            "print(mm())\n")
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=self.env, cwd=os.path.dirname(RUNNER), timeout=120)
+        self.assertEqual(p.stdout.split(), ["False", "True", "False"], p.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()
