@@ -118,12 +118,26 @@ fn the_runtime_on_a_real_gpu() {
     assert_eq!(d.arch(), arch, "NVRTC target and device");
     let module = gpu.load(&compiled).unwrap();
     for f in module.functions() {
-        println!("{} {:?}", f.name, f.attrs());
+        println!("{} {:?} params {:?}", f.name, f.attrs(), f.param_sizes());
     }
+    // cuFuncGetParamInfo, which the launch's argument-count check rests on, on real hardware.
+    let scalars = module
+        .functions()
+        .iter()
+        .find(|f| f.name == "scalars")
+        .expect("scalars loaded");
+    assert_eq!(scalars.param_sizes(), Some(&[8, 4, 8, 4, 8, 4, 8][..]));
 
-    // Round trips and fills of every element size (8 bytes uses two strided 32-bit fills).
-    for dt in [DType::U8, DType::Bf16, DType::F32, DType::F64] {
-        let b = gpu.alloc("x", dt, 1001).unwrap();
+    // Round trips and fills of every element size (8 bytes uses two strided 32-bit fills),
+    // and one fill of 2^25 f64 (a 2D memset of that height).
+    for (dt, n) in [
+        (DType::U8, 1001),
+        (DType::Bf16, 1001),
+        (DType::F32, 1001),
+        (DType::F64, 1001),
+        (DType::F64, 1 << 25),
+    ] {
+        let b = gpu.alloc("x", dt, n).unwrap();
         let data: Vec<u8> = (0..b.len).map(|i| (i * 7 % 251) as u8).collect();
         b.upload(&data).unwrap();
         assert_eq!(b.download().unwrap(), data);
@@ -135,7 +149,7 @@ fn the_runtime_on_a_real_gpu() {
             "{dt}"
         );
         assert!(b.check_guards().unwrap().is_none());
-        let c = gpu.alloc("y", dt, 1001).unwrap();
+        let c = gpu.alloc("y", dt, n).unwrap();
         c.copy_from(&b).unwrap();
         assert_eq!(c.download().unwrap(), back);
     }
