@@ -26,7 +26,8 @@ use std::path::Path;
 
 /// Bump when a microbenchmark changes what it measures. 2: tensor peaks include `wgmma` on
 /// sm_90. 3: the int32 loop no longer folds four iterations into one (its rate was 4x).
-pub const CALIBRATION_VERSION: u32 = 3;
+/// 4: FP8 `mma.sync` is not timed where it is emulated (sm_90: FP8 comes from `wgmma`).
+pub const CALIBRATION_VERSION: u32 = 4;
 
 /// One measured rate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,6 +220,9 @@ pub struct ArithBench {
     /// The instruction is arch-specific (`wgmma`: `sm_90a`): compiled for `min_cc` with the
     /// `a` suffix, and run only on exactly that architecture.
     pub arch_specific: bool,
+    /// Compute capabilities where the instruction is emulated and the benchmark would not
+    /// measure it (see `arith_benches`' FP8 `mma.sync`).
+    pub emulated_on: &'static [u32],
     pub source: String,
 }
 
@@ -238,6 +242,12 @@ impl ArithBench {
             return Err(format!(
                 "{} runs only on sm_{} (device is sm_{cc})",
                 self.method, self.min_cc
+            ));
+        }
+        if self.emulated_on.contains(&cc) {
+            return Err(format!(
+                "{} is emulated on sm_{cc} (converted to f16 mma), not measured",
+                self.method
             ));
         }
         if cc < self.min_cc {
@@ -383,6 +393,7 @@ pub fn arith_benches() -> Vec<ArithBench> {
             ops_per_thread_iter: 16.0,
             min_cc: 0,
             arch_specific: false,
+            emulated_on: &[],
             source: fma_source("ks_fma_f32", "float", "f", "0.9999f", "0.0001f"),
         },
         ArithBench {
@@ -392,6 +403,7 @@ pub fn arith_benches() -> Vec<ArithBench> {
             ops_per_thread_iter: 16.0,
             min_cc: 0,
             arch_specific: false,
+            emulated_on: &[],
             source: fma_source("ks_fma_f64", "double", "d", "0.9999", "0.0001"),
         },
         ArithBench {
@@ -401,6 +413,7 @@ pub fn arith_benches() -> Vec<ArithBench> {
             ops_per_thread_iter: 16.0,
             min_cc: 0,
             arch_specific: false,
+            emulated_on: &[],
             source: fma_source("ks_mad_s32", "int", "r", "3", "7"),
         },
         ArithBench {
@@ -410,6 +423,7 @@ pub fn arith_benches() -> Vec<ArithBench> {
             ops_per_thread_iter: per_thread(16.0, 8.0, 8.0),
             min_cc: 80,
             arch_specific: false,
+            emulated_on: &[],
             source: mma_source(
                 "ks_mma_tf32",
                 "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32",
@@ -424,6 +438,7 @@ pub fn arith_benches() -> Vec<ArithBench> {
             ops_per_thread_iter: per_thread(16.0, 8.0, 16.0),
             min_cc: 80,
             arch_specific: false,
+            emulated_on: &[],
             source: mma_source(
                 "ks_mma_f16",
                 "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",
@@ -438,6 +453,7 @@ pub fn arith_benches() -> Vec<ArithBench> {
             ops_per_thread_iter: per_thread(16.0, 8.0, 16.0),
             min_cc: 80,
             arch_specific: false,
+            emulated_on: &[],
             source: mma_source(
                 "ks_mma_bf16",
                 "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
@@ -452,6 +468,7 @@ pub fn arith_benches() -> Vec<ArithBench> {
             ops_per_thread_iter: per_thread(16.0, 8.0, 32.0),
             min_cc: 80,
             arch_specific: false,
+            emulated_on: &[],
             source: mma_source(
                 "ks_mma_s8",
                 "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32",
@@ -466,6 +483,12 @@ pub fn arith_benches() -> Vec<ArithBench> {
             ops_per_thread_iter: per_thread(16.0, 8.0, 32.0),
             min_cc: 89,
             arch_specific: false,
+            // Hopper and datacenter Blackwell have no FP8 mma.sync: ptxas converts the
+            // operands to f16 for two HMMAs, then (the fragments being loop-invariant)
+            // computes the product once per iteration and adds it to all 16 accumulators,
+            // so the loop would time FADDs (nvdisasm, NVRTC 13.0: sm_90/100/103/110 emit
+            // F2FP + HMMA.16816 + FADD; sm_89/120/121 emit QMMA). wgmma measures FP8 there.
+            emulated_on: &[90, 100, 103, 110],
             source: mma_source(
                 "ks_mma_e4m3",
                 "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32",
@@ -541,6 +564,7 @@ fn wgmma_bench(
         ops_per_thread_iter: per_thread,
         min_cc: 90,
         arch_specific: true,
+        emulated_on: &[],
         source: wgmma_source(kernel, &instr, acc, cons, tail, fill),
     }
 }

@@ -185,6 +185,17 @@ fn wgmma_benchmarks_run_last_on_sm_90_only_and_count_warpgroup_products() {
     // 4 wgmma per iteration, 2*64*256*K operations each, shared by 128 threads.
     assert_eq!(wgmma[0].ops_per_thread_iter, 16384.0);
     assert_eq!(wgmma[2].ops_per_thread_iter, 32768.0);
+    // FP8 mma.sync only where it is a tensor-core instruction; wgmma measures FP8 on sm_90.
+    let e4m3 = b.iter().find(|x| x.kernel == "ks_mma_e4m3").unwrap();
+    for cc in [89, 120, 121] {
+        assert!(e4m3.target(cc).is_ok(), "sm_{cc}");
+    }
+    for cc in [90, 100] {
+        assert!(e4m3.target(cc).unwrap_err().contains("emulated"), "sm_{cc}");
+    }
+    assert!(wgmma
+        .iter()
+        .any(|x| x.peak == "fp8_tensor" && x.target(90).is_ok()));
     // mma.sync still runs everywhere from sm_80.
     let mma = b.iter().find(|x| x.kernel == "ks_mma_bf16").unwrap();
     assert_eq!(mma.target(90).unwrap().to_string(), "sm_90");
@@ -250,6 +261,10 @@ fn microbenchmarks_compile_with_nvrtc() {
                     assert_eq!(r.spill_stores, 0, "{} spills on {a}: {r:?}", b.kernel);
                     // 256 threads a block must fit the register file.
                     assert!(r.registers * 256 <= 65536, "{}: {r:?}", b.kernel);
+                }
+                Err(why) if b.emulated_on.contains(&cc) => {
+                    // Compiles (to an emulation), but is not what the benchmark measures.
+                    assert!(why.contains("emulated"), "{why}");
                 }
                 Err(why) => {
                     // Refused by the compiler too: the rule is the instruction's, not ours.
