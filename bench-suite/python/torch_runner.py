@@ -458,6 +458,21 @@ def release_memory():
         pass
 
 
+def cuda_unusable():
+    """Why CUDA cannot be used in this process any more, or None. A sticky error (an illegal
+    address, a device-side assert in a spec's indexing, a faulting compiled kernel) poisons the
+    context until the process exits: every later request of the session would fail with it."""
+    torch = sys.modules.get("torch")
+    is_initialized = getattr(getattr(torch, "cuda", None), "is_initialized", None)
+    try:
+        if is_initialized is None or not is_initialized():
+            return None
+        torch.cuda.synchronize()
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
 def serve(reply):
     flags = FLAGS
     for line in sys.stdin:
@@ -472,8 +487,17 @@ def serve(reply):
                 "status": "bad_request",
                 "message": f"the runner failed on {path}: {type(e).__name__}: {e}",
                 "traceback": tail(traceback.format_exc())}
+        broken = cuda_unusable()
+        if broken:
+            # Answer, then end the session: the harness starts a fresh runner (a fresh CUDA
+            # context) for its next request instead of getting this error for every one.
+            fields["session_ends"] = (f"the CUDA context is unusable ({broken}): the runner "
+                                      "exits after this reply")
         reply.write(json.dumps(finite({"version": 1, **fields, "exit": code})) + "\n")
         reply.flush()
+        if broken:
+            sys.stderr.write(f"torch_runner: {fields['session_ends']}\n")
+            return EXIT_UNAVAILABLE
         release_memory()
     return EXIT_OK
 

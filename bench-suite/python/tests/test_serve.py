@@ -87,6 +87,13 @@ class Model(torch.nn.Module):
 '''
 
 
+# What a device-side assert does: the context is unusable from then on (stand-in torch only).
+POISONING_SPEC = STRICT_SPEC.replace(
+    "        return x.clone(), w.clone()",
+    """        torch._cuda_state["broken"] = "CUDA error: device-side assert triggered"
+        return x.clone(), w.clone()""")
+
+
 class Session(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
@@ -144,6 +151,17 @@ class Session(unittest.TestCase):
 
         out, _ = kt.read_file(os.path.join(self.d, "meddle", "out.safetensors"))
         self.assertEqual(bytes(out["0/y"].data), b"".join(bf16(v) for v in x0))
+
+    def test_a_broken_cuda_context_ends_the_session_after_its_reply(self):
+        poison, _ = self.task("poison", POISONING_SPEC)
+        strict, _ = self.task("strict", STRICT_SPEC)
+        code, replies, err = self.session([strict + "\n", poison + "\n", strict + "\n"])
+        self.assertEqual([r["status"] for r in replies], ["ok", "ok"], replies)
+        self.assertNotIn("session_ends", replies[0])
+        self.assertTrue(replies[1]["oracle"]["ok"], replies[1])
+        self.assertIn("device-side assert triggered", replies[1]["session_ends"])
+        self.assertEqual(code, 3, err)
+        self.assertIn("the CUDA context is unusable", err)
 
     def test_a_session_without_torch_answers_unavailable_each_time(self):
         with open(os.path.join(self.d, "fake", "torch", "__init__.py"), "w") as f:

@@ -168,6 +168,12 @@ class _Event:
         return (end.t - self.t) * 1e3
 
 
+def _synchronize():
+    # A spec sets _cuda_state["broken"] to stand for a sticky error (a device-side assert).
+    if _cuda_state.get("broken"):
+        raise RuntimeError(_cuda_state["broken"])
+
+
 class _Stream:
     def wait_stream(self, other):
         pass
@@ -183,7 +189,8 @@ cuda = types.SimpleNamespace(
     device_count=lambda: int(os.environ.get("KSMITH_STANDIN_DEVICES", "1")),
     set_device=_set_device,
     get_device_properties=lambda dev: types.SimpleNamespace(name="Stand-in GPU", L2_cache_size=1 << 20),
-    synchronize=lambda: None,
+    synchronize=_synchronize,
+    is_initialized=lambda: True,
     empty_cache=lambda: None,
     Event=_Event,
     Stream=_Stream,
