@@ -219,11 +219,11 @@ step_eval() {
     shapes=${shapes:-small,awkward}
     heldout=$(sed -n 's/^heldout = \([0-9]*\).*/\1/p' "$expect")
     heldout=${heldout:-1}
-    set +e
     if (( $(budget_left) < 20 )); then
       row eval "$name ..." SKIP "not run: the call's budget is spent (KSMITH_GPU_BUDGET_S)"
       cut=1; FAILED=1; break
     fi
+    set +e
     json=$(cd "$KIT" && timeout --signal=KILL "$(cut_limit $((timeout_s + 60)))" "$KIT/bin/ksmith" eval --json \
       --tasks-dir "$KIT/tasks" --task "$task" "$d" --shapes "$shapes" --heldout "$heldout" \
       --seeds 0 --fresh-seed 20261124 --timeout "$timeout_s" 2>>"$LOGS/eval.stderr.log")
