@@ -7,9 +7,9 @@
 //!
 //! On sm_90 the warpgroup instructions (`wgmma`, sm_90a) reach a higher rate than warp-level
 //! `mma.sync`, and a Hopper GEMM built on them would beat a floor computed from `mma.sync` alone
-//! and be quarantined for doing its job. So BF16, FP16, FP8 and INT8 are also measured with a
-//! `wgmma` loop there, and the faster rate is the peak; its method names both. (TF32 has
-//! `mma.sync` only.) The method is recorded with every rate so a report can say what it is.
+//! and be quarantined for doing its job. So BF16, FP16, FP8, INT8 and TF32 are also measured
+//! with a `wgmma` loop there, and the faster rate is the peak; its method names both. The
+//! method is recorded with every rate so a report can say what it is.
 
 use super::error::RuntimeError;
 use super::gpu::{DeviceBuffer, Gpu, Module};
@@ -27,7 +27,8 @@ use std::path::Path;
 /// Bump when a microbenchmark changes what it measures. 2: tensor peaks include `wgmma` on
 /// sm_90. 3: the int32 loop no longer folds four iterations into one (its rate was 4x).
 /// 4: FP8 `mma.sync` is not timed where it is emulated (sm_90: FP8 comes from `wgmma`).
-pub const CALIBRATION_VERSION: u32 = 4;
+/// 5: TF32 is also measured with `wgmma` on sm_90.
+pub const CALIBRATION_VERSION: u32 = 5;
 
 /// One measured rate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -293,8 +294,8 @@ fn mma_source(kernel: &str, instr: &str, acc: &str, cons: &str) -> String {
 }
 
 /// Bytes of the shared-memory operand tiles of one `wgmma` m64nNkK: A is 64 rows and B is N
-/// rows of 32 bytes (K = 16 two-byte or K = 32 one-byte elements), in 8-row x 16-byte core
-/// matrices without swizzling.
+/// rows of 32 bytes (K = 8 four-byte, 16 two-byte or 32 one-byte elements), in 8-row x 16-byte
+/// core matrices without swizzling.
 const WGMMA_A_BYTES: u32 = 64 * 32;
 const WGMMA_N: u32 = 256;
 const WGMMA_B_BYTES: u32 = WGMMA_N * 32;
@@ -538,6 +539,18 @@ pub fn arith_benches() -> Vec<ArithBench> {
             "r",
             "",
             0x0101_0101,
+        ),
+        // TF32 has wgmma too (k8, no transpose operands), last: it is the one added after
+        // the others were written.
+        wgmma_bench(
+            "tf32_tensor",
+            "ks_wgmma_tf32",
+            "m64n256k8.f32.tf32.tf32",
+            8.0,
+            "float",
+            "f",
+            ", 1, 1",
+            0x3f80_0000,
         ),
     ]
 }

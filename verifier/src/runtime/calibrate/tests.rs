@@ -175,7 +175,13 @@ fn wgmma_benchmarks_run_last_on_sm_90_only_and_count_warpgroup_products() {
     let peaks: Vec<&str> = wgmma.iter().map(|x| x.peak).collect();
     assert_eq!(
         peaks,
-        ["bf16_tensor", "fp16_tensor", "fp8_tensor", "int8_tensor"]
+        [
+            "bf16_tensor",
+            "fp16_tensor",
+            "fp8_tensor",
+            "int8_tensor",
+            "tf32_tensor"
+        ]
     );
     for x in &wgmma {
         assert_eq!(x.target(90).unwrap().to_string(), "sm_90a");
@@ -185,6 +191,7 @@ fn wgmma_benchmarks_run_last_on_sm_90_only_and_count_warpgroup_products() {
     // 4 wgmma per iteration, 2*64*256*K operations each, shared by 128 threads.
     assert_eq!(wgmma[0].ops_per_thread_iter, 16384.0);
     assert_eq!(wgmma[2].ops_per_thread_iter, 32768.0);
+    assert_eq!(wgmma[4].ops_per_thread_iter, 8192.0);
     // FP8 mma.sync only where it is a tensor-core instruction; wgmma measures FP8 on sm_90.
     let e4m3 = b.iter().find(|x| x.kernel == "ks_mma_e4m3").unwrap();
     for cc in [89, 120, 121] {
