@@ -135,6 +135,34 @@ fn one_session_answers_many_jobs() {
 }
 
 #[test]
+fn a_request_that_breaks_the_cuda_context_is_answered_and_the_next_gets_a_fresh_runner() {
+    if !have_python() {
+        return;
+    }
+    let (d, _) = task_dir(COPY_SPEC);
+    let spec = d.path().join("spec.py");
+    // The stand-in's sticky error: torch.cuda.synchronize raises from now on in this process.
+    let (poison, _) = task_dir(&COPY_SPEC.replace(
+        "        return x.clone()",
+        "        torch._cuda_state['broken'] = 'CUDA error: device-side assert triggered'\n        return x.clone()",
+    ));
+    let mut s = Session::new(stand_in()).unwrap();
+    let sets = vec![vec![f32s(8, 1.5)]];
+    assert_eq!(oracle_out(s.run(&job(&spec, 8, &sets))), sets[0]);
+    // The breaking request's own answer stands.
+    assert_eq!(
+        oracle_out(s.run(&job(&poison.path().join("spec.py"), 8, &sets))),
+        sets[0]
+    );
+    assert_eq!(s.started, 1);
+    // The next request is not lost to the exited runner: a new process answers it.
+    assert_eq!(oracle_out(s.run(&job(&spec, 8, &sets))), sets[0]);
+    assert_eq!(s.started, 2, "a fresh runner after session_ends");
+    assert_eq!(oracle_out(s.run(&job(&spec, 8, &sets))), sets[0]);
+    assert_eq!(s.started, 2);
+}
+
+#[test]
 fn the_oracle_computes_spec_outputs_on_the_candidates_inputs() {
     if !have_python() {
         return;

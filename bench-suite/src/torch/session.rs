@@ -208,11 +208,19 @@ impl Session {
         match answer {
             Ok(Line::Text(text)) => {
                 let stderr_tail = live.stderr_tail();
-                self.live = Some(live);
                 // The session answers for its requests in the reply; the process itself is
                 // still running, so "exit status" is success here.
                 let ok = Some(ExitStatus::from_raw(EXIT_OK));
-                let v = reply::parse(&text, ok, &stderr_tail)?;
+                let v = reply::parse(&text, ok, &stderr_tail);
+                // A reply with `session_ends`: the request left the runner's CUDA context
+                // unusable (a sticky error) and the runner exits after it. Its answer stands;
+                // the next request starts a fresh runner instead of finding this one gone.
+                if v.as_ref().is_ok_and(|v| v.get("session_ends").is_some()) {
+                    live.stop(Duration::from_secs(5));
+                } else {
+                    self.live = Some(live);
+                }
+                let v = v?;
                 let report = reply::finish(v, job, &prepared.oracle_sets, &prepared.outputs_file);
                 let _ = std::fs::remove_file(&prepared.outputs_file);
                 report
