@@ -199,8 +199,16 @@ pub fn compiler_report(
     compiled: &Compiled,
     device: Option<&DeviceInfo>,
 ) -> Option<String> {
+    // An instruction the target only emulates is correct and slow, and the compile log is
+    // silent about it: say so beside the resources.
+    let emulated = compiled
+        .arch
+        .parse()
+        .map(|arch| verifier::nvrtc::emulated::notes(&compiled.ptx, arch))
+        .unwrap_or_default();
     let parts: Vec<String> = resources_text(compiled)
         .into_iter()
+        .chain(emulated)
         .chain(device.and_then(|d| launches_text(task, plan, compiled, d)))
         .collect();
     (!parts.is_empty()).then(|| parts.join("\n"))

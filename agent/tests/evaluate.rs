@@ -62,6 +62,7 @@ fn dry_run_verdicts_for_good_and_broken_candidates() {
         res.contains("At shape small:\n  swiglu_bf16: 4096 blocks x 256 threads, 8 blocks/SM (limited by warps), occupancy 100%, 3.88 waves"),
         "{res}"
     );
+    assert!(!res.contains("emulated"), "{res}");
     // A launch that leaves SMs idle says so.
     let narrow = plan.replace("grid = [\"min(ceil_div(M*N, 2048), 4096)\"]", "grid = [64]");
     assert_ne!(narrow, plan);
@@ -111,6 +112,29 @@ struct FakeRunner {
     untimed: Option<String>,
     /// The profile summary (or, `Err`, why there is none) the runner reports.
     profile: Option<Result<String, String>>,
+}
+
+#[test]
+fn the_report_names_fp8_mma_sync_that_hopper_only_emulates() {
+    let Some(comp) = compiler("fp8_emulated") else {
+        return;
+    };
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tasks/gemm/gemm_fp8_rowwise");
+    let t = load_task_dir(&dir).unwrap_or_else(|d| panic!("gemm_fp8_rowwise: {d:?}"));
+    let (src, plan) = (t.reference_source.clone(), reference_plan(&t));
+    for (arch, emulated) in [("sm_90", true), ("sm_89", false)] {
+        let ev = DryRunEvaluator::new(tasks(t.clone()), comp.clone(), arch.parse().unwrap(), 1);
+        let e = ev
+            .evaluate("gemm_fp8_rowwise", &src, &plan)
+            .expect("evaluates");
+        assert_eq!(e.verdict, Verdict::Compiled, "{arch}: {}", e.feedback);
+        let res = e.resources.expect("report");
+        assert_eq!(
+            res.contains("FP8 mma.sync instruction(s) in the PTX are emulated on sm_90"),
+            emulated,
+            "{arch}: {res}"
+        );
+    }
 }
 
 fn timing() -> Vec<ShapeTiming> {

@@ -3,6 +3,7 @@
 
 mod cache;
 mod compile;
+pub mod emulated;
 mod library;
 pub mod ptxas;
 

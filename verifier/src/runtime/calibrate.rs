@@ -489,7 +489,7 @@ pub fn arith_benches() -> Vec<ArithBench> {
             // computes the product once per iteration and adds it to all 16 accumulators,
             // so the loop would time FADDs (nvdisasm, NVRTC 13.0: sm_90/100/103/110 emit
             // F2FP + HMMA.16816 + FADD; sm_89/120/121 emit QMMA). wgmma measures FP8 there.
-            emulated_on: &[90, 100, 103, 110],
+            emulated_on: crate::nvrtc::emulated::FP8_MMA_SYNC_EMULATED,
             source: mma_source(
                 "ks_mma_e4m3",
                 "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32",
