@@ -14,3 +14,19 @@ pub use library::{
     TOOLS_SUBDIR,
 };
 pub use ptxas::KernelResources;
+
+/// NVRTC for unit tests that compile real CUDA: `None` (with a visible skip line) where it is not
+/// installed, a failure under CI, which installs it.
+#[cfg(test)]
+pub(crate) fn test_compiler() -> Option<Compiler> {
+    match Locator::default().load() {
+        Ok(n) => Some(Compiler::new(n, None)),
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!("NVRTC is required under CI: {e}");
+            }
+            eprintln!("skipped: NVRTC not installed ({e})");
+            None
+        }
+    }
+}

@@ -311,7 +311,6 @@ mod fake_device_tests {
 
     use super::*;
     use crate::inputs::HostTensor;
-    use crate::nvrtc::Locator;
     use crate::protocol::EvalOptions;
     use crate::runtime::fake::{Fake, FakeBuf, Kernel};
     use std::collections::HashMap;
@@ -382,22 +381,11 @@ mod fake_device_tests {
         }
     }
 
-    fn compiler() -> Option<Compiler> {
-        match Locator::default().load() {
-            Ok(n) => Some(Compiler::new(n, None)),
-            Err(e) => {
-                if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-                    panic!("NVRTC is required under CI: {e}");
-                }
-                eprintln!("skipped: NVRTC not installed ({e})");
-                None
-            }
-        }
-    }
-
     #[test]
     fn evaluate_runs_the_whole_request() {
-        let Some(compiler) = compiler() else { return };
+        let Some(compiler) = crate::nvrtc::test_compiler() else {
+            return;
+        };
         let dir = small_task();
         let src = std::fs::read_to_string(dir.path().join("reference.cu")).unwrap();
         let plan = std::fs::read_to_string(dir.path().join("reference.toml")).unwrap();
@@ -525,7 +513,9 @@ mod fake_device_tests {
 
     #[test]
     fn the_pytorch_oracle_replaces_the_reference_kernel() {
-        let Some(compiler) = compiler() else { return };
+        let Some(compiler) = crate::nvrtc::test_compiler() else {
+            return;
+        };
         let dir = small_task();
         std::fs::write(dir.path().join("spec.py"), "class Model: pass\n").unwrap();
         let src = std::fs::read_to_string(dir.path().join("reference.cu")).unwrap();

@@ -1,5 +1,5 @@
 use super::*;
-use crate::nvrtc::{Arch, Locator};
+use crate::nvrtc::Arch;
 
 fn rate(per_s: f64) -> Rate {
     Rate {
@@ -231,17 +231,9 @@ fn gpu_keys_name_device_arch_and_driver() {
 /// instruction (and the FP8 one is refused below sm_89).
 #[test]
 fn microbenchmarks_compile_with_nvrtc() {
-    let nvrtc = match Locator::default().load() {
-        Ok(n) => n,
-        Err(e) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-                panic!("NVRTC is required under CI: {e}");
-            }
-            eprintln!("skipped: NVRTC not installed ({e})");
-            return;
-        }
+    let Some(compiler) = crate::nvrtc::test_compiler() else {
+        return;
     };
-    let compiler = Compiler::new(nvrtc, None);
     let sm = |s: &str| s.parse::<Arch>().unwrap();
     let c = compiler
         .compile(&CompileRequest::new(
@@ -316,17 +308,9 @@ fn bandwidth_is_the_best_streaming_rate_and_names_the_others() {
 /// times the work done. Every multiply-add in the PTX must take them from registers.
 #[test]
 fn fma_loops_keep_every_counted_operation() {
-    let nvrtc = match Locator::default().load() {
-        Ok(n) => n,
-        Err(e) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-                panic!("NVRTC is required under CI: {e}");
-            }
-            eprintln!("skipped: NVRTC not installed ({e})");
-            return;
-        }
+    let Some(compiler) = crate::nvrtc::test_compiler() else {
+        return;
     };
-    let compiler = Compiler::new(nvrtc, None);
     for b in arith_benches() {
         let op = match b.peak {
             "int32" => "mad.lo.s32",
