@@ -168,7 +168,36 @@ pub fn check_params(l: &ResolvedLaunch, param_sizes: &[usize]) -> Result<(), Run
             "parameter {i} is {size} bytes (passed by value); a plan argument is a pointer or a scalar of at most {SLOT_BYTES} bytes"
         )));
     }
+    // A width that differs is no overrun, but the kernel reads another value than the plan
+    // wrote: an `int` for a `long long` loses the sign of a negative value, an `f32` for a
+    // `double` is garbage, a pointer for an `int` is its low half. Refused, naming the fix.
+    for (i, (arg, &size)) in l.args.iter().zip(param_sizes).enumerate() {
+        let (width, what) = arg_width(arg);
+        if width != size {
+            let want = match size {
+                4 => "`i32:`, `u32:` or `f32:` (a bare integer expression is an i32)",
+                8 => "a buffer name, or `i64:`, `u64:` or `f64:`",
+                _ => "a scalar of that size",
+            };
+            return Err(mismatch(format!(
+                "argument {i} is {what} ({width} bytes) but the kernel's parameter {i} is {size} bytes: pass {want}"
+            )));
+        }
+    }
     Ok(())
+}
+
+/// Bytes the harness writes for a plan argument, and what it is.
+fn arg_width(a: &ResolvedArg) -> (usize, &'static str) {
+    match a {
+        ResolvedArg::Buffer(_) => (8, "a buffer pointer"),
+        ResolvedArg::I32(_) => (4, "an i32"),
+        ResolvedArg::U32(_) => (4, "a u32"),
+        ResolvedArg::F32(_) => (4, "an f32"),
+        ResolvedArg::I64(_) => (8, "an i64"),
+        ResolvedArg::U64(_) => (8, "a u64"),
+        ResolvedArg::F64(_) => (8, "an f64"),
+    }
 }
 
 /// Kernel arguments in their own 8-byte slots; `cuLaunchKernel` reads each parameter's size
@@ -383,5 +412,30 @@ mod tests {
         // A 128-byte CUtensorMap by value would be read past its 8-byte slot.
         let e = check_params(&l, &[8, 128]).unwrap_err();
         assert!(e.to_string().contains("parameter 1 is 128 bytes"), "{e}");
+        // (float* x, long long n) given an i32: the kernel would read another value.
+        let e = check_params(&l, &[8, 8]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "launch of `k`: argument 1 is an i32 (4 bytes) but the kernel's parameter 1 is 8 bytes: pass a buffer name, or `i64:`, `u64:` or `f64:`"
+        );
+        assert!(!e.is_sticky() && !e.is_harness());
+        // (int n, ...) given a buffer.
+        let e = check_params(&l, &[4, 4]).unwrap_err();
+        assert!(
+            e.to_string().contains("argument 0 is a buffer pointer (8 bytes) but the kernel's parameter 0 is 4 bytes: pass `i32:`, `u32:` or `f32:`"),
+            "{e}"
+        );
+        let wide = ResolvedLaunch {
+            args: vec![
+                ResolvedArg::F64(1.0),
+                ResolvedArg::U64(1),
+                ResolvedArg::I64(-1),
+                ResolvedArg::F32(1.0),
+                ResolvedArg::U32(1),
+            ],
+            ..launch([1, 1, 1], 0)
+        };
+        check_params(&wide, &[8, 8, 8, 4, 4]).unwrap();
+        assert!(check_params(&wide, &[4, 8, 8, 4, 4]).is_err());
     }
 }
