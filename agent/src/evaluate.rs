@@ -114,10 +114,25 @@ pub fn static_check(
     req.fast_math = task.task.compile.fast_math;
     req.program_name = SOURCE_NAME.to_string();
     match compiler.compile(&req) {
-        Ok(compiled) => Ok(StaticCheck::Passed {
-            plan: Box::new(plan),
-            compiled,
-        }),
+        Ok(compiled) => {
+            // Arguments that miss the kernel's parameters (count or width, from the PTX) are
+            // refused by the runtime before launching; say so now, without a GPU.
+            let mismatched =
+                bench_suite::check::argument_problems(&task.task, &plan, &compiled.kernels);
+            if !mismatched.is_empty() {
+                return Ok(StaticCheck::Failed(failed(
+                    VerdictKind::InvalidPlan.into(),
+                    format!(
+                        "The launch plan's arguments do not match the kernel's parameters:\n{}\n",
+                        mismatched.join("\n")
+                    ),
+                )));
+            }
+            Ok(StaticCheck::Passed {
+                plan: Box::new(plan),
+                compiled,
+            })
+        }
         Err(e @ CompileError::Nvrtc(_)) => Err(EvaluatorError(format!(
             "NVRTC could not compile anything (a harness problem, not the kernel's): {e}"
         ))),

@@ -70,6 +70,18 @@ fn dry_run_verdicts_for_good_and_broken_candidates() {
     let res = e.resources.expect("report");
     assert!(res.contains("-- 64 of 132 SMs busy (64 blocks)"), "{res}");
 
+    // A plan whose last argument is an int where the kernel takes a long long.
+    let narrow_arg = plan.replace("\"i64:M*N\"", "\"M*N\"");
+    assert_ne!(narrow_arg, plan);
+    let e = ev.evaluate("swiglu", &src, &narrow_arg).expect("evaluates");
+    assert_eq!(e.verdict, Verdict::Checked(VerdictKind::InvalidPlan));
+    assert!(
+        e.feedback
+            .contains("argument 3 is an i32 (4 bytes) but the kernel's parameter 3 is 8 bytes"),
+        "{}",
+        e.feedback
+    );
+
     // A plan naming a kernel the source does not define: located, with the kernels it has.
     let bad_plan = plan.replace("kernel = \"swiglu_bf16\"", "kernel = \"swiglu_v2\"");
     let e = ev.evaluate("swiglu", &src, &bad_plan).expect("evaluates");

@@ -6,6 +6,9 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use verifier::nvrtc::{Arch, CompileRequest, Compiler, KernelReport};
+use verifier::plan::Plan;
+use verifier::runtime::launch::check_params;
+use verifier::task::Task;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -162,6 +165,11 @@ fn check_one(
             if row.status == Status::Spills && opts.deny_spills {
                 row.status = Status::CompileError;
             }
+            let mismatched = argument_problems(&t.task, &t.plan, &c.kernels);
+            if !mismatched.is_empty() {
+                row.status = Status::Invalid;
+                row.problems.extend(mismatched);
+            }
             row.kernels = c.kernels;
         }
         Err(e) if e.is_kernel_fault() => {
@@ -171,4 +179,30 @@ fn check_one(
         Err(e) => return Err(HarnessError(e.to_string())),
     }
     Ok(row)
+}
+
+/// Plan arguments that do not fit the compiled kernels' parameters (count and width, read from
+/// the PTX), at every public shape: on a GPU each is an `ArgumentMismatch` launch error, since
+/// the driver would read past the arguments or read another value than the plan wrote.
+pub fn argument_problems(task: &Task, plan: &Plan, kernels: &[KernelReport]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for shape in &task.shapes {
+        let launches = [plan.resolve_prepare(shape), plan.resolve(shape)];
+        for l in launches.into_iter().flatten().flatten() {
+            let Some(sizes) = kernels
+                .iter()
+                .find(|k| k.name == l.kernel)
+                .and_then(|k| k.param_bytes.as_ref())
+            else {
+                continue;
+            };
+            if let Err(e) = check_params(&l, sizes) {
+                let e = e.to_string();
+                if !out.contains(&e) {
+                    out.push(e);
+                }
+            }
+        }
+    }
+    out
 }

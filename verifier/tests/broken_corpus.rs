@@ -187,6 +187,21 @@ fn every_entry_compiles_for_sm_90_except_the_compile_error() {
                         "{name}: no ptxas report for `{k}`"
                     );
                 }
+                // Each entry is broken in one way on purpose, never by a plan whose arguments
+                // miss the kernel's parameters (the runtime would refuse it before launching).
+                for shape in &bundle.task.shapes {
+                    for l in plan.resolve(shape).into_iter().flatten() {
+                        let sizes = c
+                            .kernel(&l.kernel)
+                            .and_then(|k| k.param_bytes.clone())
+                            .unwrap_or_else(|| {
+                                panic!("{name}: no PTX parameters for `{}`", l.kernel)
+                            });
+                        if let Err(err) = verifier::runtime::launch::check_params(&l, &sizes) {
+                            panic!("{name} at {}: {err}", shape.name);
+                        }
+                    }
+                }
                 compiled += 1;
             }
             Err(CompileFailure::Verdict(v)) => {

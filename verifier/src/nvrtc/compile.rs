@@ -150,6 +150,9 @@ pub struct KernelReport {
     pub name: String,
     pub symbol: String,
     pub resources: Option<KernelResources>,
+    /// Bytes of each parameter, from the PTX entry (what `cuFuncGetParamInfo` says on a GPU);
+    /// `None` when the declaration could not be read.
+    pub param_bytes: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -354,10 +357,12 @@ impl Compiler {
                     .map(|(_, s)| s.clone())
                     .unwrap_or_else(|| name.clone());
                 let res = resources.iter().find(|r| r.symbol == symbol).cloned();
+                let param_bytes = super::ptx_params::entry_params(&e.ptx, &symbol);
                 KernelReport {
                     name: name.clone(),
                     symbol,
                     resources: res,
+                    param_bytes,
                 }
             })
             .collect();

@@ -5,6 +5,7 @@ mod cache;
 mod compile;
 pub mod emulated;
 mod library;
+pub mod ptx_params;
 pub mod ptxas;
 
 pub use cache::CompileCache;
