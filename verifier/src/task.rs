@@ -70,6 +70,15 @@ pub struct Shape {
     pub values: IndexMap<String, i64>,
 }
 
+/// `M=4096 N=28672`: parameter values as the shape lists them.
+pub fn describe_values(values: &IndexMap<String, i64>) -> String {
+    values
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl Env for Shape {
     fn lookup(&self, name: &str) -> Option<i64> {
         self.values.get(name).copied()
@@ -79,11 +88,7 @@ impl Env for Shape {
 impl Shape {
     /// `B=4 K=8192 N=22016`, for tables and logs.
     pub fn describe(&self) -> String {
-        self.values
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        describe_values(&self.values)
     }
 }
 
@@ -1456,8 +1461,6 @@ fn read_qmoe_stream(
     (gen, allowed)
 }
 
-/// The name of an input a generator reads (`key` of the init table): it must be declared
-/// before the input being generated (which also rules out cycles) and be of the right kind.
 /// Reports `key` unless `v` is a probability or fraction (in [0, 1]).
 fn in_unit_interval(rep: &mut Reporter, t: &Table, key: &str, v: f64) {
     if !(0.0..=1.0).contains(&v) {
@@ -1469,6 +1472,8 @@ fn in_unit_interval(rep: &mut Reporter, t: &Table, key: &str, v: f64) {
     }
 }
 
+/// The name of an input a generator reads (`key` of the init table): it must be declared
+/// before the input being generated (which also rules out cycles) and be of the right kind.
 fn read_dependency(
     rep: &mut Reporter,
     t: &Table,

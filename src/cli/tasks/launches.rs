@@ -13,6 +13,7 @@ use bench_suite::suite::{Entry, Suite};
 use clap::Args;
 use verifier::heldout::{self, HeldoutOptions};
 use verifier::runtime::device::{DeviceInfo, PRESETS};
+use verifier::task::describe_values;
 
 /// A plan broken for a whole range would list every corner shape in it: the first few say it.
 const MAX_PROBLEMS_SHOWN: usize = 5;
@@ -136,7 +137,7 @@ pub fn launches_cmd(g: &Global, suite: &Suite, a: &LaunchesArgs) -> anyhow::Resu
                         format!(
                             "shape {} ({}): `{}` would be refused: {}",
                             r.shape,
-                            describe(&r.params),
+                            shape.describe(),
                             r.kernel,
                             r.refused.join("; ")
                         )
@@ -205,18 +206,10 @@ pub fn launches_cmd(g: &Global, suite: &Suite, a: &LaunchesArgs) -> anyhow::Resu
     })
 }
 
-fn describe<'a>(params: impl IntoIterator<Item = (&'a String, &'a i64)>) -> String {
-    let v: Vec<String> = params
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    v.join(" ")
-}
-
 /// Held-out shapes have no meaningful name: the table shows their parameters too.
 fn shape_label(r: &LaunchRow) -> String {
     if r.shape.starts_with(heldout::NAME_PREFIX) || r.shape.starts_with(heldout::CORNER_PREFIX) {
-        format!("{} ({})", r.shape, describe(&r.params))
+        format!("{} ({})", r.shape, describe_values(&r.params))
     } else {
         r.shape.clone()
     }
