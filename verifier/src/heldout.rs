@@ -112,15 +112,12 @@ const CORNER_EDGE: i64 = 8;
 /// `B * H * L * L <= 2^32`, is found here and by almost no random draw). Deterministic; meant
 /// for static checks of plans, whose resolution costs microseconds, not for GPU runs.
 pub fn corners(task: &Task) -> Vec<Shape> {
+    let edges: Vec<Vec<i64>> = task.params.iter().map(|p| edge_values(task, p)).collect();
     let lowest: IndexMap<String, i64> = task
         .params
         .iter()
-        .map(|p| {
-            (
-                p.name.clone(),
-                edge_values(task, p).first().copied().unwrap_or(1),
-            )
-        })
+        .zip(&edges)
+        .map(|(p, e)| (p.name.clone(), e.first().copied().unwrap_or(1)))
         .collect();
     let bases: Vec<&IndexMap<String, i64>> = std::iter::once(&lowest)
         .chain(task.shapes.iter().map(|s| &s.values))
@@ -131,10 +128,9 @@ pub fn corners(task: &Task) -> Vec<Shape> {
         .map(|s| s.values.values().copied().collect())
         .collect();
     let mut out = Vec::new();
-    for p in &task.params {
-        let values = edge_values(task, p);
+    for (p, edge) in task.params.iter().zip(&edges) {
         for base in &bases {
-            for &v in &values {
+            for &v in edge {
                 let mut values = (*base).clone();
                 values.insert(p.name.clone(), v);
                 if !seen.insert(values.values().copied().collect()) {
