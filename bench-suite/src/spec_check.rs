@@ -373,7 +373,7 @@ fn stress_problems(
     }
     let outputs = match run_sets(td, shape, &sets, opts, session)? {
         Ok(o) => o,
-        Err(p) => return Ok(Err(format!("on {} inputs: {p}", variants[0]))),
+        Err(p) => return Ok(Err(format!("on the stress-variant inputs: {p}"))),
     };
     let mut problems = Vec::new();
     for (v, set) in variants.iter().zip(&outputs) {
