@@ -301,6 +301,24 @@ fn tasks_launches_fails_a_launch_the_device_would_refuse_and_draws_heldout_shape
     assert!(err.contains("swiglu: ... and "), "{}", show(&o));
     assert!(stdout(&o).contains("corner shapes checked"), "{}", show(&o));
 
+    // The hole filled by a launch whose last argument is an int where the kernel takes a long
+    // long: tasks check (public shapes) cannot see it; the corners do.
+    std::fs::write(
+        to.join("reference.toml"),
+        "[[launch]]\nkernel = \"swiglu_bf16\"\nwhen = \"M < 40000\"\ngrid = [\"min(ceil_div(M*N, 2048), 4096)\"]\nblock = [256]\nargs = [\"a\", \"b\", \"y\", \"i64:M*N\"]\n\n\
+         [[launch]]\nkernel = \"swiglu_bf16\"\nwhen = \"M >= 40000\"\ngrid = [\"min(ceil_div(M*N, 2048), 4096)\"]\nblock = [256]\nargs = [\"a\", \"b\", \"y\", \"M*N\"]\n",
+    )
+    .expect("write plan");
+    let o = launches(&[]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let o = launches(&["--corners"]);
+    assert_eq!(code(&o), 1, "{}", show(&o));
+    assert!(
+        stderr(&o).contains("`swiglu_bf16` would be refused: argument 3 is an i32 (4 bytes) but the kernel's parameter 3 is 8 bytes"),
+        "{}",
+        show(&o)
+    );
+
     // The shipped plan at held-out shapes: drawn reproducibly, labelled with their parameters,
     // selectable by name.
     let run = |seed: &str| {

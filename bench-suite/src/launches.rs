@@ -11,7 +11,8 @@ use serde::Serialize;
 use verifier::nvrtc::KernelReport;
 use verifier::plan::{Plan, ResolvedLaunch};
 use verifier::runtime::device::DeviceInfo;
-use verifier::runtime::launch::{check_coresident, check_limits, FuncAttrs};
+use verifier::runtime::error::RuntimeError;
+use verifier::runtime::launch::{check_coresident, check_limits, check_params, FuncAttrs};
 use verifier::runtime::occupancy::{occupancy, Occupancy};
 use verifier::task::{Shape, Task};
 
@@ -34,7 +35,8 @@ pub struct LaunchRow {
     pub occupancy: Occupancy,
     pub hints: Vec<String>,
     /// Limits the launch breaks: the device would refuse it (or, for a cooperative grid, could
-    /// not keep it resident), so the kernel fails at this shape.
+    /// not keep it resident), or its arguments miss the kernel's parameters, so the kernel
+    /// fails at this shape.
     pub refused: Vec<String>,
 }
 
@@ -73,10 +75,8 @@ fn row(
     kernels: &[KernelReport],
     device: &DeviceInfo,
 ) -> LaunchRow {
-    let resources = kernels
-        .iter()
-        .find(|k| k.name == l.kernel)
-        .and_then(|k| k.resources.as_ref());
+    let kernel = kernels.iter().find(|k| k.name == l.kernel);
+    let resources = kernel.and_then(|k| k.resources.as_ref());
     let registers = resources.map(|r| r.registers);
     let static_smem = resources.map_or(0, |r| r.smem);
     let smem_bytes = u64::from(static_smem) + u64::from(l.shared_bytes);
@@ -115,6 +115,16 @@ fn row(
     if l.cooperative && occ.blocks_per_sm > 0 {
         if let Err(e) = check_coresident(l, occ.blocks_per_sm, device) {
             refused.extend(e.problems);
+        }
+    }
+    // Arguments against the kernel's parameters (from the PTX), as the runtime checks them: a
+    // launch that only a `when` at a held-out or corner shape selects is checked here too.
+    if let Some(sizes) = kernel.and_then(|k| k.param_bytes.as_ref()) {
+        if let Err(e) = check_params(l, sizes) {
+            refused.push(match e {
+                RuntimeError::ArgumentMismatch { problem, .. } => problem,
+                other => other.to_string(),
+            });
         }
     }
     LaunchRow {
