@@ -61,7 +61,7 @@ fn param_size(decl: &str) -> Option<usize> {
             .trim_end_matches(']')
             .parse::<usize>()
             .ok()
-            .map(|n| n * elem),
+            .and_then(|n| n.checked_mul(elem)),
         None => Some(elem),
     }
 }
@@ -126,5 +126,8 @@ mod tests {
         assert_eq!(entry_params(odd, "odd"), None);
         let open = ".visible .entry open(\n\t.param .u32 open_param_0,\n";
         assert_eq!(entry_params(open, "open"), None);
+        let huge =
+            ".visible .entry huge(\n\t.param .align 8 .b64 huge_param_0[18446744073709551615]\n)\n";
+        assert_eq!(entry_params(huge, "huge"), None);
     }
 }
