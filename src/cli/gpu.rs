@@ -122,7 +122,7 @@ fn info(g: &Global, a: &InfoArgs) -> anyhow::Result<u8> {
         Err(code) => return Ok(code),
     };
     let i = &gpu.info;
-    let telemetry = Telemetry::open(0, Some(&i.name));
+    let telemetry = Telemetry::open(0, Some(i));
     let (nvrtc_version, nvrtc) = nvrtc_line(g);
     let key = gpu_key(i);
     let results = results_dir(a.results.as_deref());
@@ -158,6 +158,9 @@ fn info(g: &Global, a: &InfoArgs) -> anyhow::Result<u8> {
         t.add_row(vec![k.to_string(), v]);
     };
     row("device", i.name.clone());
+    if let Some(bus) = &i.pci_bus_id {
+        row("PCI bus id", bus.clone());
+    }
     row("gpu key", key.clone());
     row(
         "compute capability",
@@ -327,7 +330,7 @@ fn calibrate_cmd(g: &Global, a: &CalibrateArgs) -> anyhow::Result<u8> {
         Err(code) => return Ok(code),
     };
     let (compiler, _) = super::tasks::compiler(g)?;
-    let telemetry = Telemetry::open(0, Some(&gpu.info.name));
+    let telemetry = Telemetry::open(0, Some(&gpu.info));
     let key = gpu_key(&gpu.info);
     let opts = CalibrateOptions {
         repetitions: a.repetitions.max(1),
@@ -412,7 +415,7 @@ fn serve_one(g: &Global, text: &str) -> Result<verifier::runtime::bench::BenchRe
         .map_err(|e| (format!("unreadable bench request: {e}"), false, true))?;
     let gpu = Gpu::open(0).map_err(|e| (e.to_string(), false, true))?;
     let (compiler, _) = super::tasks::compiler(g).map_err(|e| (format!("{e:#}"), false, true))?;
-    let telemetry = Telemetry::open(0, Some(&gpu.info.name));
+    let telemetry = Telemetry::open(0, Some(&gpu.info));
     let mut cache = ReferenceCache::new(4 << 30);
     bench(&gpu, &compiler, &mut cache, &req, &telemetry)
         .map_err(|e| (e.message, e.context_lost, false))

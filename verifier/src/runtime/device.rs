@@ -37,6 +37,10 @@ pub struct DeviceInfo {
     pub total_memory_bytes: u64,
     pub cooperative_launch: bool,
     pub cluster_launch: bool,
+    /// `00000000:65:00.0`: how NVML finds this same GPU whatever order CUDA and NVML number
+    /// devices in (`CUDA_DEVICE_ORDER`, UUIDs in `CUDA_VISIBLE_DEVICES`). `None` for presets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_bus_id: Option<String>,
 }
 
 impl DeviceInfo {
@@ -121,7 +125,18 @@ pub(crate) fn query(ordinal: u32, dev: sys::CUdevice) -> Result<DeviceInfo, Runt
             as u64,
         cooperative_launch: attr(A::CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH)? != 0,
         cluster_launch: attr(A::CU_DEVICE_ATTRIBUTE_CLUSTER_LAUNCH).unwrap_or(0) != 0,
+        pci_bus_id: pci_bus_id(
+            attr(A::CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID).ok(),
+            attr(A::CU_DEVICE_ATTRIBUTE_PCI_BUS_ID).ok(),
+            attr(A::CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID).ok(),
+        ),
     })
+}
+
+/// The bus id in the form `nvidia-smi` prints and `nvmlDeviceGetHandleByPciBusId_v2` accepts
+/// (all hexadecimal, function 0: CUDA devices are function 0 of their PCI device).
+pub fn pci_bus_id(domain: Option<u32>, bus: Option<u32>, device: Option<u32>) -> Option<String> {
+    Some(format!("{:08X}:{:02X}:{:02X}.0", domain?, bus?, device?))
 }
 
 /// Devices whose figures `ksmith tasks launches` can assume without a GPU (the driver's own
@@ -157,6 +172,7 @@ impl DeviceInfo {
             total_memory_bytes: 85028896768,
             cooperative_launch: true,
             cluster_launch: true,
+            pci_bus_id: None,
         };
         match name {
             "h100" => Some(h100),
@@ -194,6 +210,23 @@ pub(crate) mod tests {
     /// H100 SXM's figures, for CPU tests of the launch checks.
     pub fn h100() -> DeviceInfo {
         DeviceInfo::preset("h100").expect("h100 is a preset")
+    }
+
+    #[test]
+    fn pci_bus_ids_read_as_nvidia_smi_prints_them() {
+        assert_eq!(
+            pci_bus_id(Some(0), Some(0x65), Some(0)).as_deref(),
+            Some("00000000:65:00.0")
+        );
+        assert_eq!(
+            pci_bus_id(Some(0x10), Some(0xc1), Some(0x1f)).as_deref(),
+            Some("00000010:C1:1F.0")
+        );
+        assert_eq!(
+            pci_bus_id(Some(0), None, Some(0)),
+            None,
+            "an attribute unread"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! a machine without NVML still times kernels. Nothing here changes a clock, a power limit,
 //! persistence or compute mode: only `nvmlDeviceGet*` queries are called.
 
+use super::DeviceInfo;
 use libloading::Library;
 use serde::{Deserialize, Serialize};
 use std::ffi::{c_char, c_uint, c_void, CStr};
@@ -177,22 +178,29 @@ const NVML_CLOCK_MEM: c_uint = 2;
 const NVML_TEMPERATURE_GPU: c_uint = 0;
 
 impl Nvml {
-    /// Loads NVML and opens the device the CUDA ordinal `ordinal` refers to. NVML ignores
-    /// `CUDA_VISIBLE_DEVICES`, so a single index there is honoured here; anything else (UUIDs,
-    /// lists) falls back to `ordinal`, and the caller compares the names.
-    pub fn open(ordinal: u32) -> Result<Nvml, String> {
+    /// Loads NVML and opens the device the CUDA ordinal `ordinal` refers to: by its PCI bus id
+    /// where CUDA reported one (exact whatever order CUDA and NVML number devices in), else by
+    /// index. NVML ignores `CUDA_VISIBLE_DEVICES`, so for the index a single integer there is
+    /// honoured; anything else (UUIDs, lists) falls back to `ordinal`, and the caller compares
+    /// the names.
+    pub fn open(ordinal: u32, pci_bus_id: Option<&str>) -> Result<Nvml, String> {
         let mut tried = Vec::new();
         for name in NVML_LIBRARIES {
             // SAFETY: loading NVML runs its initialisers, which have no preconditions.
             match unsafe { Library::new(name) } {
-                Ok(lib) => return Self::with_library(lib, name, nvml_index(ordinal)),
+                Ok(lib) => return Self::with_library(lib, name, nvml_index(ordinal), pci_bus_id),
                 Err(e) => tried.push(format!("{name} ({e})")),
             }
         }
         Err(format!("NVML not found: looked for {}", tried.join(", ")))
     }
 
-    fn with_library(lib: Library, library: &'static str, index: u32) -> Result<Nvml, String> {
+    fn with_library(
+        lib: Library,
+        library: &'static str,
+        index: u32,
+        pci_bus_id: Option<&str>,
+    ) -> Result<Nvml, String> {
         macro_rules! sym {
             ($name:literal) => {
                 // SAFETY: the signature is the one nvml.h declares for this symbol.
@@ -203,6 +211,14 @@ impl Nvml {
         let init: unsafe extern "C" fn() -> NvmlReturn = sym!("nvmlInit_v2");
         let by_index: unsafe extern "C" fn(c_uint, *mut Device) -> NvmlReturn =
             sym!("nvmlDeviceGetHandleByIndex_v2");
+        // SAFETY: nvmlReturn_t (const char*, nvmlDevice_t*), as nvml.h declares it.
+        let by_pci = unsafe {
+            lib.get::<unsafe extern "C" fn(*const c_char, *mut Device) -> NvmlReturn>(
+                b"nvmlDeviceGetHandleByPciBusId_v2\0",
+            )
+        }
+        .ok()
+        .map(|s| *s);
         // The newer name first; drivers before 535 only have the "throttle" one.
         // SAFETY: both have the signature nvmlReturn_t (nvmlDevice_t, unsigned long long*).
         let reasons = unsafe {
@@ -230,8 +246,20 @@ impl Nvml {
             return Err(format!("nvmlInit failed: {}", describe(&api, rc)));
         }
         let mut device: Device = std::ptr::null_mut();
+        let bus_id = pci_bus_id.and_then(|b| std::ffi::CString::new(b).ok());
+        if let (Some(f), Some(bus_id)) = (by_pci, bus_id) {
+            // SAFETY: a NUL-terminated string NVML only reads; writes one handle. On failure
+            // the index below decides.
+            if unsafe { f(bus_id.as_ptr(), &mut device) } != NVML_SUCCESS {
+                device = std::ptr::null_mut();
+            }
+        }
         // SAFETY: writes one handle.
-        let rc = unsafe { by_index(index, &mut device) };
+        let rc = if device.is_null() {
+            unsafe { by_index(index, &mut device) }
+        } else {
+            NVML_SUCCESS
+        };
         if rc != NVML_SUCCESS {
             // SAFETY: initialised above.
             unsafe { (api.shutdown)() };
@@ -363,13 +391,15 @@ pub enum Telemetry {
 }
 
 impl Telemetry {
-    /// Opens NVML for CUDA device `ordinal`; `expected_name` (from CUDA) guards against
-    /// reading another GPU when the index mapping is ambiguous.
-    pub fn open(ordinal: u32, expected_name: Option<&str>) -> Telemetry {
-        match Nvml::open(ordinal) {
+    /// Opens NVML for CUDA device `ordinal`. With the device's CUDA facts it is found by PCI
+    /// bus id, and the name (from CUDA) guards against reading another GPU when it had to be
+    /// found by index.
+    pub fn open(ordinal: u32, cuda: Option<&DeviceInfo>) -> Telemetry {
+        let pci_bus_id = cuda.and_then(|d| d.pci_bus_id.as_deref());
+        match Nvml::open(ordinal, pci_bus_id) {
             Ok(n) => {
-                if let (Some(want), Some(got)) = (expected_name, n.device_name()) {
-                    if want != got {
+                if let (Some(want), Some(got)) = (cuda.map(|d| &d.name), n.device_name()) {
+                    if *want != got {
                         return Telemetry::Unavailable(format!(
                             "NVML device is `{got}`, CUDA device is `{want}`: cannot tell which GPU to read (set CUDA_VISIBLE_DEVICES to an index)"
                         ));
