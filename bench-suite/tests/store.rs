@@ -677,6 +677,26 @@ fn assert_same_content(a: &RunExport, b: &RunExport) {
     assert_eq!(a.profiles.len(), b.profiles.len());
 }
 
+/// `samples/run_export_v1.json` was written by `ksmith db export` as of format version 1 (from
+/// the run `export_import_round_trip` builds). A later build must still import it: exports are
+/// how results move between machines, and those machines need not run the same build.
+#[test]
+fn a_version_1_export_from_an_earlier_build_still_imports() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/samples/run_export_v1.json"
+    );
+    let text = std::fs::read_to_string(path).expect("sample");
+    let export = RunExport::from_json(&text, path).expect("parse");
+    assert_eq!((export.items.len(), export.candidates.len()), (2, 2));
+    assert_eq!((export.evaluations.len(), export.profiles.len()), (2, 1));
+    let db = common::sqlite();
+    let store = Store::open(&db.url).expect("open");
+    store.import_run(&export, None, path).expect("import");
+    let again = store.export_run(&export.run.run.name).expect("re-export");
+    assert_same_content(&export, &again);
+}
+
 #[test]
 fn malformed_exports_are_reported_with_file_and_position() {
     let err = RunExport::from_json(
