@@ -786,6 +786,31 @@ fn usable_from_inside_an_async_runtime() {
     });
 }
 
+/// Found by fuzzing (fuzz/fuzz_targets/run_export.rs kept its store in a thread-local): a Store
+/// dropped by a thread-local destructor, after tokio's own thread-locals are gone, panicked in
+/// Drop, which aborts the process.
+#[test]
+fn a_store_dropped_at_thread_exit_closes_cleanly() {
+    thread_local! {
+        static KEPT: std::cell::RefCell<Option<Store>> = const { std::cell::RefCell::new(None) };
+    }
+    let db = common::sqlite();
+    let url = db.url.clone();
+    std::thread::spawn(move || {
+        // Touched before tokio's thread-locals, so destroyed after them (last in, first out).
+        KEPT.with(|k| k.borrow_mut().take());
+        let store = Store::open(&url).expect("open");
+        store
+            .write(|tx| tx.create_run(&new_run("kept")))
+            .expect("write");
+        KEPT.with(|k| *k.borrow_mut() = Some(store));
+    })
+    .join()
+    .expect("the thread exits without panicking");
+    let store = Store::open(&db.url).expect("reopen");
+    assert_eq!(store.run_by_name("kept").expect("run").run.name, "kept");
+}
+
 fn heartbeat_keeps_a_long_item_claimed(url: &str) {
     let store = std::sync::Arc::new(Store::open(url).expect("open"));
     let run = store

@@ -264,12 +264,22 @@ fn unreachable_runtime() -> ! {
     panic!("the store's runtime was used after the store was dropped")
 }
 
+/// Whether tokio would panic on blocking this thread: inside another runtime, or in a
+/// thread-local destructor (a Store dropped at thread exit), where tokio's own context is already
+/// gone. Such work blocks on a thread of its own.
+fn cannot_block_here() -> bool {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => true,
+        Err(e) => e.is_thread_local_destroyed(),
+    }
+}
+
 fn run_on<F>(rt: &tokio::runtime::Runtime, fut: F) -> F::Output
 where
     F: Future + Send,
     F::Output: Send,
 {
-    if tokio::runtime::Handle::try_current().is_ok() {
+    if cannot_block_here() {
         std::thread::scope(|s| {
             let handle = s.spawn(|| rt.block_on(fut));
             match handle.join() {
@@ -288,7 +298,8 @@ impl Drop for Store {
             // Closing the pool lets SQLite checkpoint its WAL and PostgreSQL end sessions cleanly.
             let pool = self.pool.clone();
             run_on(&rt, async move { pool.close().await });
-            if tokio::runtime::Handle::try_current().is_ok() {
+            // Dropping a runtime blocks too.
+            if cannot_block_here() {
                 rt.shutdown_background();
             }
         }
