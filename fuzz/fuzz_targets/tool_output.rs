@@ -1,0 +1,23 @@
+//! Output of the tools the harness runs: Nsight Compute CSV, compute-sanitizer reports, the
+//! ptxas info log and PTX entry declarations.
+#![no_main]
+
+use bench_suite::profile::{ncu, sanitizer};
+use libfuzzer_sys::fuzz_target;
+use verifier::nvrtc::{ptx_params, ptxas};
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let _ = ncu::parse(&text);
+    for field in text.split(',').take(64) {
+        let _ = ncu::parse_value(field);
+    }
+    let _ = sanitizer::parse(&text);
+    let _ = ptxas::parse(&text);
+    for symbol in ["k", "_Z6kernelPfi"] {
+        let _ = ptx_params::entry_params(&text, symbol);
+    }
+    if let Some(word) = text.split_whitespace().find(|w| w.len() < 64) {
+        let _ = ptx_params::entry_params(&text, word);
+    }
+});
