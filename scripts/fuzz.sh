@@ -53,6 +53,16 @@ for f in verifier/tests/fixtures/malformed/*; do
   [[ -f "$f" ]] && seed task_plan "malformed-$(basename "$f")" < "$f"
 done
 seed llm_config example < agent/llm.example.toml
+# ptxas's real report for every reference kernel (NVRTC runs here, no GPU needed).
+if [[ -x target/release/ksmith ]]; then
+  target/release/ksmith tasks check --json 2>/dev/null | python3 -c '
+import json, sys, os
+for row in json.load(sys.stdin)["tasks"]:
+    if row.get("log"):
+        with open(os.path.join("fuzz/seeds/tool_output", "ptxas-" + row["id"]), "w") as f:
+            f.write(row["log"])
+' || echo "(no ptxas seeds: ksmith tasks check failed)"
+fi
 seed run_export v1 < bench-suite/tests/samples/run_export_v1.json
 seed llm_reply completion <<'EOF'
 {"id":"c1","object":"chat.completion","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"```cuda\n__global__ void k(float* y) { y[threadIdx.x] = 1.0f; }\n```","reasoning_content":"think"}}],"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}

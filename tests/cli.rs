@@ -154,6 +154,26 @@ fn tasks_check_compiles_a_real_task_and_prints_registers() {
         let regs = k["resources"]["registers"].as_u64().unwrap_or(0);
         assert!(regs > 0, "no registers reported: {k}");
     }
+    let log = row["log"].as_str().unwrap_or("");
+    assert!(log.contains("ptxas info"), "no ptxas log in: {row}");
+    assert!(
+        !out.contains("compile log:"),
+        "the log is only printed with --log"
+    );
+
+    // --log prints ptxas's report, also from the cache.
+    let mut a = args(false);
+    a.push("--log");
+    let o = ksmith(&a);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let out = stdout(&o);
+    for want in [
+        &format!("{TASK} compile log:")[..],
+        "ptxas info",
+        "registers",
+    ] {
+        assert!(out.contains(want), "no `{want}` in:\n{}", show(&o));
+    }
 }
 
 #[test]

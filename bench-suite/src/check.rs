@@ -33,6 +33,10 @@ pub struct CheckRow {
     /// Diagnostics or the compile log, one entry per problem.
     pub problems: Vec<String>,
     pub content_hash: Option<String>,
+    /// NVRTC's log of a successful compilation (ptxas's per-kernel report); a failed one is
+    /// in `problems`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub log: String,
 }
 
 impl CheckRow {
@@ -119,6 +123,7 @@ fn check_one(
                 kernels: Vec::new(),
                 problems: diagnostics.iter().map(|d| d.to_string()).collect(),
                 content_hash: None,
+                log: String::new(),
             })
         }
         Entry::Ok(t) => t,
@@ -139,6 +144,7 @@ fn check_one(
         kernels: Vec::new(),
         problems: Vec::new(),
         content_hash: Some(t.content_hash.clone()),
+        log: String::new(),
     };
     match compiler.compile(&req) {
         Ok(c) => {
@@ -171,6 +177,7 @@ fn check_one(
                 row.problems.extend(mismatched);
             }
             row.kernels = c.kernels;
+            row.log = c.log;
         }
         Err(e) if e.is_kernel_fault() => {
             row.status = Status::CompileError;

@@ -66,7 +66,7 @@ pub struct CheckArgs {
     /// Treat register spills as failures
     #[arg(long)]
     deny_spills: bool,
-    /// Print the full compile log of every task
+    /// Print the full compile log of every task (ptxas's report per kernel), and problems unshortened
     #[arg(long)]
     log: bool,
 }
@@ -546,6 +546,14 @@ fn print_check_table(rows: &[CheckRow], full_log: bool) {
         ]);
     }
     println!("{t}");
+    if full_log {
+        for r in rows.iter().filter(|r| !r.log.trim().is_empty()) {
+            println!("\n{} compile log:", r.id);
+            for line in r.log.trim_end().lines() {
+                println!("  {line}");
+            }
+        }
+    }
     for r in rows.iter().filter(|r| !r.problems.is_empty()) {
         println!("\n{} ({}):", r.id, r.category);
         for p in &r.problems {
