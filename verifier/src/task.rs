@@ -167,6 +167,33 @@ pub enum InitKind {
     Generator(Generator),
 }
 
+/// How many bits a `sparse_bitmap` sets.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Density {
+    /// The probability of each bit, the same at every shape (`density = 0.2`).
+    Fixed(f64),
+    /// Percent of bits set, an expression of the shape's params, so that shapes can model
+    /// different sparsities (`density_percent = "DPCT"`); 0 to 100 at every legal shape.
+    Percent(Expr),
+}
+
+impl Density {
+    /// The probability of each bit at `shape`.
+    pub fn at(&self, shape: &dyn Env) -> Result<f64, String> {
+        match self {
+            Density::Fixed(p) => Ok(*p),
+            Density::Percent(e) => {
+                let v = e.eval(shape).map_err(|e| format!("density_percent: {e}"))?;
+                if !(0..=100).contains(&v) {
+                    return Err(format!("density_percent `{e}` is {v}, outside 0 to 100"));
+                }
+                Ok(v as f64 / 100.0)
+            }
+        }
+    }
+}
+
 /// Structured inputs that distributions cannot express. The verifier implements each.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "generator", rename_all = "snake_case")]
@@ -181,7 +208,7 @@ pub enum Generator {
     },
     Permutation,
     SparseBitmap {
-        density: f64,
+        density: Density,
     },
     PackedCodes {
         bits: u32,
@@ -451,6 +478,15 @@ impl Task {
                 total
                     .eval(shape)
                     .map_err(|e| format!("`{}` generator total: {e}", t.name))?;
+            }
+            if let Some(Init {
+                kind: InitKind::Generator(Generator::SparseBitmap { density }),
+                ..
+            }) = &t.init
+            {
+                density
+                    .at(shape)
+                    .map_err(|e| format!("`{}` sparse_bitmap: {e}", t.name))?;
             }
         }
         for (what, e) in [
@@ -1162,16 +1198,34 @@ fn read_init(
                 }
                 "permutation" => (Some(Generator::Permutation), &["generator", "stress"]),
                 "sparse_bitmap" => {
-                    let density = t.float(rep, "density").map(|v| v.0);
-                    if !t.has("density") {
-                        t.missing(rep, "density", "the probability that a bit is set");
-                    }
-                    if let Some(d) = density {
-                        in_unit_interval(rep, t, "density", d);
-                    }
+                    let density = match (t.has("density"), t.has("density_percent")) {
+                        (true, true) => {
+                            rep.error(
+                                t.value_span("density_percent"),
+                                t.key_path("density_percent"),
+                                "give `density` (a probability) or `density_percent` (an expression of the params), not both".to_string(),
+                            );
+                            None
+                        }
+                        (false, false) => {
+                            t.missing(
+                                rep,
+                                "density",
+                                "the probability that a bit is set (or `density_percent`, an expression of the params)",
+                            );
+                            None
+                        }
+                        (true, false) => t.float(rep, "density").and_then(|(d, _)| {
+                            in_unit_interval(rep, t, "density", d);
+                            (0.0..=1.0).contains(&d).then_some(Density::Fixed(d))
+                        }),
+                        (false, true) => t
+                            .expr(rep, "density_percent", true, known, known_list)
+                            .map(Density::Percent),
+                    };
                     (
                         density.map(|density| Generator::SparseBitmap { density }),
-                        &["generator", "density", "stress"],
+                        &["generator", "density", "density_percent", "stress"],
                     )
                 }
                 "packed_codes" => {

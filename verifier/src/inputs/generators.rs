@@ -64,7 +64,9 @@ pub(super) fn fill(
         Generator::SparseBitmap { density } => {
             int_only(dtype, "sparse_bitmap")?;
             let bits = size * 8;
-            let density = *density;
+            let density = density
+                .at(shape)
+                .map_err(|e| format!("sparse_bitmap: {e}"))?;
             par_fill(out, size, 1, |first, part| {
                 for (j, e) in part.chunks_exact_mut(size).enumerate() {
                     let mut s = Stream::at(key, first + j as u64);

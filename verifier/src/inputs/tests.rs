@@ -305,6 +305,10 @@ init = { generator = "permutation" }"#,
 dtype = "u32"
 shape = ["N"]
 init = { generator = "sparse_bitmap", density = 0.25 }"#,
+        r#"name = "bits_r"
+dtype = "u64"
+shape = ["N"]
+init = { generator = "sparse_bitmap", density_percent = "R * 5" }"#,
         r#"name = "codes"
 dtype = "u32"
 shape = ["N"]
@@ -373,6 +377,18 @@ init = { generator = "nf4_table" }"#,
     let ones: u32 = bits.bytes.iter().map(|b| b.count_ones()).sum();
     let frac = ones as f64 / (bits.bytes.len() * 8) as f64;
     assert!((frac - 0.25).abs() < 0.01, "{frac}");
+    // density_percent follows the shape: R * 5 percent of the bits.
+    for (r, want) in [(2, 0.10), (8, 0.40), (20, 1.0), (0, 0.0)] {
+        let bits = gen(&t, "bits_r", &shape(4096, r), 5, Variant::Base);
+        let ones: u32 = bits.bytes.iter().map(|b| b.count_ones()).sum();
+        let frac = ones as f64 / (bits.bytes.len() * 8) as f64;
+        assert!((frac - want).abs() < 0.01, "R = {r}: {frac}");
+    }
+    let decl = t.input("bits_r").expect("declared");
+    let e = generate(&t, decl, &shape(4096, 21), 5, Variant::Base)
+        .expect_err("105 percent")
+        .to_string();
+    assert!(e.contains("105") && e.contains("0 to 100"), "{e}");
 
     let codes = gen(&t, "codes", &s, 5, Variant::Base);
     let words: Vec<u64> = (0..4096).map(|i| codes.get_bits(i)).collect();

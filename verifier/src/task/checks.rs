@@ -8,7 +8,7 @@
 //! have `param` as their leading dimension and nowhere else, no other input depends on
 //! `param`, and the single-row shape is legal (ranges, constraints, every expression).
 
-use super::{Generator, Init, InitKind, Param, Role, Shape, Task, TensorDecl};
+use super::{Density, Generator, Init, InitKind, Param, Role, Shape, Task, TensorDecl};
 use crate::diag::Reporter;
 use crate::expr::Expr;
 use crate::toml_reader::{suggestion, value_expr, Span, Table};
@@ -434,6 +434,9 @@ fn init_names(init: Option<&Init>) -> BTreeSet<String> {
             low.names().union(&high.names()).cloned().collect()
         }
         Some(InitKind::Generator(Generator::SortedOffsets { total, .. })) => total.names(),
+        Some(InitKind::Generator(Generator::SparseBitmap {
+            density: Density::Percent(e),
+        })) => e.names(),
         _ => BTreeSet::new(),
     }
 }
