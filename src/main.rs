@@ -11,8 +11,8 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            // anyhow's alternate format prints the whole cause chain on one line, no backtrace.
-            eprintln!("error: {e:#}");
+            // The whole cause chain on one line, no backtrace.
+            eprintln!("error: {}", cli::describe(&e));
             ExitCode::from(cli::EXIT_HARNESS)
         }
     }

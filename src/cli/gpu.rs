@@ -414,7 +414,8 @@ fn serve_one(g: &Global, text: &str) -> Result<verifier::runtime::bench::BenchRe
     let req: BenchRequest = serde_json::from_str(text)
         .map_err(|e| (format!("unreadable bench request: {e}"), false, true))?;
     let gpu = Gpu::open(0).map_err(|e| (e.to_string(), false, true))?;
-    let (compiler, _) = super::tasks::compiler(g).map_err(|e| (format!("{e:#}"), false, true))?;
+    let (compiler, _) =
+        super::tasks::compiler(g).map_err(|e| (super::describe(&e), false, true))?;
     let telemetry = Telemetry::open(0, Some(&gpu.info));
     let mut cache = ReferenceCache::new(4 << 30);
     bench(&gpu, &compiler, &mut cache, &req, &telemetry)

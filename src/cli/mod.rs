@@ -180,9 +180,59 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// An error and its causes on one line, `outer: cause: root`, as anyhow's `{:#}` prints them,
+/// but without a cause whose text its parent's message already ends with: many library errors
+/// write their source into their own message (`cannot read X: No such file`) and also report it
+/// as their source, which `{:#}` would print twice.
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut parent = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !parent.is_empty() && parent.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+        parent = text;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read {path}: {source}")]
+    struct Wraps {
+        path: &'static str,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_its_parents_message_is_printed_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(Wraps {
+            path: "x.toml",
+            source: io(),
+        });
+        assert_eq!(
+            format!("{e:#}"),
+            "cannot read x.toml: No such file: No such file"
+        );
+        assert_eq!(describe(&e), "cannot read x.toml: No such file");
+        // Context added on top keeps every distinct level.
+        let e = e.context("loading the suite");
+        assert_eq!(
+            describe(&e),
+            "loading the suite: cannot read x.toml: No such file"
+        );
+        let plain = anyhow::Error::new(io()).context("opening");
+        assert_eq!(describe(&plain), "opening: No such file");
+    }
 
     #[test]
     fn child_args_give_a_child_the_parents_globals() {

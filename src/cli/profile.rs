@@ -358,7 +358,7 @@ fn prepare(
         }
     }
     let t = resolve(g, &a.src, a.shape.as_deref(), pick)
-        .map_err(|e| fail(a.json, EXIT_HARNESS, &format!("{e:#}")))?;
+        .map_err(|e| fail(a.json, EXIT_HARNESS, &crate::cli::describe(&e)))?;
     Ok((exe, t))
 }
 
@@ -589,8 +589,8 @@ pub(crate) fn take_profile(
     let target = Launches::of(&t.plan, &t.shape)
         .and_then(|l| ncu_target(&l, only, PROFILE_WARMUPS))
         .map_err(harness)?;
-    let program =
-        target_program(g, t, PROFILE_WARMUPS, true).map_err(|e| harness(format!("{e:#}")))?;
+    let program = target_program(g, t, PROFILE_WARMUPS, true)
+        .map_err(|e| harness(crate::cli::describe(&e)))?;
     let run = profile::profile_known(ncu, &target, &program, env, limit)
         .map_err(|e| harness(e.to_string()))?;
     let report = interpret_profile(run.parsed, &run.text)?;

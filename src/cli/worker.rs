@@ -151,7 +151,7 @@ impl State<'_> {
             .get_or_insert_with(|| {
                 super::tasks::compiler(global)
                     .map(|(c, _)| c)
-                    .map_err(|e| format!("{e:#}"))
+                    .map_err(|e| super::describe(&e))
             })
             .clone()
             .map_err(EvalError::new)?;

@@ -147,7 +147,7 @@ fn run(g: &Global, a: &RunOnceArgs) -> Result<usize, Stop> {
             .ok_or_else(|| h(format!("task `{}` has no public shapes", task.id)))?,
     };
     let gpu = Gpu::open(0).map_err(|e| h(format!("needs a GPU: {e}")))?;
-    let (compiler, _) = crate::cli::tasks::compiler(g).map_err(|e| h(format!("{e:#}")))?;
+    let (compiler, _) = crate::cli::tasks::compiler(g).map_err(|e| h(crate::cli::describe(&e)))?;
     let compiled =
         compile(&compiler, task, &source, &plan, gpu.arch(), "kernel.cu").map_err(|f| match f {
             CompileFailure::Verdict(v) => Stop::Kernel(v.feedback()),

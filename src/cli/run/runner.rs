@@ -87,7 +87,10 @@ impl KernelTimer for ServeTimer {
                 Err(format!("the timing process could not run: {m}"))
             }
             Ok(Err(ChildFailure::Task(m))) => Err(format!("the timing run failed: {m}")),
-            Err(e) => Err(format!("the timing process could not start: {e:#}")),
+            Err(e) => Err(format!(
+                "the timing process could not start: {}",
+                crate::cli::describe(&e)
+            )),
         }
     }
 }
