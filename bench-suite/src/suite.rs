@@ -159,6 +159,19 @@ impl Suite {
     pub fn ids(&self) -> Vec<&str> {
         self.entries.iter().map(|e| e.id()).collect()
     }
+
+    /// What to say of an id that names no task: the closest id if one is near, and every id
+    /// when there are few enough to read.
+    pub fn unknown_task(&self, id: &str) -> String {
+        let ids = self.ids();
+        let hint = verifier::suggestion(id, &ids);
+        let known = if ids.len() <= 12 {
+            format!(" (known: {})", ids.join(", "))
+        } else {
+            format!(" ({} tasks; `ksmith tasks list` lists them)", ids.len())
+        };
+        format!("no task `{id}` in {}{hint}{known}", self.root.display())
+    }
 }
 
 fn file_name(p: &Path) -> String {

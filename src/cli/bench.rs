@@ -206,13 +206,7 @@ fn select_tasks<'a>(suite: &'a Suite, a: &BenchArgs) -> Result<Vec<&'a TaskDir>,
                     let d: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
                     return Err(format!("task `{id}` is invalid:\n{}", d.join("\n")));
                 }
-                None => {
-                    return Err(format!(
-                        "no task `{id}` in {} (known: {})",
-                        suite.root.display(),
-                        suite.ids().join(", ")
-                    ))
-                }
+                None => return Err(suite.unknown_task(id)),
             }
         }
         return Ok(out);

@@ -54,6 +54,12 @@ impl KernelSource {
         let Some(kernel) = self.kernel.as_deref() else {
             bail!("give a kernel (KERNEL.cu --plan PLAN.toml, or DIR), or --reference")
         };
+        if !kernel.exists() {
+            bail!(
+                "{}: no such file or directory (give KERNEL.cu --plan PLAN.toml, or a directory holding kernel.cu and launch.toml)",
+                kernel.display()
+            );
+        }
         if kernel.is_dir() {
             let p = self
                 .plan
@@ -155,11 +161,7 @@ pub(super) fn find_task(g: &Global, id: &str) -> anyhow::Result<(PathBuf, TaskDi
             let d: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
             bail!("task `{id}` is invalid:\n{}", d.join("\n"))
         }
-        None => bail!(
-            "no task `{id}` in {} (known: {})",
-            root.display(),
-            suite.ids().join(", ")
-        ),
+        None => bail!("{}", suite.unknown_task(id)),
     }
 }
 
@@ -185,7 +187,7 @@ pub fn run(g: &Global, a: &EvalArgs) -> anyhow::Result<u8> {
     // Every failure to run is reported the same way (JSON too, with --json) and exits 3.
     match check(g, a) {
         Ok(code) => Ok(code),
-        Err(e) => Ok(harness_error(a, &format!("{e:#}"))),
+        Err(e) => Ok(harness_error(a, &super::describe(&e))),
     }
 }
 
@@ -324,7 +326,7 @@ fn deep_profile(
     };
     let t = match profile::resolve(g, &a.src, None, ShapePick::First) {
         Ok(t) => t,
-        Err(e) => return Step::Failed(format!("{e:#}")),
+        Err(e) => return Step::Failed(super::describe(&e)),
     };
     if !a.json {
         eprintln!("profile: ncu on one call at shape {} ...", t.shape.name);
@@ -359,7 +361,7 @@ fn deep_audit(
     });
     match taken {
         Ok((t, taken)) => Step::Done(Box::new(t), taken),
-        Err(e) => Step::Failed(format!("{e:#}")),
+        Err(e) => Step::Failed(super::describe(&e)),
     }
 }
 
@@ -477,5 +479,34 @@ mod tests {
         // A wrong kernel stays wrong, whatever the audit could or could not do.
         assert_eq!(exit_code(false, Some(EXIT_HARNESS)), EXIT_FAILED);
         assert_eq!(exit_code(false, Some(EXIT_OK)), EXIT_FAILED);
+    }
+
+    #[test]
+    fn kernel_paths_name_what_is_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("k.cu");
+        std::fs::write(&file, "").expect("write");
+        let src = |kernel: &Path, plan: Option<&str>| KernelSource {
+            task: "t".into(),
+            kernel: Some(kernel.to_path_buf()),
+            plan: plan.map(PathBuf::from),
+            reference: false,
+        };
+        let err = |s: KernelSource| crate::cli::describe(&s.files(dir.path()).unwrap_err());
+        let missing = dir.path().join("nope.cu");
+        let e = err(src(&missing, None));
+        assert!(e.contains("nope.cu: no such file or directory"), "{e}");
+        let e = err(src(&file, None));
+        assert!(
+            e.contains("k.cu is a file: pass its launch plan with --plan"),
+            "{e}"
+        );
+        let (k, p) = src(&file, Some("p.toml"))
+            .files(dir.path())
+            .expect("file + plan");
+        assert_eq!((k, p), (file.clone(), PathBuf::from("p.toml")));
+        let (k, p) = src(dir.path(), None).files(dir.path()).expect("directory");
+        assert_eq!(k, dir.path().join("kernel.cu"));
+        assert_eq!(p, dir.path().join("launch.toml"));
     }
 }

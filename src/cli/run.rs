@@ -209,11 +209,7 @@ fn valid_tasks(suite: &Suite, ids: &[String]) -> anyhow::Result<Vec<TaskDir>> {
                 let d: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
                 bail!("task `{id}` is invalid:\n{}", d.join("\n"))
             }
-            None => bail!(
-                "no task `{id}` in {} (known: {})",
-                suite.root.display(),
-                suite.ids().join(", ")
-            ),
+            None => bail!("{}", suite.unknown_task(id)),
         }
     }
     Ok(out)

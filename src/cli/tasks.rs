@@ -232,13 +232,7 @@ fn list(suite: &Suite, a: &ListArgs) -> anyhow::Result<u8> {
 }
 
 fn find<'a>(suite: &'a Suite, id: &str) -> anyhow::Result<&'a Entry> {
-    suite.get(id).with_context(|| {
-        format!(
-            "no task `{id}` in {} (known: {})",
-            suite.root.display(),
-            suite.ids().join(", ")
-        )
-    })
+    suite.get(id).with_context(|| suite.unknown_task(id))
 }
 
 fn show(suite: &Suite, a: &ShowArgs) -> anyhow::Result<u8> {

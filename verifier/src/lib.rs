@@ -21,4 +21,7 @@ pub mod source;
 pub mod task;
 pub mod timing;
 mod toml_reader;
+
+/// `; did you mean `x`?` for a misspelt name, or nothing: the hint every parser gives.
+pub use toml_reader::suggestion;
 pub mod verdict;

@@ -134,7 +134,12 @@ fn plan_selects_tasks_and_reports_usage_errors() {
 
     let err = |argv: &[&str]| plan(&s, &args(argv)).unwrap_err();
     let e = err(&["--tasks", "nope"]);
-    assert!(e.contains("no task `nope`") && e.contains("swiglu"), "{e}");
+    assert!(
+        e.contains("no task `nope`") && e.contains("`ksmith tasks list` lists them"),
+        "{e}"
+    );
+    let e = err(&["--tasks", "swiglo"]);
+    assert!(e.contains("did you mean `swiglu`?"), "{e}");
     let e = err(&["--suite", "no-such-category"]);
     assert!(e.contains("selects no valid task"), "{e}");
     let e = err(&["--tasks", "swiglu", "--shapes", "bogus"]);
