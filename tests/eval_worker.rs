@@ -81,9 +81,20 @@ fn eval_usage_errors_are_reported() {
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("no task `no_such_task`") && err.contains("swiglu"),
+        err.contains("no task `no_such_task`") && err.contains("`ksmith tasks list` lists them"),
         "{err}"
     );
+    // A misspelt one.
+    let out = command()
+        .args(["eval", "--task", "swiglue"])
+        .arg(d.join("reference.cu"))
+        .arg("--plan")
+        .arg(d.join("reference.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did you mean `swiglu`?"), "{err}");
 }
 
 /// `--sanitize` looks for compute-sanitizer before the GPU (a missing tool is found before

@@ -160,6 +160,18 @@ impl Suite {
         self.entries.iter().map(|e| e.id()).collect()
     }
 
+    /// The valid task `id`, or what is wrong: no such task, or its diagnostics.
+    pub fn valid_task(&self, id: &str) -> Result<&TaskDir, String> {
+        match self.get(id) {
+            Some(Entry::Ok(td)) => Ok(td),
+            Some(Entry::Broken { diagnostics, .. }) => {
+                let d: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
+                Err(format!("task `{id}` is invalid:\n{}", d.join("\n")))
+            }
+            None => Err(self.unknown_task(id)),
+        }
+    }
+
     /// What to say of an id that names no task: the closest id if one is near, and every id
     /// when there are few enough to read.
     pub fn unknown_task(&self, id: &str) -> String {

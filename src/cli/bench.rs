@@ -196,17 +196,9 @@ fn select_tasks<'a>(suite: &'a Suite, a: &BenchArgs) -> Result<Vec<&'a TaskDir>,
     if !a.tasks.is_empty() {
         for id in &a.tasks {
             let id = id.trim();
-            match suite.get(id) {
-                Some(Entry::Ok(td)) => {
-                    if !out.iter().any(|t| t.task.id == td.task.id) {
-                        out.push(td.as_ref());
-                    }
-                }
-                Some(Entry::Broken { diagnostics, .. }) => {
-                    let d: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
-                    return Err(format!("task `{id}` is invalid:\n{}", d.join("\n")));
-                }
-                None => return Err(suite.unknown_task(id)),
+            let td = suite.valid_task(id)?;
+            if !out.iter().any(|t| t.task.id == td.task.id) {
+                out.push(td);
             }
         }
         return Ok(out);

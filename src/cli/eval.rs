@@ -15,7 +15,7 @@ use super::{Global, EXIT_FAILED, EXIT_HARNESS, EXIT_OK};
 use anyhow::{bail, Context};
 use bench_suite::pool::{Limits, Pool, PoolConfig};
 use bench_suite::profile::sanitizer::Tool;
-use bench_suite::suite::{self, Entry, Suite, TaskDir};
+use bench_suite::suite::{self, Suite, TaskDir};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -155,14 +155,8 @@ fn fresh_seed() -> u64 {
 pub(super) fn find_task(g: &Global, id: &str) -> anyhow::Result<(PathBuf, TaskDir)> {
     let root = suite::locate(g.tasks_dir.as_deref())?;
     let suite = Suite::discover(&root)?;
-    match suite.get(id) {
-        Some(Entry::Ok(td)) => Ok((root, (**td).clone())),
-        Some(Entry::Broken { diagnostics, .. }) => {
-            let d: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
-            bail!("task `{id}` is invalid:\n{}", d.join("\n"))
-        }
-        None => bail!("{}", suite.unknown_task(id)),
-    }
+    let td = suite.valid_task(id).map_err(anyhow::Error::msg)?.clone();
+    Ok((root, td))
 }
 
 fn harness_error(a: &EvalArgs, message: &str) -> u8 {

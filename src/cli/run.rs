@@ -203,14 +203,7 @@ fn load_llm_config(path: &Path) -> anyhow::Result<LlmConfig> {
 fn valid_tasks(suite: &Suite, ids: &[String]) -> anyhow::Result<Vec<TaskDir>> {
     let mut out = Vec::new();
     for id in ids {
-        match suite.get(id) {
-            Some(Entry::Ok(td)) => out.push((**td).clone()),
-            Some(Entry::Broken { diagnostics, .. }) => {
-                let d: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
-                bail!("task `{id}` is invalid:\n{}", d.join("\n"))
-            }
-            None => bail!("{}", suite.unknown_task(id)),
-        }
+        out.push(suite.valid_task(id).map_err(anyhow::Error::msg)?.clone());
     }
     Ok(out)
 }
