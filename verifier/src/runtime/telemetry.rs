@@ -156,7 +156,9 @@ struct Api {
     error_string: unsafe extern "C" fn(NvmlReturn) -> *const c_char,
     clock_info: unsafe extern "C" fn(Device, c_uint, *mut c_uint) -> NvmlReturn,
     max_clock_info: unsafe extern "C" fn(Device, c_uint, *mut c_uint) -> NvmlReturn,
-    temperature: unsafe extern "C" fn(Device, c_uint, *mut c_uint) -> NvmlReturn,
+    /// Optional: nvml.h deprecates it in favour of nvmlDeviceGetTemperatureV, and a driver that
+    /// drops it must still give clocks, power and reasons.
+    temperature: Option<unsafe extern "C" fn(Device, c_uint, *mut c_uint) -> NvmlReturn>,
     power: unsafe extern "C" fn(Device, *mut c_uint) -> NvmlReturn,
     reasons: Option<unsafe extern "C" fn(Device, *mut u64) -> NvmlReturn>,
     name: unsafe extern "C" fn(Device, *mut c_char, c_uint) -> NvmlReturn,
@@ -234,7 +236,14 @@ impl Nvml {
             error_string: sym!("nvmlErrorString"),
             clock_info: sym!("nvmlDeviceGetClockInfo"),
             max_clock_info: sym!("nvmlDeviceGetMaxClockInfo"),
-            temperature: sym!("nvmlDeviceGetTemperature"),
+            // SAFETY: nvmlReturn_t (nvmlDevice_t, nvmlTemperatureSensors_t, unsigned int*).
+            temperature: unsafe {
+                lib.get::<unsafe extern "C" fn(Device, c_uint, *mut c_uint) -> NvmlReturn>(
+                    b"nvmlDeviceGetTemperature\0",
+                )
+            }
+            .ok()
+            .map(|s| *s),
             power: sym!("nvmlDeviceGetPowerUsage"),
             reasons,
             name: sym!("nvmlDeviceGetName"),
@@ -301,7 +310,10 @@ impl Nvml {
         Reading {
             sm_clock_mhz: self.u32_of(self.api.clock_info, NVML_CLOCK_SM),
             memory_clock_mhz: self.u32_of(self.api.clock_info, NVML_CLOCK_MEM),
-            temperature_c: self.u32_of(self.api.temperature, NVML_TEMPERATURE_GPU),
+            temperature_c: self
+                .api
+                .temperature
+                .and_then(|f| self.u32_of(f, NVML_TEMPERATURE_GPU)),
             power_w: power,
             ..Reading::default()
         }
