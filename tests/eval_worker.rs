@@ -70,30 +70,24 @@ fn eval_usage_errors_are_reported() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--plan PLAN.toml"));
-    // An unknown task.
-    let out = command()
-        .args(["eval", "--task", "no_such_task"])
-        .arg(d.join("reference.cu"))
-        .arg("--plan")
-        .arg(d.join("reference.toml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    let err = String::from_utf8_lossy(&out.stderr);
+    // An unknown task, and a misspelt one: exit 3 and what was looked for.
+    let unknown = |task: &str| {
+        let out = command()
+            .args(["eval", "--task", task])
+            .arg(d.join("reference.cu"))
+            .arg("--plan")
+            .arg(d.join("reference.toml"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = unknown("no_such_task");
     assert!(
         err.contains("no task `no_such_task`") && err.contains("`ksmith tasks list` lists them"),
         "{err}"
     );
-    // A misspelt one.
-    let out = command()
-        .args(["eval", "--task", "swiglue"])
-        .arg(d.join("reference.cu"))
-        .arg("--plan")
-        .arg(d.join("reference.toml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = unknown("swiglue");
     assert!(err.contains("did you mean `swiglu`?"), "{err}");
 }
 
