@@ -116,6 +116,23 @@ fn the_runtime_on_a_real_gpu() {
     assert!(d.shared_mem_per_block_optin >= d.shared_mem_per_block);
     assert!(d.l2_cache_bytes > 0 && d.total_memory_bytes > (1 << 30));
     assert_eq!(d.arch(), arch, "NVRTC target and device");
+    // NVML finds this same GPU by the PCI bus id CUDA reports (the index is only a fallback).
+    let bus = d
+        .pci_bus_id
+        .as_deref()
+        .expect("CUDA reports the PCI bus id");
+    assert!(bus.len() == 16 && bus.ends_with(".0"), "{bus}");
+    match verifier::runtime::telemetry::Telemetry::open(0, Some(d)) {
+        verifier::runtime::telemetry::Telemetry::Nvml(n) => {
+            assert_eq!(n.device_name().as_deref(), Some(d.name.as_str()));
+            let r = n.read();
+            println!("telemetry by bus id {bus}: {}", r.describe());
+            assert!(r.sm_clock_mhz.is_some() && r.power_w.is_some(), "{r:?}");
+        }
+        verifier::runtime::telemetry::Telemetry::Unavailable(why) => {
+            println!("NVML unavailable here (telemetry not checked): {why}")
+        }
+    }
     let module = gpu.load(&compiled).unwrap();
     for f in module.functions() {
         println!("{} {:?} params {:?}", f.name, f.attrs(), f.param_sizes());
