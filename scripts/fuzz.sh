@@ -2,8 +2,9 @@
 # Coverage-guided fuzzing (cargo fuzz, libFuzzer) of every parser of input from outside the
 # program: task directories (task.toml + plan.toml + kernel source, and what a valid task leads
 # to), expressions, LLM replies and HTTP bodies, Nsight Compute / compute-sanitizer / ptxas / PTX
-# text, worker protocol lines, the LLM profiles file, run exports (`ksmith db import`), and output
-# comparison on arbitrary bits.
+# text, worker protocol lines, the LLM profiles file, run exports (`ksmith db import`), output
+# comparison on arbitrary bits, and the include allowlist against the real NVRTC preprocessor
+# (include_escape: a planted header or /etc/passwd must never reach the compile log).
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET ...]     default: 120 s, every target
 #
@@ -19,7 +20,7 @@ secs="${1:-120}"
 shift || true
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
-  targets=(task_plan expr llm_reply tool_output worker_line llm_config compare run_export)
+  targets=(task_plan expr llm_reply tool_output worker_line llm_config compare run_export include_escape)
 fi
 jobs="${KSMITH_FUZZ_JOBS:-1}"
 # libFuzzer runs -jobs in child processes that log to fuzz/fuzz-N.log; one job runs inline.
@@ -87,6 +88,12 @@ seed worker_line harness_error <<'EOF'
 EOF
 head -c 4096 /dev/urandom | seed compare random
 
+# include_escape: the ways to spell an include that a checker reading text might miss, which
+# the nvrtc test compiles in CI too, and a dictionary of their pieces.
+mkdir -p fuzz/seeds/include_escape
+cp verifier/tests/fixtures/include_tricks/*.cu fuzz/seeds/include_escape/
+cp fuzz/include_escape.dict fuzz/seeds/
+
 # A dictionary for task_plan: every key, string value and bare word the bundled task and plan
 # files use, and numbers at the edges of the integer and float types.
 {
@@ -100,9 +107,11 @@ status=0
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
   echo "== fuzz $t for ${secs}s"
+  # Absolute paths: a target may change its working directory (include_escape does).
+  f="$PWD/fuzz"
   dict=()
-  [[ -f "fuzz/seeds/$t.dict" ]] && dict=(-dict="seeds/$t.dict")
-  if ! (cd fuzz && cargo +nightly fuzz run -O -a "$t" "corpus/$t" "seeds/$t" -- "${dict[@]}" \
+  [[ -f "$f/seeds/$t.dict" ]] && dict=(-dict="$f/seeds/$t.dict")
+  if ! (cd fuzz && cargo +nightly fuzz run -O -a "$t" "$f/corpus/$t" "$f/seeds/$t" -- "${dict[@]}" \
       -max_total_time="$secs" -max_len=262144 -rss_limit_mb=4096 -timeout=20 -detect_leaks=0 \
       "${parallel[@]}" -print_final_stats=1 2>&1 | tail -n 25); then
     status=1

@@ -12,8 +12,12 @@ thread_local! {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(export) = RunExport::from_json(text, "fuzz.json") else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(export) = RunExport::from_json(text, "fuzz.json") else {
+        return;
+    };
     STORE.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
@@ -33,7 +37,10 @@ fuzz_target!(|data: &[u8]| {
         let again = store.export_run(&name).expect("an imported run exports");
         let json = again.to_json().expect("an export serializes");
         let back = RunExport::from_json(&json, "re-export.json").expect("a re-export parses");
-        assert_eq!(back, again, "a re-export does not survive its own round trip");
+        assert_eq!(
+            back, again,
+            "a re-export does not survive its own round trip"
+        );
         assert_eq!(again.items.len(), export.items.len());
         assert_eq!(again.candidates.len(), export.candidates.len());
         assert_eq!(again.evaluations.len(), export.evaluations.len());

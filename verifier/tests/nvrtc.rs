@@ -208,6 +208,64 @@ fn disallowed_includes_are_rejected_before_nvrtc_runs() {
     }
 }
 
+/// Every way in tests/fixtures/include_tricks to spell an include (digraphs, line splices,
+/// comments inside the directive, macros, `__has_include`, `#include_next`, raw strings, digit
+/// separators and character literals that might fool a lexer) is compiled for real with a
+/// header planted at the path it names: the header must never reach NVRTC. Its `#error` text
+/// would be in the log, as `/etc/passwd`'s first line would be (NVRTC reads both absolute and
+/// working-directory-relative quoted includes). scripts/fuzz.sh's include_escape target starts
+/// from the same files.
+#[test]
+fn include_tricks_never_reach_a_planted_header() {
+    let Some(nv) = nvrtc("include_tricks_never_reach_a_planted_header") else {
+        return;
+    };
+    let c = Compiler::new(nv, None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = "KSMITH_PLANTED_HEADER_REACHED";
+    let planted = dir.path().join("secret.h");
+    std::fs::write(&planted, format!("#error {marker}\n")).expect("plant");
+    let planted = planted.display().to_string();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/include_tricks");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("include_tricks")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 20, "{} tricks", files.len());
+    let (mut rejected, mut compiled) = (0, 0);
+    for f in &files {
+        let trick = std::fs::read_to_string(f).expect("trick");
+        let src = trick
+            .replace("/tmp/ksmith_secret.h", "secret.h")
+            .replace("cuda_secret.h", "secret.h")
+            .replace("secret.h", &planted);
+        let mut req = request(&src, &[]);
+        req.program_name = f.display().to_string();
+        let log = match c.compile(&req) {
+            Err(CompileError::Includes(v)) => {
+                assert!(!v.is_empty());
+                rejected += 1;
+                continue;
+            }
+            Ok(out) => out.log,
+            Err(CompileError::Failed { log, .. }) => log,
+            Err(e) => panic!("{}: {e}", f.display()),
+        };
+        compiled += 1;
+        assert!(
+            !log.contains(marker),
+            "{}: the planted header reached NVRTC:\n{src}\n{log}",
+            f.display()
+        );
+    }
+    eprintln!("{rejected} tricks rejected by the include check, {compiled} compiled without reaching the header");
+    assert!(
+        rejected >= 15 && compiled >= 2,
+        "{rejected} rejected, {compiled} compiled"
+    );
+}
+
 #[test]
 fn oversized_source_is_rejected() {
     let Some(nv) = nvrtc("oversized_source_is_rejected") else {
