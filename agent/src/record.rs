@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bench_suite::store::{
     self, candidate_hash, EvalKey, NewCandidate, NewEvaluation, NewLlmCall, Origin, Parent, Store,
@@ -531,7 +531,7 @@ impl LoopObserver for RunRecorder {
             return Some(StopReason::DollarBudget);
         }
         if b.max_wall_s
-            .is_some_and(|m| self.started.elapsed() >= Duration::from_secs_f64(m.max(0.0)))
+            .is_some_and(|m| self.started.elapsed() >= crate::seconds(m))
         {
             return Some(StopReason::WallTime);
         }

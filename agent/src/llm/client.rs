@@ -246,7 +246,7 @@ impl LlmClient {
                         }
                         // A little jitter on top, so clients told the same instant do not
                         // return in lockstep.
-                        Some(ra) => ra + ra.mul_f64(0.1 * fastrand::f64()),
+                        Some(ra) => ra + crate::seconds(ra.as_secs_f64() * 0.1 * fastrand::f64()),
                         None => backoff_delay(&self.profile, record.attempts - 1),
                     };
                     tracing::warn!(
@@ -421,7 +421,7 @@ pub fn backoff_delay(profile: &Profile, retry_index: u32) -> Duration {
     let base = profile.backoff_base_ms as f64 / 1000.0;
     let exp = base * 2f64.powi(retry_index.min(30) as i32);
     let capped = exp.min(profile.backoff_max_s).max(0.0);
-    Duration::from_secs_f64(capped / 2.0 + capped / 2.0 * fastrand::f64())
+    crate::seconds(capped / 2.0 + capped / 2.0 * fastrand::f64())
 }
 
 /// Parses `retry-after-ms` (OpenAI), then `Retry-After` as seconds or an HTTP date.
@@ -432,18 +432,19 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap, now: SystemTime) -> Opt
         .and_then(|s| s.trim().parse::<f64>().ok())
         .filter(|ms| ms.is_finite() && *ms >= 0.0)
     {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+        return Some(crate::seconds(ms / 1000.0));
     }
     let raw = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     parse_retry_after(raw, now)
 }
 
 /// `Retry-After: 120`, `Retry-After: 1.5` (seen in the wild), or an HTTP date. A date in the past
-/// means "now".
+/// means "now"; an absurdly long wait is [`crate::LONGEST_WAIT`] (which `max_retry_after_s`
+/// then refuses).
 pub fn parse_retry_after(raw: &str, now: SystemTime) -> Option<Duration> {
     let raw = raw.trim();
     if let Ok(secs) = raw.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return (secs.is_finite() && secs >= 0.0).then(|| crate::seconds(secs));
     }
     let at = httpdate::parse_http_date(raw).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -468,6 +469,13 @@ mod tests {
         assert_eq!(parse_retry_after("-1", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("NaN", now), None);
+        // Found by fuzzing: a number of seconds too large for a Duration panicked.
+        let huge = format!("\r{}\n", "8".repeat(38));
+        assert_eq!(parse_retry_after(&huge, now), Some(crate::LONGEST_WAIT));
+        assert_eq!(parse_retry_after("1e300", now), Some(crate::LONGEST_WAIT));
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("retry-after-ms", "1e300".parse().unwrap());
+        assert_eq!(retry_after(&headers, now), Some(crate::LONGEST_WAIT));
     }
 
     #[test]
@@ -500,6 +508,12 @@ mod tests {
         let distinct: std::collections::BTreeSet<u128> =
             (0..20).map(|_| backoff_delay(&p, 3).as_nanos()).collect();
         assert!(distinct.len() > 1, "backoff is not jittered");
+        // Absurd limits in a config file clamp instead of panicking.
+        p.backoff_max_s = 1e300;
+        p.backoff_base_ms = u64::MAX;
+        assert!(backoff_delay(&p, 30) <= crate::LONGEST_WAIT);
+        p.request_timeout_s = 1e300;
+        assert_eq!(p.request_timeout(), crate::LONGEST_WAIT);
     }
 
     #[test]

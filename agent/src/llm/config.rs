@@ -128,7 +128,7 @@ impl Profile {
     }
 
     pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.request_timeout_s)
+        crate::seconds(self.request_timeout_s)
     }
 
     /// Provider label for records: the explicit one, else the host of the base URL.
