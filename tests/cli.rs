@@ -449,3 +449,25 @@ fn bad_usage_exits_2() {
     let o = ksmith(&["--arch", "gfx90a", "tasks", "check", TASK]);
     assert_ne!(code(&o), 0, "{}", show(&o));
 }
+
+/// A deadline is `now + timeout`: a typo such as u64::MAX seconds would overflow it, so every
+/// `--timeout` is 1 s to 7 days, checked as a usage error before anything runs.
+#[test]
+fn an_absurd_timeout_is_a_usage_error() {
+    for argv in [
+        &[
+            "eval",
+            "--task",
+            "swiglu",
+            "--reference",
+            "--timeout",
+            "18446744073709551615",
+        ][..],
+        &["tasks", "spec", "swiglu", "--timeout", "0"][..],
+        &["bench", "--tasks", "swiglu", "--timeout", "604801"][..],
+    ] {
+        let o = ksmith(argv);
+        assert_eq!(code(&o), 2, "{argv:?}: {}", show(&o));
+        assert!(stderr(&o).contains("1..=604800"), "{}", show(&o));
+    }
+}

@@ -113,7 +113,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DIR")]
     pub results: Option<PathBuf>,
     /// Wall-clock limit per task (its GPU process), in seconds
-    #[arg(long, default_value_t = 1800, value_name = "SECS")]
+    #[arg(long, default_value_t = 1800, value_name = "SECS", value_parser = crate::cli::timeout_secs())]
     pub timeout: u64,
     /// GPUs to time on, one task per GPU at a time: ordinals (`0,1`) or `all` [default: every
     /// GPU of GPU 0's model]

@@ -106,7 +106,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub no_stress: bool,
     /// Wall-clock limit of the whole check, in seconds (a kernel still running then is a timeout)
-    #[arg(long, default_value_t = 900, value_name = "SECS")]
+    #[arg(long, default_value_t = 900, value_name = "SECS", value_parser = crate::cli::timeout_secs())]
     pub timeout: u64,
     /// After a correct verdict, profile one call at the first public shape with Nsight Compute,
     /// as `ksmith profile` does (advisory: a profile that cannot be taken is a note)

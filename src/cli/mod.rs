@@ -25,6 +25,12 @@ pub const EXIT_USAGE: u8 = 2;
 /// The harness could not run: no NVRTC, no task suite, no GPU or driver where one is needed.
 pub const EXIT_HARNESS: u8 = 3;
 
+/// `--timeout` values: 1 s to 7 days. A deadline is `now + timeout`, which a typo such as
+/// 18446744073709551615 would overflow.
+pub fn timeout_secs() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::builder::RangedU64ValueParser::new().range(1..=604_800)
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ksmith",

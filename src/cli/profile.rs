@@ -52,7 +52,7 @@ pub struct KernelArgs {
     #[arg(long)]
     pub json: bool,
     /// Wall-clock limit of each tool run, in seconds
-    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    #[arg(long, default_value_t = 600, value_name = "SECS", value_parser = crate::cli::timeout_secs())]
     pub timeout: u64,
     /// Do not probe for a CUDA driver first (for stand-in tools that do not run the target)
     #[arg(long, hide = true)]

@@ -154,7 +154,7 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "URL")]
     pub db: Option<String>,
     /// Wall-clock limit per candidate, in seconds (verification and timing each)
-    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    #[arg(long, default_value_t = 300, value_name = "SECS", value_parser = crate::cli::timeout_secs())]
     pub timeout: u64,
     /// GPUs to evaluate on, one worker each: ordinals (`0,1`) or `all` [default: every GPU of
     /// GPU 0's model]

@@ -104,7 +104,7 @@ pub struct SpecArgs {
     #[arg(long)]
     no_stress: bool,
     /// Longest one (task, shape) may run, torch's import included, in seconds
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 600, value_parser = super::timeout_secs())]
     timeout: u64,
     /// Print JSON instead of a table
     #[arg(long)]
