@@ -32,14 +32,21 @@ seed() { # seed TARGET NAME < content
   mkdir -p "fuzz/seeds/$1"
   cat > "fuzz/seeds/$1/$2"
 }
+# A task directory as task_plan reads it: task.toml, plan and source, whichever it has.
+task_dir() {
+  cat "$1/task.toml"; printf '%s' "$sep"; cat "$1/reference.toml" 2>/dev/null || true
+  printf '%s' "$sep"; cat "$1/reference.cu" 2>/dev/null || true
+}
 rm -rf fuzz/seeds
-for dir in tasks/*/*/; do
-  id="$(basename "$dir")"
+for dir in tasks/*/*/ verifier/tests/fixtures/malformed/*/; do
   [[ -f "$dir/task.toml" ]] || continue
+  id="$(basename "$dir")"
+  if [[ "$dir" != tasks/* ]]; then
+    task_dir "$dir" | seed task_plan "malformed-$id"
+    continue
+  fi
+  task_dir "$dir" | seed task_plan "$id"
   plan="$dir/reference.toml"
-  [[ -f "$plan" ]] || plan="$dir/plan.toml"
-  { cat "$dir/task.toml"; printf '%s' "$sep"; cat "$plan" 2>/dev/null || true
-    printf '%s' "$sep"; cat "$dir/reference.cu" 2>/dev/null || true; } | seed task_plan "$id"
   # Expressions as task and plan files write them: every quoted string with an operator.
   grep -ohE '"[^"]*[-+*/%()<>=&|][^"]*"' "$dir/task.toml" "$plan" 2>/dev/null | tr -d '"' \
     | head -40 | nl -ba | while read -r n e; do printf '%s' "$e" | seed expr "$id-$n"; done
@@ -49,9 +56,6 @@ for dir in tasks/*/*/; do
 done
 for f in bench-suite/tests/samples/*.txt bench-suite/tests/samples/*.csv; do
   seed tool_output "$(basename "$f")" < "$f"
-done
-for f in verifier/tests/fixtures/malformed/*; do
-  [[ -f "$f" ]] && seed task_plan "malformed-$(basename "$f")" < "$f"
 done
 seed llm_config example < agent/llm.example.toml
 # ptxas's real report for every reference kernel (NVRTC runs here, no GPU needed).
