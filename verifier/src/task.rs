@@ -1216,8 +1216,7 @@ fn read_init(
                             None
                         }
                         (true, false) => t.float(rep, "density").and_then(|(d, _)| {
-                            in_unit_interval(rep, t, "density", d);
-                            (0.0..=1.0).contains(&d).then_some(Density::Fixed(d))
+                            in_unit_interval(rep, t, "density", d).then_some(Density::Fixed(d))
                         }),
                         (false, true) => t
                             .expr(rep, "density_percent", true, known, known_list)
@@ -1516,14 +1515,17 @@ fn read_qmoe_stream(
 }
 
 /// Reports `key` unless `v` is a probability or fraction (in [0, 1]).
-fn in_unit_interval(rep: &mut Reporter, t: &Table, key: &str, v: f64) {
-    if !(0.0..=1.0).contains(&v) {
+/// Whether `v` is in [0, 1]; reports it where it is not.
+fn in_unit_interval(rep: &mut Reporter, t: &Table, key: &str, v: f64) -> bool {
+    let ok = (0.0..=1.0).contains(&v);
+    if !ok {
         rep.error(
             t.value_span(key),
             t.key_path(key),
             format!("{key} must be in [0, 1], found {v}"),
         );
     }
+    ok
 }
 
 /// The name of an input a generator reads (`key` of the init table): it must be declared
