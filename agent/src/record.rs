@@ -531,7 +531,7 @@ impl LoopObserver for RunRecorder {
             return Some(StopReason::DollarBudget);
         }
         if b.max_wall_s
-            .is_some_and(|m| self.started.elapsed() >= crate::seconds(m))
+            .is_some_and(|m| self.started.elapsed() >= verifier::seconds::clamped(m))
         {
             return Some(StopReason::WallTime);
         }

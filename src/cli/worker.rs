@@ -112,8 +112,8 @@ fn seconds_from_env(name: &str, default: Duration) -> Duration {
         .ok()
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| *s > 0.0)
-        // inf, or too many seconds for a Duration: the default, not a panic.
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        // Clamped: the watchdog's deadline is now + this, which inf or 1e19 would overflow.
+        .map(verifier::seconds::clamped)
         .unwrap_or(default)
 }
 

@@ -17,6 +17,7 @@ pub mod nvrtc;
 pub mod plan;
 pub mod protocol;
 pub mod runtime;
+pub mod seconds;
 pub mod source;
 pub mod task;
 pub mod timing;

@@ -246,7 +246,11 @@ impl LlmClient {
                         }
                         // A little jitter on top, so clients told the same instant do not
                         // return in lockstep.
-                        Some(ra) => ra + crate::seconds(ra.as_secs_f64() * 0.1 * fastrand::f64()),
+                        Some(ra) => {
+                            ra + verifier::seconds::clamped(
+                                ra.as_secs_f64() * 0.1 * fastrand::f64(),
+                            )
+                        }
                         None => backoff_delay(&self.profile, record.attempts - 1),
                     };
                     tracing::warn!(
@@ -421,7 +425,7 @@ pub fn backoff_delay(profile: &Profile, retry_index: u32) -> Duration {
     let base = profile.backoff_base_ms as f64 / 1000.0;
     let exp = base * 2f64.powi(retry_index.min(30) as i32);
     let capped = exp.min(profile.backoff_max_s).max(0.0);
-    crate::seconds(capped / 2.0 + capped / 2.0 * fastrand::f64())
+    verifier::seconds::clamped(capped / 2.0 + capped / 2.0 * fastrand::f64())
 }
 
 /// Parses `retry-after-ms` (OpenAI), then `Retry-After` as seconds or an HTTP date.
@@ -432,19 +436,19 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap, now: SystemTime) -> Opt
         .and_then(|s| s.trim().parse::<f64>().ok())
         .filter(|ms| ms.is_finite() && *ms >= 0.0)
     {
-        return Some(crate::seconds(ms / 1000.0));
+        return Some(verifier::seconds::clamped(ms / 1000.0));
     }
     let raw = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     parse_retry_after(raw, now)
 }
 
 /// `Retry-After: 120`, `Retry-After: 1.5` (seen in the wild), or an HTTP date. A date in the past
-/// means "now"; an absurdly long wait is [`crate::LONGEST_WAIT`] (which `max_retry_after_s`
-/// then refuses).
+/// means "now"; an absurdly long wait is [`verifier::seconds::LONGEST`] (which
+/// `max_retry_after_s` then refuses).
 pub fn parse_retry_after(raw: &str, now: SystemTime) -> Option<Duration> {
     let raw = raw.trim();
     if let Ok(secs) = raw.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| crate::seconds(secs));
+        return (secs.is_finite() && secs >= 0.0).then(|| verifier::seconds::clamped(secs));
     }
     let at = httpdate::parse_http_date(raw).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -471,11 +475,17 @@ mod tests {
         assert_eq!(parse_retry_after("NaN", now), None);
         // Found by fuzzing: a number of seconds too large for a Duration panicked.
         let huge = format!("\r{}\n", "8".repeat(38));
-        assert_eq!(parse_retry_after(&huge, now), Some(crate::LONGEST_WAIT));
-        assert_eq!(parse_retry_after("1e300", now), Some(crate::LONGEST_WAIT));
+        assert_eq!(
+            parse_retry_after(&huge, now),
+            Some(verifier::seconds::LONGEST)
+        );
+        assert_eq!(
+            parse_retry_after("1e300", now),
+            Some(verifier::seconds::LONGEST)
+        );
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert("retry-after-ms", "1e300".parse().unwrap());
-        assert_eq!(retry_after(&headers, now), Some(crate::LONGEST_WAIT));
+        assert_eq!(retry_after(&headers, now), Some(verifier::seconds::LONGEST));
     }
 
     #[test]
@@ -511,9 +521,9 @@ mod tests {
         // Absurd limits in a config file clamp instead of panicking.
         p.backoff_max_s = 1e300;
         p.backoff_base_ms = u64::MAX;
-        assert!(backoff_delay(&p, 30) <= crate::LONGEST_WAIT);
+        assert!(backoff_delay(&p, 30) <= verifier::seconds::LONGEST);
         p.request_timeout_s = 1e300;
-        assert_eq!(p.request_timeout(), crate::LONGEST_WAIT);
+        assert_eq!(p.request_timeout(), verifier::seconds::LONGEST);
     }
 
     #[test]

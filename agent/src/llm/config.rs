@@ -128,7 +128,7 @@ impl Profile {
     }
 
     pub fn request_timeout(&self) -> Duration {
-        crate::seconds(self.request_timeout_s)
+        verifier::seconds::clamped(self.request_timeout_s)
     }
 
     /// Provider label for records: the explicit one, else the host of the base URL.
