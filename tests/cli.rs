@@ -193,7 +193,7 @@ fn tasks_launches_models_occupancy_and_waves_of_each_reference_launch() {
     assert_eq!(code(&o), 0, "{}", show(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
     assert_eq!(v["sm_count"], 132);
-    assert_eq!(v["arch"], "sm_90");
+    assert_eq!(v["arch"], "sm_90a");
     let rows = v["launches"].as_array().expect("launches");
     // One grid-stride launch per public shape: 4096 blocks of 256 threads, 8 resident per SM
     // (2048 threads), so 4096 / (8 x 132) waves.

@@ -147,6 +147,9 @@ pub struct DeviceFacts {
     pub name: Option<String>,
     /// (major, minor), e.g. (9, 0).
     pub compute_capability: Option<(u32, u32)>,
+    /// The NVRTC target kernels are compiled for, e.g. `sm_90a`.
+    #[serde(default)]
+    pub compile_target: Option<String>,
     pub sm_count: Option<u32>,
     pub smem_per_block_bytes: Option<u64>,
     /// The opt-in maximum of dynamic shared memory per block.
@@ -332,6 +335,16 @@ impl DeviceFacts {
                 label: "compute capability",
                 value: fmt_opt(self.compute_capability, |(a, b)| {
                     format!("{a}.{b} (sm_{a}{b})")
+                }),
+            },
+            Fact {
+                label: "kernels are compiled for",
+                value: fmt_opt(self.compile_target.as_deref(), |t| {
+                    if t.ends_with('a') {
+                        format!("{t} (arch-specific: this GPU's own instructions, such as wgmma and setmaxnreg on sm_90a, compile)")
+                    } else {
+                        t.to_string()
+                    }
                 }),
             },
             Fact {

@@ -60,7 +60,7 @@ pub struct RunConfig {
     pub rounds: u32,
     pub budget: RunBudget,
     pub dry_run: bool,
-    /// Compile target, e.g. sm_90.
+    /// Compile target, e.g. sm_90a.
     pub arch: String,
     /// Start every search from the task's reference kernel.
     pub seed_with_reference: bool,

@@ -53,7 +53,7 @@ fn dry_run_verdicts_for_good_and_broken_candidates() {
         res.contains("swiglu_bf16: ") && res.contains("registers"),
         "{res}"
     );
-    // Arch::DEFAULT is sm_90: the launches are modelled on an H100.
+    // Arch::DEFAULT is sm_90a: the launches are modelled on an H100.
     assert!(
         res.contains("Launches on NVIDIA H100 80GB HBM3 (132 SMs; theoretical)"),
         "{res}"

@@ -114,6 +114,7 @@ fn h100() -> DeviceFacts {
     DeviceFacts {
         name: Some("NVIDIA H100 80GB HBM3".into()),
         compute_capability: Some((9, 0)),
+        compile_target: Some("sm_90a".into()),
         sm_count: Some(132),
         smem_per_block_bytes: Some(48 * 1024),
         smem_per_block_optin_bytes: Some(227 * 1024),
@@ -238,6 +239,7 @@ fn device_facts_are_formatted() {
     for needle in [
         "- GPU: NVIDIA H100 80GB HBM3",
         "- compute capability: 9.0 (sm_90)",
+        "- kernels are compiled for: sm_90a (arch-specific: this GPU's own instructions, such as wgmma and setmaxnreg on sm_90a, compile)",
         "- SMs: 132",
         "- shared memory per block: 48 KiB (227 KiB with opt-in)",
         "- shared memory per SM: 228 KiB",

@@ -168,9 +168,10 @@ fn info(g: &Global, a: &InfoArgs) -> anyhow::Result<u8> {
             "{}.{} ({})",
             i.compute_capability.0,
             i.compute_capability.1,
-            i.arch()
+            i.sm()
         ),
     );
+    row("compile target", i.arch().to_string());
     row("SMs", i.sm_count.to_string());
     row(
         "memory",

@@ -56,7 +56,7 @@ pub struct Global {
     /// Directory holding the CUDA headers (cuda_fp16.h) [default: next to NVRTC]
     #[arg(long, global = true, env = "KSMITH_CUDA_INCLUDE", value_name = "DIR")]
     pub cuda_include: Option<PathBuf>,
-    /// Compile target, e.g. sm_90 or sm_90a [default: the GPU's own, else sm_90]
+    /// Compile target, e.g. sm_90a or sm_89 [default: the GPU's own, arch-specific where it has such a target (sm_90a on an H100), else sm_90a]
     #[arg(long, global = true, env = "KSMITH_ARCH", value_name = "ARCH")]
     pub arch: Option<String>,
     /// Compile cache directory [default: $KSMITH_CACHE_DIR, else ~/.cache/kernelsmith]

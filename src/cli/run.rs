@@ -261,6 +261,7 @@ fn gpu_identity(
     let facts = DeviceFacts {
         name: Some(i.name.clone()),
         compute_capability: Some(i.compute_capability),
+        compile_target: Some(i.arch().to_string()),
         sm_count: Some(i.sm_count),
         smem_per_block_bytes: Some(u64::from(i.shared_mem_per_block)),
         smem_per_block_optin_bytes: Some(u64::from(i.shared_mem_per_block_optin)),
@@ -423,6 +424,7 @@ pub fn run(g: &Global, a: &RunArgs) -> anyhow::Result<u8> {
         .unwrap_or(1);
     let mut device = DeviceFacts {
         compute_capability: Some((arch.major, arch.minor)),
+        compile_target: Some(arch.to_string()),
         nvrtc_version: Some(format!("{}.{}", comp.nvrtc.version.0, comp.nvrtc.version.1)),
         ..DeviceFacts::default()
     };

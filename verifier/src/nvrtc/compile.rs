@@ -20,16 +20,42 @@ pub struct Arch {
     pub arch_specific: bool,
 }
 
+/// Compute capabilities (major * 10 + minor) with an arch-specific target in NVRTC 13.0
+/// (`sm_90a`, ...). sm_101a was renamed sm_110a in CUDA 13; sm_80 and sm_89 have none.
+pub const ARCH_SPECIFIC_CCS: &[u32] = &[90, 100, 103, 110, 120, 121];
+
 impl Arch {
-    /// The target when no GPU is present: H100's.
+    /// The target when no GPU is present: H100's ([`Arch::native`] of 9.0).
     pub const DEFAULT: Arch = Arch {
         major: 9,
         minor: 0,
-        arch_specific: false,
+        arch_specific: true,
     };
 
-    /// Compute capability of device 0 through the driver, if there is one; `None` without a GPU
-    /// or driver (never an error: compilation works without either).
+    /// The target kernels are compiled for on a device of compute capability `major.minor`: its
+    /// arch-specific variant where there is one. Every kernel is compiled at run time for the
+    /// one device it runs on, so the arch-specific target loses no portability, and it is the
+    /// only one in which Hopper's and Blackwell's fastest instructions (`wgmma`, `setmaxnreg`,
+    /// `tcgen05`) exist: on sm_90 FP8 tensor cores are reachable through `wgmma` alone.
+    pub fn native(major: u32, minor: u32) -> Arch {
+        Arch {
+            major,
+            minor,
+            arch_specific: ARCH_SPECIFIC_CCS.contains(&(major * 10 + minor)),
+        }
+    }
+
+    /// The same compute capability without arch-specific features (`sm_90` for `sm_90a`):
+    /// how a GPU is named in keys and logs, whatever it is compiled for.
+    pub fn generic(self) -> Arch {
+        Arch {
+            arch_specific: false,
+            ..self
+        }
+    }
+
+    /// The [`Arch::native`] target of device 0 through the driver, if there is one; `None`
+    /// without a GPU or driver (never an error: compilation works without either).
     pub fn detect() -> Option<Arch> {
         type CuInit = unsafe extern "C" fn(u32) -> i32;
         type CuDeviceGet = unsafe extern "C" fn(*mut i32, i32) -> i32;
@@ -56,11 +82,7 @@ impl Arch {
             }
             // libcuda stays loaded: unloading the driver library is not supported.
             std::mem::forget(lib);
-            Some(Arch {
-                major: major as u32,
-                minor: minor as u32,
-                arch_specific: false,
-            })
+            Some(Arch::native(major as u32, minor as u32))
         }
     }
 }
@@ -79,7 +101,8 @@ impl fmt::Display for Arch {
 
 impl FromStr for Arch {
     type Err = String;
-    /// Accepts `sm_90`, `sm_90a`, `90`, `9.0`.
+    /// Accepts `sm_90`, `sm_90a`, `90`, `9.0` (a name is taken literally: `sm_90` and `9.0`
+    /// are not arch-specific).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || format!("`{s}` is not a CUDA target (expected e.g. sm_90, sm_90a, 9.0)");
         let t = s.trim();
@@ -387,15 +410,27 @@ mod tests {
 
     #[test]
     fn arch_parsing() {
-        assert_eq!("sm_90".parse::<Arch>().unwrap(), Arch::DEFAULT);
-        assert_eq!("9.0".parse::<Arch>().unwrap(), Arch::DEFAULT);
-        assert_eq!("90".parse::<Arch>().unwrap(), Arch::DEFAULT);
+        assert_eq!("sm_90".parse::<Arch>().unwrap(), Arch::DEFAULT.generic());
+        assert_eq!("9.0".parse::<Arch>().unwrap(), Arch::DEFAULT.generic());
+        assert_eq!("90".parse::<Arch>().unwrap(), Arch::DEFAULT.generic());
         let a: Arch = "sm_90a".parse().unwrap();
         assert!(a.arch_specific);
+        assert_eq!(a, Arch::DEFAULT);
         assert_eq!(a.to_string(), "sm_90a");
         assert_eq!("sm_120".parse::<Arch>().unwrap().to_string(), "sm_120");
         for bad in ["", "sm_", "sm_9", "gfx90a", "sm_x0", "1.x", "sm_990"] {
             assert!(bad.parse::<Arch>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn native_targets_are_arch_specific_where_nvrtc_has_one() {
+        let native = |a, b| Arch::native(a, b).to_string();
+        assert_eq!(native(9, 0), "sm_90a");
+        assert_eq!(native(10, 0), "sm_100a");
+        assert_eq!(native(12, 0), "sm_120a");
+        assert_eq!(native(8, 9), "sm_89");
+        assert_eq!(native(8, 0), "sm_80");
+        assert_eq!(Arch::native(9, 0).generic().to_string(), "sm_90");
     }
 }

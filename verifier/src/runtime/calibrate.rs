@@ -970,7 +970,7 @@ pub fn gpu_key(info: &super::DeviceInfo) -> String {
     format!(
         "{}|{}|driver {}.{}",
         info.name,
-        info.arch(),
+        info.sm(),
         info.driver_version / 1000,
         (info.driver_version % 1000) / 10
     )

@@ -44,13 +44,15 @@ pub struct DeviceInfo {
 }
 
 impl DeviceInfo {
-    /// `sm_90`: the NVRTC target for this device.
+    /// `sm_90a`: the NVRTC target for this device ([`crate::nvrtc::Arch::native`]).
     pub fn arch(&self) -> crate::nvrtc::Arch {
-        crate::nvrtc::Arch {
-            major: self.compute_capability.0,
-            minor: self.compute_capability.1,
-            arch_specific: false,
-        }
+        crate::nvrtc::Arch::native(self.compute_capability.0, self.compute_capability.1)
+    }
+
+    /// `sm_90`: the device's compute capability as a target name, for keys and logs (which
+    /// name the GPU, not the compile target).
+    pub fn sm(&self) -> crate::nvrtc::Arch {
+        self.arch().generic()
     }
 
     /// Theoretical DRAM bandwidth from clock and bus width (DDR: two transfers per clock), in
@@ -64,7 +66,7 @@ impl DeviceInfo {
         format!(
             "{} ({}, {} SMs, {:.1} GiB, driver {}.{})",
             self.name,
-            self.arch(),
+            self.sm(),
             self.sm_count,
             self.total_memory_bytes as f64 / (1u64 << 30) as f64,
             self.driver_version / 1000,
@@ -251,7 +253,8 @@ pub(crate) mod tests {
         let json = serde_json::to_string(&d).unwrap();
         let back: DeviceInfo = serde_json::from_str(&json).unwrap();
         assert_eq!(back, d);
-        assert_eq!(d.arch().to_string(), "sm_90");
+        assert_eq!(d.arch().to_string(), "sm_90a");
+        assert_eq!(d.sm().to_string(), "sm_90");
         assert_eq!(
             d.summary(),
             "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.2 GiB, driver 12.4)"
