@@ -43,6 +43,10 @@
 #                     median of the same kernel (5 %)                               ~2.5-3.5 min
 #         loadinline  scripts/compare-load-inline.py: wall time of one candidate
 #                     evaluation, ksmith vs KernelBench-style load_inline           ~2.5-4 min
+#         mainloops   gemm_fp8_rowwise's reference (wgmma main loop on sm_90a) timed
+#                     interleaved with the same source built with its FP8 mma.sync
+#                     main loop (GEMM_FP8_FORCE_MMA_SYNC), both strict-checked, on
+#                     every public shape: what wgmma buys on this GPU               ~1-2 min
 #         capture     scripts/capture-profile-samples.sh: real ncu / compute-sanitizer
 #                     output for the parsers' samples, under logs/captures          ~1-2 min
 #
@@ -72,7 +76,7 @@
 #   2  run(command="bash scripts/gpu-check.sh run eval references", carry=["gpu-carry"])
 #        ~7-14 min: split with KSMITH_GPU_TASKS (two halves of `ls tasks/*/`) if the first
 #        call's timings say so
-#   3  run(command="bash scripts/gpu-check.sh run spec", carry=["gpu-carry"])  ~3-5 min
+#   3  run(command="bash scripts/gpu-check.sh run spec mainloops", carry=["gpu-carry"])  ~4-7 min
 #   4  run(command="KSMITH_BENCH_CHUNK=1/2 bash scripts/gpu-check.sh run bench", carry=["gpu-carry"])
 #        ~32 tasks x 6-10 s (kernels + PyTorch eager, realistic shape) = ~4-5 min
 #   5  run(command="KSMITH_BENCH_CHUNK=2/2 bash scripts/gpu-check.sh run bench", carry=["gpu-carry"])
@@ -329,6 +333,26 @@ def bench(path):
             f"SOL {g('geomean_sol_pct', '%')}; throttled {t.get('throttled', '?')}; "
             f"{len(bad)} problems{tail}")
 
+def mainloops(path):
+    v = json.load(open(path))
+    rows = [r for r in v.get("rows", []) if r.get("task") == "gemm_fp8_rowwise"]
+    ref = {r["shape"]: r for r in rows if r.get("kernel") == "reference"}
+    out = []
+    for r in rows:
+        k = r.get("kernel")
+        if k in ("reference", "-") or r.get("shape") not in ref:
+            continue
+        a, b = ref[r["shape"]].get("median_ms"), r.get("median_ms")
+        if a is None or b is None:
+            out.append(f"{r['shape']}: {(r.get('problem') or ref[r['shape']].get('problem') or 'not timed')[:50]}")
+        else:
+            # vs_reference (reference / candidate) comes from the interleaved samples.
+            x = 1 / r["vs_reference"] if r.get("vs_reference") else b / a
+            sol = ref[r["shape"]].get("sol_pct")
+            sol = "" if sol is None else f", SOL {sol:.0f}%"
+            out.append(f"{r['shape']}: wgmma {a * 1e3:.0f} us vs mma.sync {b * 1e3:.0f} us = {x:.2f}x{sol}")
+    return "; ".join(out) or "no rows"
+
 def table(path):
     rows = re.findall(r"^(.+?)\s+([\d.]+) us\s+([\d.]+) us\s+([\d.]+)%\s+(ok|FAIL|not judged.*)$",
                       open(path).read(), re.M)
@@ -339,7 +363,8 @@ def table(path):
             f"{n(lambda x: x.startswith('not'))} not judged; worst diff {worst}")
 
 try:
-    print({"info": info, "calibrate": calibrate, "bench": bench, "table": table}[sys.argv[1]](sys.argv[2]))
+    print({"info": info, "calibrate": calibrate, "bench": bench, "table": table,
+           "mainloops": mainloops}[sys.argv[1]](sys.argv[2]))
 except Exception as e:
     print(f"(no summary: {type(e).__name__}: {e})")
 PY
@@ -395,6 +420,24 @@ step_bench() {
   else
     [[ -f $LOGS/$label.json ]] || d=$(first_error "$LOGS/$label.log")
     row bench "$label" FAIL "exit $rc: $d; see logs/$label.log ($(step_secs $t0))"; FAILED=1
+  fi
+}
+
+step_mainloops() {
+  # The candidate is the reference's own source with one define in front: no copy in the repo.
+  local t0=$SECONDS rc=0 task=$KIT/tasks/gemm/gemm_fp8_rowwise dir=$KIT/candidates/mma_sync
+  have_calibration || step_calibrate
+  mkdir -p "$dir"
+  { echo '#define GEMM_FP8_FORCE_MMA_SYNC 1'; cat "$task/reference.cu"; } > "$dir/kernel.cu"
+  cp "$task/reference.toml" "$dir/launch.toml"
+  run_logged "$LOGS/mainloops.log" 400 "$KIT/bin/ksmith" bench --tasks gemm_fp8_rowwise --candidate "$dir" \
+    --shapes all --baseline eager --results "$RESULTS" --timeout 300 --json-out "$LOGS/mainloops.json" || rc=$?
+  local d
+  d=$(summary mainloops "$LOGS/mainloops.json")
+  if (( rc == 0 )); then row mainloops "gemm_fp8 wgmma/mma.sync" ok "$d ($(step_secs $t0))"
+  else
+    [[ -f $LOGS/mainloops.json ]] || d=$(first_error "$LOGS/mainloops.log")
+    row mainloops "gemm_fp8 wgmma/mma.sync" FAIL "exit $rc: $d; see logs/mainloops.log ($(step_secs $t0))"; FAILED=1
   fi
 }
 
@@ -498,6 +541,7 @@ run_steps() {
       repeat) step_gpu_bench repeat repeat_ 560 ;;
       ncu) step_gpu_bench ncu ncu_ 560 ;;
       loadinline) step_loadinline ;;
+      mainloops) step_mainloops ;;
       capture) step_capture ;;
       agent) step_test agent gpu_run 420 ;;
       profile)
@@ -507,7 +551,7 @@ run_steps() {
         export KSMITH_SPEC_AGREEMENT_OUT=$LOGS/spec-agreement.jsonl
         step_test oracle eval_oracle 300
         step_test spec gpu_spec_agreement 580 ;;
-      *) say "unknown step $s (runtime, broken, eval, references, spec, agent, profile, info, calibrate, bench, repeat, ncu, loadinline, capture)"; exit 2 ;;
+      *) say "unknown step $s (runtime, broken, eval, references, spec, agent, profile, info, calibrate, bench, repeat, ncu, loadinline, mainloops, capture)"; exit 2 ;;
     esac
   done
   mkdir -p "$OUTDIR/results" && cp -r "$RESULTS"/. "$OUTDIR/results/" 2>/dev/null || true

@@ -988,3 +988,41 @@ fn gpus_flag_parses_for_bench() {
     assert_eq!(e.exit_code(), 2);
     assert!(e.to_string().contains("`zero` is not a GPU ordinal"), "{e}");
 }
+
+/// scripts/gpu-check.sh's `mainloops` row: gemm_fp8_rowwise's reference (wgmma) against its
+/// mma.sync build, per shape, from the interleaved ratio.
+#[test]
+fn gpu_check_summary_of_the_mainloops_comparison() {
+    let row = |shape: &str, kernel: &str, median_ms: Option<f64>, vs_reference: Option<f64>| Row {
+        task: "gemm_fp8_rowwise".into(),
+        shape: shape.into(),
+        kernel: kernel.into(),
+        median_ms,
+        vs_reference,
+        sol_pct: (kernel == "reference").then_some(61.4),
+        problem: median_ms
+            .is_none()
+            .then(|| "strict check failed: wrong output".into()),
+        ..Row::default()
+    };
+    let rows = vec![
+        row("small", "reference", Some(0.1), None),
+        row("small", "mma_sync", Some(0.25), Some(0.4)),
+        row("awkward", "reference", Some(0.2), None),
+        row("awkward", "mma_sync", None, None),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("mainloops.json");
+    std::fs::write(&p, serde_json::json!({ "rows": rows }).to_string()).unwrap();
+    let o = std::process::Command::new("bash")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/gpu-check.sh"))
+        .args(["summary", "mainloops"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(
+        line,
+        "small: wgmma 100 us vs mma.sync 250 us = 2.50x, SOL 61%; awkward: strict check failed: wrong output"
+    );
+}
