@@ -43,10 +43,10 @@
 #                     median of the same kernel (5 %)                               ~2.5-3.5 min
 #         loadinline  scripts/compare-load-inline.py: wall time of one candidate
 #                     evaluation, ksmith vs KernelBench-style load_inline           ~2.5-4 min
-#         mainloops   gemm_fp8_rowwise's reference (wgmma main loop on sm_90a) timed
-#                     interleaved with the same source built with its FP8 mma.sync
-#                     main loop (GEMM_FP8_FORCE_MMA_SYNC), both strict-checked, on
-#                     every public shape: what wgmma buys on this GPU               ~1-2 min
+#         mainloops   gemm_fp8_rowwise's and gemm_bf16's references (wgmma main
+#                     loops on sm_90a) timed interleaved with the same sources built
+#                     with their mma.sync main loops (GEMM_*_FORCE_MMA_SYNC), all
+#                     strict-checked, on every public shape: what wgmma buys here   ~2-3 min
 #         capture     scripts/capture-profile-samples.sh: real ncu / compute-sanitizer
 #                     output for the parsers' samples, under logs/captures          ~1-2 min
 #
@@ -335,7 +335,7 @@ def bench(path):
 
 def mainloops(path):
     v = json.load(open(path))
-    rows = [r for r in v.get("rows", []) if r.get("task") == "gemm_fp8_rowwise"]
+    rows = v.get("rows", [])
     ref = {r["shape"]: r for r in rows if r.get("kernel") == "reference"}
     out = []
     for r in rows:
@@ -424,21 +424,26 @@ step_bench() {
 }
 
 step_mainloops() {
-  # The candidate is the reference's own source with one define in front: no copy in the repo.
-  local t0=$SECONDS rc=0 task=$KIT/tasks/gemm/gemm_fp8_rowwise dir=$KIT/candidates/mma_sync
+  # Each GEMM reference (wgmma main loop on sm_90a) against its own source with one define in
+  # front (the mma.sync main loop): no copy of either in the repo.
   have_calibration || step_calibrate
-  mkdir -p "$dir"
-  { echo '#define GEMM_FP8_FORCE_MMA_SYNC 1'; cat "$task/reference.cu"; } > "$dir/kernel.cu"
-  cp "$task/reference.toml" "$dir/launch.toml"
-  run_logged "$LOGS/mainloops.log" 400 "$KIT/bin/ksmith" bench --tasks gemm_fp8_rowwise --candidate "$dir" \
-    --shapes all --baseline eager --results "$RESULTS" --timeout 300 --json-out "$LOGS/mainloops.json" || rc=$?
-  local d
-  d=$(summary mainloops "$LOGS/mainloops.json")
-  if (( rc == 0 )); then row mainloops "gemm_fp8 wgmma/mma.sync" ok "$d ($(step_secs $t0))"
-  else
-    [[ -f $LOGS/mainloops.json ]] || d=$(first_error "$LOGS/mainloops.log")
-    row mainloops "gemm_fp8 wgmma/mma.sync" FAIL "exit $rc: $d; see logs/mainloops.log ($(step_secs $t0))"; FAILED=1
-  fi
+  local pair
+  for pair in gemm_fp8_rowwise:GEMM_FP8_FORCE_MMA_SYNC gemm_bf16:GEMM_BF16_FORCE_MMA_SYNC; do
+    local id=${pair%%:*} define=${pair#*:} t0=$SECONDS rc=0 task dir d
+    task=$(dirname "$(ls "$KIT"/tasks/*/"$id"/task.toml)")
+    dir=$KIT/candidates/$id/mma_sync
+    mkdir -p "$dir"
+    { echo "#define $define 1"; cat "$task/reference.cu"; } > "$dir/kernel.cu"
+    cp "$task/reference.toml" "$dir/launch.toml"
+    run_logged "$LOGS/mainloops-$id.log" 400 "$KIT/bin/ksmith" bench --tasks "$id" --candidate "$dir" \
+      --shapes all --baseline eager --results "$RESULTS" --timeout 300 --json-out "$LOGS/mainloops-$id.json" || rc=$?
+    d=$(summary mainloops "$LOGS/mainloops-$id.json")
+    if (( rc == 0 )); then row mainloops "$id wgmma/mma.sync" ok "$d ($(step_secs $t0))"
+    else
+      [[ -f $LOGS/mainloops-$id.json ]] || d=$(first_error "$LOGS/mainloops-$id.log")
+      row mainloops "$id wgmma/mma.sync" FAIL "exit $rc: $d; see logs/mainloops-$id.log ($(step_secs $t0))"; FAILED=1
+    fi
+  done
 }
 
 step_gpu_bench() {

@@ -1,7 +1,7 @@
 //! The broken-kernel corpus (verifier/tests/broken/, see its README) on CPU: every entry is well
 //! formed, names a task that exists (swiglu unless its expect.toml says `task = "ID"`) and
 //! verdicts that exist, runs on shapes its task has, has a plan valid under its task's rules
-//! (except the `invalid_plan` entry) and compiles with NVRTC for sm_90 (except the
+//! (except the `invalid_plan` entry) and compiles with NVRTC for sm_90a (except the
 //! `compile_error` entry). Running them needs a GPU:
 //! tests/gpu_broken.rs in the root crate. Without NVRTC the compile part is skipped visibly,
 //! except under CI (`CI=true`), where a missing NVRTC is a failure.
@@ -142,7 +142,7 @@ fn every_entry_is_well_formed_and_the_corpus_covers_the_bar() {
 }
 
 #[test]
-fn every_entry_compiles_for_sm_90_except_the_compile_error() {
+fn every_entry_compiles_for_sm_90a_except_the_compile_error() {
     let nvrtc = match Locator::default().load() {
         Ok(n) => n,
         Err(e) => {
@@ -217,6 +217,6 @@ fn every_entry_compiles_for_sm_90_except_the_compile_error() {
             Err(CompileFailure::Harness(h)) => panic!("{name}: {h}"),
         }
     }
-    eprintln!("{compiled} corpus kernels compiled for sm_90");
+    eprintln!("{compiled} corpus kernels compiled for {}", Arch::DEFAULT);
     assert!(compiled >= 16, "only {compiled} corpus kernels compiled");
 }

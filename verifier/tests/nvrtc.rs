@@ -51,8 +51,8 @@ extern "C" __global__ void plain(const __nv_bfloat16* x, float* y, int n) {
 "#;
 
 #[test]
-fn compiles_cubin_for_sm_90_with_a_report_per_kernel() {
-    let Some(nv) = nvrtc("compiles_cubin_for_sm_90_with_a_report_per_kernel") else {
+fn compiles_cubin_for_sm_90a_with_a_report_per_kernel() {
+    let Some(nv) = nvrtc("compiles_cubin_for_sm_90a_with_a_report_per_kernel") else {
         return;
     };
     let c = Compiler::new(nv, None);
@@ -62,14 +62,15 @@ fn compiles_cubin_for_sm_90_with_a_report_per_kernel() {
     assert!(out.cubin.len() > 64, "CUBIN of {} bytes", out.cubin.len());
     assert_eq!(&out.cubin[..4], b"\x7fELF", "CUBIN is not an ELF image");
     assert!(
-        out.ptx.lines().any(|l| l.trim() == ".target sm_90"),
-        "PTX lacks `.target sm_90`:\n{}",
+        out.ptx.lines().any(|l| l.trim() == ".target sm_90a"),
+        "PTX lacks `.target sm_90a`:\n{}",
         out.ptx.lines().take(20).collect::<Vec<_>>().join("\n")
     );
-    assert_eq!(out.arch, "sm_90");
+    // The default target is H100's arch-specific one.
+    assert_eq!(out.arch, "sm_90a");
     assert!(out
         .options
-        .contains(&"--gpu-architecture=sm_90".to_string()));
+        .contains(&"--gpu-architecture=sm_90a".to_string()));
     assert!(!out.cache_hit);
 
     assert_eq!(out.kernels.len(), 2);

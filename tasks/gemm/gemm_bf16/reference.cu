@@ -8,8 +8,18 @@
 //    chunks (src-size 0), one commit group per k-tile and cp.async.wait_group STAGES-2;
 //  - ldmatrix.x4 for A fragments and ldmatrix.x4.trans for B fragments straight from the row-major
 //    [k][n] B tile (no transpose pass);
-//  - XOR-swizzled shared memory: A rows are 64 bytes (4 chunks), chunk ^= (row >> 1) & 3; B rows are
-//    BN*2 bytes, chunk ^= k & 7. Both make every ldmatrix phase and every cp.async store bank-conflict free;
+//  - XOR-swizzled shared memory: A rows are 64 bytes (4 chunks), chunk ^= (row >> 1) & 3; B is stored
+//    as BN/64 column blocks of 32 k-rows x 64 n (128-byte rows), chunk ^= k & 7. Both make every
+//    ldmatrix phase and every cp.async store bank-conflict free, and both are wgmma's canonical
+//    layouts (A: K-major 64-byte swizzle; B: N-major 128-byte swizzle, Swizzle<3,4,3> on the byte
+//    address), so one pipeline feeds either main loop;
+//  - on Hopper (sm_90a, which the harness compiles for on an H100) the 128x128 tile is two
+//    warpgroups, each issuing wgmma.m64n128k16 (B transposed: N-major) from smem descriptors
+//    (PTX ISA, "Asynchronous Warpgroup Level Matrix Multiply-Accumulate"; the Hopper recipe of
+//    CUTLASS 3 / "Dissecting the NVIDIA Hopper Architecture"), with one group of wgmmas kept in
+//    flight across the barrier (wait_group 1; the prefetch distance is one tile shorter so the
+//    stage being refilled is always retired). cp.async writes through the generic proxy, wgmma
+//    reads through the async one: fence.proxy.async before the barrier that publishes a stage;
 //  - grouped block rasterization (GROUP_M tiles of M share an N sweep) for L2 reuse of B;
 //  - tails: rows >= M, columns >= N and k >= K are zero-filled in shared memory and never stored.
 //    16-byte copies need K % 8 == 0 and N % 8 == 0 (row starts 16-byte aligned); otherwise the
@@ -20,6 +30,15 @@
 
 #define GEMM_BK 32
 #define GROUP_M 8
+
+// The wgmma main loop wherever the target has it (the 128x128 tile). Defining
+// GEMM_BF16_FORCE_MMA_SYNC keeps mma.sync, for the side-by-side timing of the two
+// (scripts/gpu-check.sh, step mainloops).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) && !defined(GEMM_BF16_FORCE_MMA_SYNC)
+#define GEMM_BF16_WGMMA 1
+#else
+#define GEMM_BF16_WGMMA 0
+#endif
 
 static __device__ __forceinline__ unsigned smem_addr(const void* p) {
     return static_cast<unsigned>(__cvta_generic_to_shared(p));
@@ -53,10 +72,11 @@ static __device__ __forceinline__ void mma_bf16(float (&d)[4], const unsigned (&
 static __device__ __forceinline__ unsigned a_off(int row, int chunk) {
     return (unsigned)(row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4));
 }
-// Byte offset of the 16-byte chunk (k, chunk) inside a B stage (rows of BN bf16).
+// Byte offset of the 16-byte chunk (k, chunk) inside a B stage: column block chunk / 8 (64 n) of
+// GEMM_BK rows of 128 bytes, chunk % 8 swizzled with k % 8.
 template <int BN>
 static __device__ __forceinline__ unsigned b_off(int k, int chunk) {
-    return (unsigned)(k * BN * 2 + ((chunk ^ (k & 7)) << 4));
+    return (unsigned)((chunk >> 3) * (GEMM_BK * 128) + k * 128 + (((chunk & 7) ^ (k & 7)) << 4));
 }
 
 // Packs 8 bf16 loaded element-wise (bounds-checked) into one 16-byte chunk.
@@ -125,6 +145,115 @@ static __device__ __forceinline__ void store2(__nv_bfloat16* C, int M, int N, in
     }
 }
 
+#if GEMM_BF16_WGMMA
+// D[64 x 128] += A[64 x 16] . B[16 x 128] for the warpgroup: A K-major, B N-major (imm-trans-b 1),
+// both from shared memory through descriptors.
+static __device__ __forceinline__ void wgmma_m64n128k16_bf16(float (&d)[64], unsigned long long da,
+                                                             unsigned long long db) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+        "}, %64, %65, 1, 1, 1, 0, 1;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(da), "l"(db));
+}
+static __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+static __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+static __device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+// This thread's generic-proxy smem writes (cp.async, st.shared) become visible to async-proxy
+// reads (wgmma) once a barrier follows.
+static __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// Shared-memory matrix descriptor (PTX ISA 9.7.15.5.1.2.2): start address, leading and stride
+// byte offsets, swizzle mode (1: 128B, 2: 64B), each offset encoded >> 4.
+static __device__ __forceinline__ unsigned long long smem_desc(unsigned addr, unsigned lbo, unsigned sbo,
+                                                               unsigned mode) {
+    return (unsigned long long)((addr & 0x3FFFFu) >> 4) | ((unsigned long long)(lbo >> 4) << 16) |
+           ((unsigned long long)(sbo >> 4) << 32) | ((unsigned long long)mode << 62);
+}
+
+// The sm_90a main loop of the BM x 128 tile: warpgroup g computes rows 64g..64g+63.
+template <int BM, int BN, int STAGES, bool ALIGNED>
+static __device__ __forceinline__ void tile_wgmma(const __nv_bfloat16* __restrict__ A,
+                                                  const __nv_bfloat16* __restrict__ B, __nv_bfloat16* __restrict__ C,
+                                                  int M, int N, int K, unsigned char* smem, int bm, int bn, int tid) {
+    constexpr int THREADS = BM / 64 * 128;
+    constexpr int A_STAGE = BM * GEMM_BK * 2;
+    constexpr int B_STAGE = GEMM_BK * BN * 2;
+    static_assert(BM % 64 == 0 && BN == 128 && STAGES >= 3, "one m64n128 wgmma per warpgroup and k16 step");
+    const int wg = tid >> 7;
+    const int lane = tid & 31;
+    const int row0 = wg * 64 + ((tid >> 5) & 3) * 16 + (lane >> 2);  // and row0 + 8
+    const int KT = (K + GEMM_BK - 1) / GEMM_BK;
+
+    float acc[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+
+    // Prefetch distance STAGES - 2: the stage refilled at step kt last held tile kt - 2, whose
+    // wgmmas every warpgroup retired (wait_group 1 at step kt - 1) before this step's barrier.
+#pragma unroll
+    for (int s = 0; s < STAGES - 2; ++s) {
+        if (s < KT)
+            load_tile<BM, BN, THREADS, ALIGNED>(smem + s * A_STAGE, smem + STAGES * A_STAGE + s * B_STAGE, A, B, M,
+                                                N, K, bm, bn, s * GEMM_BK, tid);
+        cp_async_commit();
+    }
+
+    for (int kt = 0; kt < KT; ++kt) {
+        cp_async_wait<STAGES - 3>();
+        fence_proxy_async();
+        __syncthreads();
+
+        const int pf = kt + STAGES - 2;
+        if (pf < KT) {
+            const int ps = pf % STAGES;
+            load_tile<BM, BN, THREADS, ALIGNED>(smem + ps * A_STAGE, smem + STAGES * A_STAGE + ps * B_STAGE, A, B,
+                                                M, N, K, bm, bn, pf * GEMM_BK, tid);
+        }
+        cp_async_commit();
+
+        const int cs = kt % STAGES;
+        const unsigned sA = smem_addr(smem + cs * A_STAGE) + wg * 64 * (GEMM_BK * 2);
+        const unsigned sB = smem_addr(smem + STAGES * A_STAGE + cs * B_STAGE);
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < GEMM_BK / 16; ++ks) {
+            // A: K-major, 64-byte swizzle, 8-row groups 512 bytes apart; the k16 slice is 32 bytes
+            // into each row. B: N-major, 128-byte swizzle, 64-column blocks GEMM_BK * 128 bytes
+            // apart (leading), 8-row k groups 1024 bytes apart (stride); the k16 slice is 16 rows.
+            wgmma_m64n128k16_bf16(acc, smem_desc(sA + ks * 32, 16, 512, 2),
+                                  smem_desc(sB + ks * 16 * 128, GEMM_BK * 128, 1024, 1));
+        }
+        wgmma_commit();
+        wgmma_wait<1>();
+    }
+    wgmma_wait<0>();
+    cp_async_wait<0>();
+
+    // Accumulator fragment (PTX ISA, wgmma D for m64nN, f32): acc[4j + e] is row row0 (e < 2)
+    // or row0 + 8, column 8j + 2 * (lane % 4) + (e & 1).
+    const int r = bm + row0;
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+        const int c = bn + j * 8 + (lane & 3) * 2;
+        store2(C, M, N, r, c, acc[4 * j], acc[4 * j + 1]);
+        store2(C, M, N, r + 8, c, acc[4 * j + 2], acc[4 * j + 3]);
+    }
+}
+#endif
+
 template <int BM, int BN, int WM, int WN, int STAGES, bool ALIGNED>
 __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32)
 gemm_bf16(const __nv_bfloat16* __restrict__ A, const __nv_bfloat16* __restrict__ B, __nv_bfloat16* __restrict__ C,
@@ -138,7 +267,8 @@ gemm_bf16(const __nv_bfloat16* __restrict__ A, const __nv_bfloat16* __restrict__
     static_assert(WM % 16 == 0 && WN % 16 == 0 && BN >= 64 && BN % 64 == 0, "tile shape");
     static_assert(STAGES >= 2, "pipeline depth");
 
-    extern __shared__ uint4 smem_u4[];
+    // wgmma's swizzle acts on absolute address bits: stages start on 1024-byte boundaries.
+    extern __shared__ __align__(1024) uint4 smem_u4[];
     unsigned char* smem = reinterpret_cast<unsigned char*>(smem_u4);
 
     const int tid = threadIdx.x;
@@ -158,6 +288,13 @@ gemm_bf16(const __nv_bfloat16* __restrict__ A, const __nv_bfloat16* __restrict__
     const int in_group = pid - group * per_group;
     const int bm = (first_m + in_group % group_rows) * BM;
     const int bn = (in_group / group_rows) * BN;
+
+#if GEMM_BF16_WGMMA
+    if constexpr (BM % 64 == 0 && THREADS == BM / 64 * 128 && BN == 128) {
+        tile_wgmma<BM, BN, STAGES, ALIGNED>(A, B, C, M, N, K, smem, bm, bn, tid);
+        return;
+    }
+#endif
 
     const int KT = (K + GEMM_BK - 1) / GEMM_BK;
 

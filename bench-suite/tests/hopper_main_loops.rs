@@ -1,0 +1,72 @@
+//! The GEMM references take a `wgmma` main loop where the target has one (sm_90a, the default on
+//! an H100) and keep `mma.sync` elsewhere and under their `*_FORCE_MMA_SYNC` define (the
+//! side-by-side timing of scripts/gpu-check.sh). A refactor that silently loses the Hopper path
+//! fails here, on a CPU: the PTX is inspected, nothing runs.
+
+use bench_suite::suite::load_task_dir;
+use std::path::PathBuf;
+use verifier::nvrtc::{Arch, CompileRequest, Compiler, Locator};
+
+fn compiler(test: &str) -> Option<Compiler> {
+    match Locator::default().load() {
+        Ok(nv) => Some(Compiler::new(nv, None)),
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!("{test}: NVRTC is required under CI: {e}");
+            }
+            eprintln!("SKIPPED {test}: NVRTC not available: {e}");
+            None
+        }
+    }
+}
+
+/// (wgmma instructions, FP8/bf16 mma.sync instructions) in the PTX of `task`'s reference built
+/// for `arch`, with `prefix` put in front of the source.
+fn main_loop_instructions(c: &Compiler, task: &str, arch: &str, prefix: &str) -> (usize, usize) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tasks/gemm")
+        .join(task);
+    let t = load_task_dir(&dir).unwrap_or_else(|d| panic!("{task}: {d:?}"));
+    let kernels = t.plan.kernel_names();
+    let mut req = CompileRequest::new(
+        format!("{prefix}{}", t.reference_source),
+        kernels,
+        arch.parse::<Arch>().unwrap(),
+    );
+    req.program_name = "reference.cu".into();
+    let out = c
+        .compile(&req)
+        .unwrap_or_else(|e| panic!("{task} for {arch}: {e}"));
+    let count = |what: &str| {
+        out.ptx
+            .lines()
+            .filter(|l| l.trim_start().starts_with(what))
+            .count()
+    };
+    (count("wgmma.mma_async"), count("mma.sync"))
+}
+
+#[test]
+fn gemm_references_use_wgmma_on_sm_90a_only() {
+    let Some(c) = compiler("gemm_references_use_wgmma_on_sm_90a_only") else {
+        return;
+    };
+    for (task, force) in [
+        ("gemm_fp8_rowwise", "GEMM_FP8_FORCE_MMA_SYNC"),
+        ("gemm_bf16", "GEMM_BF16_FORCE_MMA_SYNC"),
+    ] {
+        let (wgmma, _) = main_loop_instructions(&c, task, "sm_90a", "");
+        assert!(wgmma > 0, "{task}: no wgmma on sm_90a");
+        let (wgmma, mma) = main_loop_instructions(&c, task, "sm_90", "");
+        assert_eq!(wgmma, 0, "{task}: wgmma on sm_90");
+        assert!(mma > 0, "{task}: no mma.sync on sm_90");
+        let (wgmma, mma) =
+            main_loop_instructions(&c, task, "sm_90a", &format!("#define {force} 1\n"));
+        assert_eq!(wgmma, 0, "{task}: {force} still takes wgmma");
+        assert!(mma > 0, "{task}: {force} has no mma.sync");
+    }
+    // gemm_bf16's skinny (M <= 32) tile stays on mma.sync everywhere: one warpgroup of 32 rows
+    // cannot fill wgmma's 64.
+    let (_, mma) = main_loop_instructions(&c, "gemm_bf16", "sm_90a", "");
+    assert!(mma > 0, "gemm_bf16: the skinny tile lost its mma.sync loop");
+}
