@@ -494,6 +494,7 @@ impl PromptRenderer {
         let mut c = tera::Context::new();
         c.insert("task", &ctx.task);
         c.insert("device", &ctx.device.rows());
+        c.insert("compile_target", &ctx.device.compile_target);
         c.insert("rules", &ctx.rules);
         c.insert("best", &ctx.best.as_ref().map(KernelSnapshot::view));
         let history: Vec<HistoryView> = ctx

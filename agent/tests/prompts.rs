@@ -254,6 +254,32 @@ fn device_facts_are_formatted() {
     assert!(!p.contains("NVRTC:"));
 }
 
+/// Hopper's wgmma facts come with the sm_90a target only, in every prompt that shows the device.
+#[test]
+fn hopper_facts_follow_the_compile_target() {
+    let r = PromptRenderer::builtin().expect("templates compile");
+    let needles = [
+        "Hopper facts for fast kernels",
+        "FP8 needs `wgmma`",
+        "fence.proxy.async.shared::cta;",
+        "register i of thread t holds row 16*((t/32)%4) + (t%32)/4 + 8*((i/2)%2)",
+    ];
+    for (name, p) in all_prompts(&r, &context(h100())) {
+        for n in needles {
+            assert!(p.contains(n), "{name}: missing {n:?}");
+        }
+    }
+    for target in [None, Some("sm_90"), Some("sm_89"), Some("sm_100a")] {
+        let facts = DeviceFacts {
+            compile_target: target.map(str::to_string),
+            ..h100()
+        };
+        for (name, p) in all_prompts(&r, &context(facts)) {
+            assert!(!p.contains("Hopper facts"), "{name} for {target:?}");
+        }
+    }
+}
+
 #[test]
 fn modes_carry_their_own_material() {
     let r = PromptRenderer::builtin().expect("templates compile");
