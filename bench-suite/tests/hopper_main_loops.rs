@@ -1,4 +1,4 @@
-//! The GEMM references take a `wgmma` main loop where the target has one (sm_90a, the default on
+//! The GEMM references (gemm_fp8_rowwise, gemm_bf16, mxfp4_emulated_gemm) take a `wgmma` main loop where the target has one (sm_90a, the default on
 //! an H100) and keep `mma.sync` elsewhere and under their `*_FORCE_MMA_SYNC` define (the
 //! side-by-side timing of scripts/gpu-check.sh). A refactor that silently loses the Hopper path
 //! fails here, on a CPU: the PTX is inspected, nothing runs.
@@ -24,7 +24,7 @@ fn compiler(test: &str) -> Option<Compiler> {
 /// for `arch`, with `prefix` put in front of the source.
 fn main_loop_instructions(c: &Compiler, task: &str, arch: &str, prefix: &str) -> (usize, usize) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tasks/gemm")
+        .join("../tasks")
         .join(task);
     let t = load_task_dir(&dir).unwrap_or_else(|d| panic!("{task}: {d:?}"));
     let kernels = t.plan.kernel_names();
@@ -52,8 +52,9 @@ fn gemm_references_use_wgmma_on_sm_90a_only() {
         return;
     };
     for (task, force) in [
-        ("gemm_fp8_rowwise", "GEMM_FP8_FORCE_MMA_SYNC"),
-        ("gemm_bf16", "GEMM_BF16_FORCE_MMA_SYNC"),
+        ("gemm/gemm_fp8_rowwise", "GEMM_FP8_FORCE_MMA_SYNC"),
+        ("gemm/gemm_bf16", "GEMM_BF16_FORCE_MMA_SYNC"),
+        ("microscaling/mxfp4_emulated_gemm", "MXFP4_FORCE_MMA_SYNC"),
     ] {
         let (wgmma, _) = main_loop_instructions(&c, task, "sm_90a", "");
         assert!(wgmma > 0, "{task}: no wgmma on sm_90a");
@@ -65,8 +66,9 @@ fn gemm_references_use_wgmma_on_sm_90a_only() {
         assert_eq!(wgmma, 0, "{task}: {force} still takes wgmma");
         assert!(mma > 0, "{task}: {force} has no mma.sync");
     }
-    // gemm_bf16's skinny (M <= 32) tile stays on mma.sync everywhere: one warpgroup of 32 rows
-    // cannot fill wgmma's 64.
-    let (_, mma) = main_loop_instructions(&c, "gemm_bf16", "sm_90a", "");
-    assert!(mma > 0, "gemm_bf16: the skinny tile lost its mma.sync loop");
+    // The skinny (M <= 32) tiles stay on mma.sync everywhere: 32 rows cannot fill wgmma's 64.
+    for task in ["gemm/gemm_bf16", "microscaling/mxfp4_emulated_gemm"] {
+        let (_, mma) = main_loop_instructions(&c, task, "sm_90a", "");
+        assert!(mma > 0, "{task}: the skinny tile lost its mma.sync loop");
+    }
 }
