@@ -43,11 +43,11 @@
 #                     median of the same kernel (5 %)                               ~2.5-3.5 min
 #         loadinline  scripts/compare-load-inline.py: wall time of one candidate
 #                     evaluation, ksmith vs KernelBench-style load_inline           ~2.5-4 min
-#         mainloops   gemm_fp8_rowwise's, gemm_bf16's and mxfp4_emulated_gemm's
-#                     references (wgmma main loops on sm_90a) timed interleaved with
+#         mainloops   gemm_fp8_rowwise's, gemm_bf16's, mxfp4_emulated_gemm's and
+#                     flash_attention_fwd's references (wgmma main loops on sm_90a) timed interleaved with
 #                     the same sources built with their mma.sync main loops
 #                     (*_FORCE_MMA_SYNC), all strict-checked, on every public shape:
-#                     what wgmma buys on this GPU                                   ~3-4 min
+#                     what wgmma buys on this GPU                                   ~4-6 min
 #         capture     scripts/capture-profile-samples.sh: real ncu / compute-sanitizer
 #                     output for the parsers' samples, under logs/captures          ~1-2 min
 #
@@ -77,7 +77,8 @@
 #   2  run(command="bash scripts/gpu-check.sh run eval references", carry=["gpu-carry"])
 #        ~7-14 min: split with KSMITH_GPU_TASKS (two halves of `ls tasks/*/`) if the first
 #        call's timings say so
-#   3  run(command="bash scripts/gpu-check.sh run spec mainloops", carry=["gpu-carry"])  ~6-9 min
+#   3  run(command="bash scripts/gpu-check.sh run spec mainloops", carry=["gpu-carry"])  ~7-11 min
+#        (if the first call's timings say spec is slow, run mainloops on its own)
 #   4  run(command="KSMITH_BENCH_CHUNK=1/2 bash scripts/gpu-check.sh run bench", carry=["gpu-carry"])
 #        ~32 tasks x 6-10 s (kernels + PyTorch eager, realistic shape) = ~4-5 min
 #   5  run(command="KSMITH_BENCH_CHUNK=2/2 bash scripts/gpu-check.sh run bench", carry=["gpu-carry"])
@@ -430,7 +431,7 @@ step_mainloops() {
   have_calibration || step_calibrate
   local pair
   for pair in gemm_fp8_rowwise:GEMM_FP8_FORCE_MMA_SYNC gemm_bf16:GEMM_BF16_FORCE_MMA_SYNC \
-              mxfp4_emulated_gemm:MXFP4_FORCE_MMA_SYNC; do
+              mxfp4_emulated_gemm:MXFP4_FORCE_MMA_SYNC flash_attention_fwd:FA_FORCE_MMA_SYNC; do
     local id=${pair%%:*} define=${pair#*:} t0=$SECONDS rc=0 task dir d
     task=$(dirname "$(ls "$KIT"/tasks/*/"$id"/task.toml)")
     dir=$KIT/candidates/$id/mma_sync

@@ -1,4 +1,5 @@
-//! The GEMM references (gemm_fp8_rowwise, gemm_bf16, mxfp4_emulated_gemm) take a `wgmma` main loop where the target has one (sm_90a, the default on
+//! The tensor-core references (gemm_fp8_rowwise, gemm_bf16, mxfp4_emulated_gemm,
+//! flash_attention_fwd) take a `wgmma` main loop where the target has one (sm_90a, the default on
 //! an H100) and keep `mma.sync` elsewhere and under their `*_FORCE_MMA_SYNC` define (the
 //! side-by-side timing of scripts/gpu-check.sh). A refactor that silently loses the Hopper path
 //! fails here, on a CPU: the PTX is inspected, nothing runs.
@@ -55,6 +56,7 @@ fn gemm_references_use_wgmma_on_sm_90a_only() {
         ("gemm/gemm_fp8_rowwise", "GEMM_FP8_FORCE_MMA_SYNC"),
         ("gemm/gemm_bf16", "GEMM_BF16_FORCE_MMA_SYNC"),
         ("microscaling/mxfp4_emulated_gemm", "MXFP4_FORCE_MMA_SYNC"),
+        ("attention/flash_attention_fwd", "FA_FORCE_MMA_SYNC"),
     ] {
         let (wgmma, _) = main_loop_instructions(&c, task, "sm_90a", "");
         assert!(wgmma > 0, "{task}: no wgmma on sm_90a");
