@@ -94,6 +94,35 @@ fn ncu_compute_bound_sample_with_na() {
     assert!(s.contains("`gemm_bf16_mma` (689.5 us)"), "{s}");
 }
 
+/// A wgmma kernel keeps the HMMA pipe idle: the Judge must read the all-kinds tensor pipe and
+/// never tell it that no tensor-core instruction ran; on Hopper without that metric it says
+/// nothing, before Hopper the HMMA count alone decides.
+#[test]
+fn warpgroup_mma_is_not_reported_as_no_tensor_work() {
+    let row = |cc: &str, hmma_inst: &str, any_pct: &str| {
+        let header = r#""ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size","Grid Size","Device","CC","sm__throughput.avg.pct_of_peak_sustained_elapsed","gpu__compute_memory_throughput.avg.pct_of_peak_sustained_elapsed","sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active","sm__inst_executed_pipe_tensor_op_hmma.sum","sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active""#;
+        let text = format!(
+            "{header}\n\"0\",\"1\",\"p\",\"h\",\"gemm\",\"1\",\"7\",\"(256, 1, 1)\",\"(528, 1, 1)\",\"0\",\"{cc}\",\"88\",\"30\",\"0\",\"{hmma_inst}\",\"{any_pct}\"\n"
+        );
+        let r = ncu::parse(&text).unwrap();
+        judge::summary(&r.kernels[0])
+    };
+    const NONE: &str = "No tensor-core instructions ran";
+    let wgmma = row("9.0", "0", "76.5");
+    assert!(
+        wgmma.contains("tensor pipe 76%") && !wgmma.contains(NONE),
+        "{wgmma}"
+    );
+    let unknown = row("9.0", "0", "n/a");
+    assert!(!unknown.contains(NONE), "{unknown}");
+    let simt = row("9.0", "0", "0");
+    assert!(simt.contains(NONE), "{simt}");
+    let ampere = row("8.0", "0", "n/a");
+    assert!(ampere.contains(NONE), "{ampere}");
+    let mma = row("8.0", "1024", "n/a");
+    assert!(!mma.contains(NONE), "{mma}");
+}
+
 #[test]
 fn ncu_error_outputs() {
     match ncu::parse(&sample("ncu_err_nvgpuctrperm.txt")) {

@@ -487,8 +487,12 @@ pub(crate) fn curated_rows(c: &Curated) -> Vec<(&'static str, String)> {
                 opt(c.smem_conflicts_st, "")
             ),
         ),
-        ("tensor pipe active", opt(c.tensor_pipe_pct, "%")),
-        ("tensor instructions", opt(c.tensor_inst, "")),
+        (
+            "tensor pipe active (all MMA kinds)",
+            opt(c.tensor_any_pct, "%"),
+        ),
+        ("HMMA pipe active (mma.sync)", opt(c.tensor_pipe_pct, "%")),
+        ("HMMA instructions", opt(c.tensor_inst, "")),
         (
             "local memory ld/st sectors",
             format!(

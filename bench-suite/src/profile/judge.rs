@@ -57,6 +57,35 @@ fn ratio(conflicts: Option<f64>, wavefronts: Option<f64>) -> Option<f64> {
     (w > 0.0).then(|| c / w)
 }
 
+/// The busier of the tensor pipe measures: all tensor instructions where ncu has that metric, the
+/// HMMA pipe (`mma.sync`) otherwise.
+pub fn tensor_pipe(c: &Curated) -> Option<f64> {
+    match (c.tensor_any_pct, c.tensor_pipe_pct) {
+        (Some(a), Some(h)) => Some(a.max(h)),
+        (a, h) => a.or(h),
+    }
+}
+
+/// Whether the launch certainly ran no tensor-core instruction. The HMMA count misses Hopper's
+/// and Blackwell's warpgroup MMAs, so on compute capability 9.0 and newer it takes the all-kinds
+/// tensor pipe metric at zero as well; without that metric nothing is claimed.
+fn no_tensor_instructions(k: &KernelProfile) -> bool {
+    let c = &k.curated;
+    if c.tensor_inst != Some(0.0) {
+        return false;
+    }
+    match c.tensor_any_pct {
+        Some(p) => p == 0.0,
+        None => {
+            let major =
+                k.cc.as_deref()
+                    .and_then(|cc| cc.split('.').next())
+                    .and_then(|m| m.trim().parse::<u32>().ok());
+            major.is_some_and(|m| m < 9)
+        }
+    }
+}
+
 /// The summary text for one profiled launch.
 pub fn summary(k: &KernelProfile) -> String {
     let c = &k.curated;
@@ -89,10 +118,10 @@ pub fn summary(k: &KernelProfile) -> String {
                 " is compute-bound: SM throughput at {} of peak (issue slots busy {}, tensor pipe {}), memory at {}.",
                 pct(sm),
                 pct(c.issue_active_pct),
-                pct(c.tensor_pipe_pct),
+                pct(tensor_pipe(c)),
                 pct(mem)
             );
-            if c.tensor_inst.is_some_and(|t| t == 0.0) {
+            if no_tensor_instructions(k) {
                 out += " No tensor-core instructions ran: for matrix work, mma/wgmma would raise the ceiling.";
             }
         }

@@ -44,6 +44,7 @@ pub const METRICS: &[&str] = &[
     "l1tex__data_pipe_lsu_wavefronts_mem_shared_op_st.sum",
     "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active",
     "sm__inst_executed_pipe_tensor_op_hmma.sum",
+    "sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active",
     "l1tex__t_sectors_pipe_lsu_mem_local_op_ld.sum",
     "l1tex__t_sectors_pipe_lsu_mem_local_op_st.sum",
     "smsp__average_warp_latency_issue_stalled_barrier.ratio",
@@ -230,7 +231,12 @@ pub struct Curated {
     pub smem_conflicts_st: Option<f64>,
     pub smem_wavefronts_ld: Option<f64>,
     pub smem_wavefronts_st: Option<f64>,
+    /// The HMMA pipe (warp-level `mma.sync`), % of peak.
     pub tensor_pipe_pct: Option<f64>,
+    /// Every tensor instruction kind (`mma.sync`, Hopper's `wgmma`, Blackwell's `tcgen05`), % of
+    /// peak: a wgmma kernel keeps the HMMA pipe idle and this one busy.
+    pub tensor_any_pct: Option<f64>,
+    /// HMMA instructions only (wgmma does not count here).
     pub tensor_inst: Option<f64>,
     /// Local-memory traffic (register spills, local arrays), in sectors.
     pub local_ld_sectors: Option<f64>,
@@ -501,6 +507,10 @@ fn curate(metrics: &BTreeMap<String, Metric>, w: &mut Vec<String>) -> Curated {
         ),
         tensor_pipe_pct: n(
             "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active",
+            Percent,
+        ),
+        tensor_any_pct: n(
+            "sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active",
             Percent,
         ),
         tensor_inst: n("sm__inst_executed_pipe_tensor_op_hmma.sum", Count),
