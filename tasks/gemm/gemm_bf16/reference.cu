@@ -211,7 +211,11 @@ static __device__ __forceinline__ void tile_wgmma(const __nv_bfloat16* __restric
         cp_async_commit();
     }
 
-    for (int kt = 0; kt < KT; ++kt) {
+    // A do-while: K >= 1 (task constraint), and a loop the compiler thinks may run zero times
+    // gives it a path that zeroes acc with plain moves and joins the open wgmma group below,
+    // so ptxas serializes every wgmma (C7515).
+    int kt = 0;
+    do {
         cp_async_wait<STAGES - 3>();
         fence_proxy_async();
         __syncthreads();
@@ -238,7 +242,7 @@ static __device__ __forceinline__ void tile_wgmma(const __nv_bfloat16* __restric
         }
         wgmma_commit();
         wgmma_wait<1>();
-    }
+    } while (++kt < KT);
     wgmma_wait<0>();
     cp_async_wait<0>();
 
