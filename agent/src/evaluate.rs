@@ -221,9 +221,14 @@ pub fn compiler_report(
         .parse()
         .map(|arch| verifier::nvrtc::emulated::notes(&compiled.ptx, arch))
         .unwrap_or_default();
+    // ptxas reports lost tensor-core overlap (wgmma serialized) as `info`, not as a warning.
+    let losses = verifier::nvrtc::ptxas::performance_losses(&compiled.log)
+        .into_iter()
+        .map(|l| format!("ptxas: {l}"));
     let parts: Vec<String> = resources_text(compiled)
         .into_iter()
         .chain(emulated)
+        .chain(losses)
         .chain(device.and_then(|d| launches_text(task, plan, compiled, d)))
         .collect();
     (!parts.is_empty()).then(|| parts.join("\n"))

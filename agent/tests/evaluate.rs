@@ -37,6 +37,23 @@ fn reference_plan(t: &TaskDir) -> String {
     std::fs::read_to_string(t.dir.join("reference.toml")).expect("reference.toml")
 }
 
+/// ptxas (sm_90a) serializes these wgmmas: for n == 0 the accumulators come from plain moves and
+/// reach the final wait, inside the group the loop leaves open (C7515).
+const C7515_KERNEL: &str = r#"
+extern "C" __global__ void serialized_wgmma(float* out, unsigned long long da, unsigned long long db, int n) {
+    float d0 = 0.f, d1 = 0.f, d2 = 0.f, d3 = 0.f;
+    for (int i = 0; i < n; ++i) {
+        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+        asm volatile("wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0, %1, %2, %3}, %4, %5, 1, 1, 1, 0, 0;\n"
+                     : "+f"(d0), "+f"(d1), "+f"(d2), "+f"(d3) : "l"(da), "l"(db));
+        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+    }
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    out[threadIdx.x] = d0 + d1 + d2 + d3;
+}
+"#;
+
 #[test]
 fn dry_run_verdicts_for_good_and_broken_candidates() {
     let Some(comp) = compiler("dry_run_verdicts") else {
@@ -63,6 +80,21 @@ fn dry_run_verdicts_for_good_and_broken_candidates() {
         "{res}"
     );
     assert!(!res.contains("emulated"), "{res}");
+    assert!(!res.contains("Potential Performance Loss"), "{res}");
+
+    // A wgmma loop whose zero-trip path defines the accumulators inside an open wgmma group:
+    // ptxas serializes the wgmmas and says so only as `info`; the report passes it on.
+    let serialized = format!("{src}\n{C7515_KERNEL}");
+    let e = ev
+        .evaluate("swiglu", &serialized, &plan)
+        .expect("evaluates");
+    assert_eq!(e.verdict, Verdict::Compiled, "{}", e.feedback);
+    let res = e.resources.expect("report");
+    assert!(
+        res.contains("ptxas: (C7515) Potential Performance Loss: wgmma.mma_async instructions are serialized"),
+        "{res}"
+    );
+
     // A launch that leaves SMs idle says so.
     let narrow = plan.replace("grid = [\"min(ceil_div(M*N, 2048), 4096)\"]", "grid = [64]");
     assert_ne!(narrow, plan);

@@ -43,6 +43,14 @@ impl CheckRow {
     pub fn failed(&self) -> bool {
         matches!(self.status, Status::Invalid | Status::CompileError)
     }
+
+    /// ptxas's "Potential Performance Loss" notes among the problems (the task still passes).
+    pub fn performance_losses(&self) -> usize {
+        self.problems
+            .iter()
+            .filter(|p| p.starts_with("ptxas: ") && p.contains("Potential Performance Loss"))
+            .count()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +184,12 @@ fn check_one(
                 row.status = Status::Invalid;
                 row.problems.extend(mismatched);
             }
+            // Correct code that lost its tensor-core overlap says so only in `ptxas info` lines.
+            row.problems.extend(
+                verifier::nvrtc::ptxas::performance_losses(&c.log)
+                    .into_iter()
+                    .map(|l| format!("ptxas: {l}")),
+            );
             row.kernels = c.kernels;
             row.log = c.log;
         }

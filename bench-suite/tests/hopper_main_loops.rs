@@ -44,6 +44,9 @@ fn main_loop_instructions(c: &Compiler, task: &str, arch: &str, prefix: &str) ->
             .filter(|l| l.trim_start().starts_with(what))
             .count()
     };
+    // A wgmma loop that ptxas had to serialize is correct and slow: the references have none.
+    let losses = verifier::nvrtc::ptxas::performance_losses(&out.log);
+    assert!(losses.is_empty(), "{task} for {arch}: {losses:?}");
     (count("wgmma.mma_async"), count("mma.sync"))
 }
 

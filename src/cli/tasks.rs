@@ -479,7 +479,7 @@ fn check_cmd(g: &Global, suite: &Suite, a: &CheckArgs) -> anyhow::Result<u8> {
     } else {
         print_check_table(&rows, a.log);
         println!(
-            "{} tasks checked for {arch} with NVRTC {}.{}: {} ok, {} failed{}",
+            "{} tasks checked for {arch} with NVRTC {}.{}: {} ok, {} failed{}{}",
             rows.len(),
             compiler.nvrtc.version.0,
             compiler.nvrtc.version.1,
@@ -488,6 +488,10 @@ fn check_cmd(g: &Global, suite: &Suite, a: &CheckArgs) -> anyhow::Result<u8> {
             match rows.iter().filter(|r| r.status == Status::Spills).count() {
                 0 => String::new(),
                 n => format!(", {n} with spills"),
+            },
+            match rows.iter().filter(|r| r.performance_losses() > 0).count() {
+                0 => String::new(),
+                n => format!(", {n} with ptxas performance losses (see above)"),
             }
         );
     }

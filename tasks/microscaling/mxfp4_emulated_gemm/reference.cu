@@ -28,6 +28,9 @@
 //    (power-of-two: exact), and stores them into a K-major 128-byte-swizzled tile (chunk ^= row & 7,
 //    wgmma's canonical layout) while the previous step's wgmmas run. Two warpgroups each issue
 //    wgmma.m64n128k16 from smem descriptors; fence.proxy.async publishes the stores to them.
+//    One edge stays open: a scale byte of 1 or 0 turns +-0.5 into a bf16 subnormal (2^-127),
+//    and wgmma's handling of subnormal inputs is unspecified (PTX ISA); the declared inputs use
+//    bytes 124..130, and the fp32 oracle keeps such values exactly.
 // Requires K % 256 == 0 (a stage holds 256 k = 8 groups; scale rows are 8-byte aligned).
 #include <cuda_bf16.h>
 

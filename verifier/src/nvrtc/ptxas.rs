@@ -92,6 +92,21 @@ pub fn parse(log: &str) -> Vec<KernelResources> {
     out
 }
 
+/// ptxas's "Potential Performance Loss" notes (C75xx: wgmma serialized, and the like), one per
+/// line, without the `ptxas info :` prefix. They are `info`, not warnings, so nothing else in
+/// the log says a correct kernel has lost its tensor-core overlap.
+pub fn performance_losses(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("Potential Performance Loss"))
+        .map(|l| {
+            let body = l.split_once("ptxas info").map_or(l, |(_, b)| b);
+            body.trim_start_matches(|c: char| c == ' ' || c == ':')
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +159,21 @@ ptxas info    : Used 255 registers, used 1 barriers, 49152 bytes smem, 400 bytes
     fn garbage_is_ignored() {
         assert!(parse("nonsense\n: : :\nUsed registers\n'").is_empty());
         assert!(parse("").is_empty());
+    }
+
+    #[test]
+    fn performance_losses_are_picked_out_of_the_log() {
+        let log = "ptxas info    : (C7515) Potential Performance Loss: wgmma.mma_async instructions are serialized due to non wgmma instructions defining accumulator registers of a wgmma between start and end of the pipeline stage in the function 'k'\nptxas info    : 0 bytes gmem\nptxas info    : Used 30 registers, used 0 barriers\n";
+        let p = performance_losses(log);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with(
+                "(C7515) Potential Performance Loss: wgmma.mma_async instructions are serialized"
+            ),
+            "{}",
+            p[0]
+        );
+        assert!(p[0].ends_with("in the function 'k'"), "{}", p[0]);
+        assert!(performance_losses("ptxas info    : Used 30 registers\n").is_empty());
     }
 }
