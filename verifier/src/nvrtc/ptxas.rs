@@ -100,9 +100,7 @@ pub fn performance_losses(log: &str) -> Vec<String> {
         .filter(|l| l.contains("Potential Performance Loss"))
         .map(|l| {
             let body = l.split_once("ptxas info").map_or(l, |(_, b)| b);
-            body.trim_start_matches(|c: char| c == ' ' || c == ':')
-                .trim()
-                .to_string()
+            body.trim_start_matches([' ', ':']).trim().to_string()
         })
         .collect()
 }
