@@ -263,6 +263,7 @@ fn hopper_facts_follow_the_compile_target() {
         "FP8 needs `wgmma`",
         "fence.proxy.async.shared::cta;",
         "register i of thread t holds row 16*((t/32)%4) + (t%32)/4 + 8*((i/2)%2)",
+        "m16n8k16 A layout, so an accumulator converted to bf16 pairs feeds the next product",
     ];
     for (name, p) in all_prompts(&r, &context(h100())) {
         for n in needles {
