@@ -363,11 +363,7 @@ fn scripted_run_on_the_gpu_yields_correct_timed_kernels() {
 /// command line the GPU test depends on, wherever NVRTC is.
 #[test]
 fn the_gpu_runs_script_works_as_a_dry_run() {
-    if let Err(e) = verifier::nvrtc::Locator::default().load() {
-        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-            panic!("NVRTC is required under CI: {e}");
-        }
-        eprintln!("SKIPPED the_gpu_runs_script_works_as_a_dry_run: NVRTC not available: {e}");
+    if verifier::nvrtc::nvrtc_for_tests("the_gpu_runs_script_works_as_a_dry_run").is_none() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");

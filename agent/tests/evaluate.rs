@@ -9,24 +9,12 @@ use agent::evaluate::{DryRunEvaluator, GpuEvaluator, KernelRun, KernelRunner, Ta
 use agent::prompt::ShapeTiming;
 use agent::{Evaluator, Verdict, VerdictKind};
 use bench_suite::suite::{load_task_dir, TaskDir};
-use verifier::nvrtc::{Arch, Compiler, Locator};
+use verifier::nvrtc::compiler_for_tests as compiler;
+use verifier::nvrtc::Arch;
 
 fn task() -> TaskDir {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tasks/activation/swiglu");
     load_task_dir(&dir).unwrap_or_else(|d| panic!("swiglu does not load: {d:?}"))
-}
-
-fn compiler(test: &str) -> Option<Compiler> {
-    match Locator::default().load() {
-        Ok(nv) => Some(Compiler::new(nv, None)),
-        Err(e) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-                panic!("{test}: NVRTC is required under CI: {e}");
-            }
-            eprintln!("SKIPPED {test}: NVRTC not available: {e}");
-            None
-        }
-    }
 }
 
 fn tasks(t: TaskDir) -> TaskMap {

@@ -6,20 +6,8 @@
 
 use bench_suite::suite::load_task_dir;
 use std::path::PathBuf;
-use verifier::nvrtc::{Arch, CompileRequest, Compiler, Locator};
-
-fn compiler(test: &str) -> Option<Compiler> {
-    match Locator::default().load() {
-        Ok(nv) => Some(Compiler::new(nv, None)),
-        Err(e) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-                panic!("{test}: NVRTC is required under CI: {e}");
-            }
-            eprintln!("SKIPPED {test}: NVRTC not available: {e}");
-            None
-        }
-    }
-}
+use verifier::nvrtc::compiler_for_tests as compiler;
+use verifier::nvrtc::{Arch, CompileRequest, Compiler};
 
 /// (wgmma instructions, FP8/bf16 mma.sync instructions) in the PTX of `task`'s reference built
 /// for `arch`, with `prefix` put in front of the source.

@@ -4,23 +4,8 @@
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use verifier::nvrtc::{
-    Arch, CompileCache, CompileError, CompileRequest, Compiler, Locator, Nvrtc, NvrtcError,
-};
-
-fn nvrtc(test: &str) -> Option<Nvrtc> {
-    match Locator::default().load() {
-        Ok(n) => Some(n),
-        Err(e @ (NvrtcError::NotFound { .. } | NvrtcError::HeadersNotFound { .. })) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-                panic!("{test}: NVRTC is required under CI: {e}");
-            }
-            eprintln!("{test}: skipped: NVRTC not installed; run scripts/setup.sh ({e})");
-            None
-        }
-        Err(e) => panic!("{test}: NVRTC was found but does not load: {e}"),
-    }
-}
+use verifier::nvrtc::nvrtc_for_tests as nvrtc;
+use verifier::nvrtc::{Arch, CompileCache, CompileError, CompileRequest, Compiler, Locator};
 
 fn request(src: &str, kernels: &[&str]) -> CompileRequest {
     let mut r = CompileRequest::new(
