@@ -92,11 +92,15 @@ static __device__ __forceinline__ uint4 load8_checked(const unsigned short* p, i
     return r;
 }
 
-// Loads the k-tile starting at k0 into one pipeline stage.
-template <int BM, int BN, int THREADS, bool ALIGNED>
-static __device__ __forceinline__ void load_tile(unsigned char* sA, unsigned char* sB, const __nv_bfloat16* A,
+// Loads k-tile kt into pipeline stage kt % STAGES of the shared memory at smem: STAGES A tiles
+// (BM x GEMM_BK bf16), then STAGES B tiles (GEMM_BK x BN bf16).
+template <int BM, int BN, int THREADS, int STAGES, bool ALIGNED>
+static __device__ __forceinline__ void load_tile(unsigned char* smem, const __nv_bfloat16* A,
                                                  const __nv_bfloat16* B, int M, int N, int K, int bm, int bn,
-                                                 int k0, int tid) {
+                                                 int kt, int tid) {
+    unsigned char* sA = smem + (kt % STAGES) * (BM * GEMM_BK * 2);
+    unsigned char* sB = smem + STAGES * (BM * GEMM_BK * 2) + (kt % STAGES) * (GEMM_BK * BN * 2);
+    const int k0 = kt * GEMM_BK;
     constexpr int A_CHUNKS = BM * GEMM_BK / 8;
     constexpr int B_ROW_CHUNKS = BN / 8;
     constexpr int B_CHUNKS = GEMM_BK * B_ROW_CHUNKS;
@@ -206,8 +210,7 @@ static __device__ __forceinline__ void tile_wgmma(const __nv_bfloat16* __restric
 #pragma unroll
     for (int s = 0; s < STAGES - 2; ++s) {
         if (s < KT)
-            load_tile<BM, BN, THREADS, ALIGNED>(smem + s * A_STAGE, smem + STAGES * A_STAGE + s * B_STAGE, A, B, M,
-                                                N, K, bm, bn, s * GEMM_BK, tid);
+            load_tile<BM, BN, THREADS, STAGES, ALIGNED>(smem, A, B, M, N, K, bm, bn, s, tid);
         cp_async_commit();
     }
 
@@ -221,11 +224,7 @@ static __device__ __forceinline__ void tile_wgmma(const __nv_bfloat16* __restric
         __syncthreads();
 
         const int pf = kt + STAGES - 2;
-        if (pf < KT) {
-            const int ps = pf % STAGES;
-            load_tile<BM, BN, THREADS, ALIGNED>(smem + ps * A_STAGE, smem + STAGES * A_STAGE + ps * B_STAGE, A, B,
-                                                M, N, K, bm, bn, pf * GEMM_BK, tid);
-        }
+        if (pf < KT) load_tile<BM, BN, THREADS, STAGES, ALIGNED>(smem, A, B, M, N, K, bm, bn, pf, tid);
         cp_async_commit();
 
         const int cs = kt % STAGES;
@@ -313,8 +312,7 @@ gemm_bf16(const __nv_bfloat16* __restrict__ A, const __nv_bfloat16* __restrict__
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
         if (s < KT)
-            load_tile<BM, BN, THREADS, ALIGNED>(smem + s * A_STAGE, smem + STAGES * A_STAGE + s * B_STAGE, A, B, M,
-                                                N, K, bm, bn, s * GEMM_BK, tid);
+            load_tile<BM, BN, THREADS, STAGES, ALIGNED>(smem, A, B, M, N, K, bm, bn, s, tid);
         cp_async_commit();
     }
 
@@ -323,11 +321,7 @@ gemm_bf16(const __nv_bfloat16* __restrict__ A, const __nv_bfloat16* __restrict__
         __syncthreads();  // tile kt visible to all; everyone is done reading tile kt-1's stage
 
         const int pf = kt + STAGES - 1;
-        if (pf < KT) {
-            const int ps = pf % STAGES;
-            load_tile<BM, BN, THREADS, ALIGNED>(smem + ps * A_STAGE, smem + STAGES * A_STAGE + ps * B_STAGE, A, B,
-                                                M, N, K, bm, bn, pf * GEMM_BK, tid);
-        }
+        if (pf < KT) load_tile<BM, BN, THREADS, STAGES, ALIGNED>(smem, A, B, M, N, K, bm, bn, pf, tid);
         cp_async_commit();
 
         const int cs = kt % STAGES;

@@ -77,11 +77,14 @@ static __device__ __forceinline__ unsigned tile_off(int row, int chunk) {
     return (unsigned)(row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4));
 }
 
-// One k-tile (64 fp8 of every row) of A and B into a pipeline stage.
-template <int BM, int BN, int THREADS>
-static __device__ __forceinline__ void load_tile(unsigned sA, unsigned sB, const unsigned char* A,
-                                                 const unsigned char* B, int M, int N, int K, int bm, int bn,
-                                                 int k0, int tid) {
+// k-tile kt (64 fp8 of every row) of A and B into pipeline stage kt % STAGES of the shared
+// memory at smem: STAGES A tiles (BM x 64 bytes), then STAGES B tiles (BN x 64 bytes).
+template <int BM, int BN, int THREADS, int STAGES>
+static __device__ __forceinline__ void load_tile(unsigned smem, const unsigned char* A, const unsigned char* B,
+                                                 int M, int N, int K, int bm, int bn, int kt, int tid) {
+    const unsigned sA = smem + (kt % STAGES) * (BM * FP8_BK);
+    const unsigned sB = smem + STAGES * (BM * FP8_BK) + (kt % STAGES) * (BN * FP8_BK);
+    const int k0 = kt * FP8_BK;
     static_assert((BM * 4) % THREADS == 0 && (BN * 4) % THREADS == 0, "tile chunks must split evenly");
 #pragma unroll
     for (int it = 0; it < BM * 4 / THREADS; ++it) {
@@ -173,8 +176,7 @@ static __device__ __forceinline__ void tile_wgmma(const unsigned char* A, const 
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
         if (s < KT)
-            load_tile<BM, BN, THREADS>(smem + s * A_STAGE, smem + STAGES * A_STAGE + s * B_STAGE, A, B, M, N, K,
-                                       bm, bn, s * FP8_BK, tid);
+            load_tile<BM, BN, THREADS, STAGES>(smem, A, B, M, N, K, bm, bn, s, tid);
         cp_async_commit();
     }
 
@@ -186,11 +188,7 @@ static __device__ __forceinline__ void tile_wgmma(const unsigned char* A, const 
         __syncthreads();
 
         const int pf = kt + STAGES - 1;
-        if (pf < KT) {
-            const int ps = pf % STAGES;
-            load_tile<BM, BN, THREADS>(smem + ps * A_STAGE, smem + STAGES * A_STAGE + ps * B_STAGE, A, B, M, N, K,
-                                       bm, bn, pf * FP8_BK, tid);
-        }
+        if (pf < KT) load_tile<BM, BN, THREADS, STAGES>(smem, A, B, M, N, K, bm, bn, pf, tid);
         cp_async_commit();
 
         const int cs = kt % STAGES;
@@ -253,8 +251,7 @@ static __device__ __forceinline__ void tile_mma_sync(const unsigned char* A, con
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
         if (s < KT)
-            load_tile<BM, BN, THREADS>(smem + s * A_STAGE, smem + STAGES * A_STAGE + s * B_STAGE, A, B, M, N, K,
-                                       bm, bn, s * FP8_BK, tid);
+            load_tile<BM, BN, THREADS, STAGES>(smem, A, B, M, N, K, bm, bn, s, tid);
         cp_async_commit();
     }
 
@@ -263,11 +260,7 @@ static __device__ __forceinline__ void tile_mma_sync(const unsigned char* A, con
         __syncthreads();  // tile kt visible to all; everyone is done with the stage refilled below
 
         const int pf = kt + STAGES - 1;
-        if (pf < KT) {
-            const int ps = pf % STAGES;
-            load_tile<BM, BN, THREADS>(smem + ps * A_STAGE, smem + STAGES * A_STAGE + ps * B_STAGE, A, B, M, N, K,
-                                       bm, bn, pf * FP8_BK, tid);
-        }
+        if (pf < KT) load_tile<BM, BN, THREADS, STAGES>(smem, A, B, M, N, K, bm, bn, pf, tid);
         cp_async_commit();
 
         const int cs = kt % STAGES;
