@@ -222,9 +222,7 @@ pub fn compiler_report(
         .map(|arch| verifier::nvrtc::emulated::notes(&compiled.ptx, arch))
         .unwrap_or_default();
     // ptxas reports lost tensor-core overlap (wgmma serialized) as `info`, not as a warning.
-    let losses = verifier::nvrtc::ptxas::performance_losses(&compiled.log)
-        .into_iter()
-        .map(|l| format!("ptxas: {l}"));
+    let losses = verifier::nvrtc::ptxas::performance_losses(&compiled.log);
     let parts: Vec<String> = resources_text(compiled)
         .into_iter()
         .chain(emulated)

@@ -185,11 +185,8 @@ fn check_one(
                 row.problems.extend(mismatched);
             }
             // Correct code that lost its tensor-core overlap says so only in `ptxas info` lines.
-            row.problems.extend(
-                verifier::nvrtc::ptxas::performance_losses(&c.log)
-                    .into_iter()
-                    .map(|l| format!("ptxas: {l}")),
-            );
+            row.problems
+                .extend(verifier::nvrtc::ptxas::performance_losses(&c.log));
             row.kernels = c.kernels;
             row.log = c.log;
         }

@@ -93,14 +93,14 @@ pub fn parse(log: &str) -> Vec<KernelResources> {
 }
 
 /// ptxas's "Potential Performance Loss" notes (C75xx: wgmma serialized, and the like), one per
-/// line, without the `ptxas info :` prefix. They are `info`, not warnings, so nothing else in
+/// line, as `ptxas: (C7515) Potential Performance Loss: ...`. They are `info`, not warnings, so nothing else in
 /// the log says a correct kernel has lost its tensor-core overlap.
 pub fn performance_losses(log: &str) -> Vec<String> {
     log.lines()
         .filter(|l| l.contains("Potential Performance Loss"))
         .map(|l| {
             let body = l.split_once("ptxas info").map_or(l, |(_, b)| b);
-            body.trim_start_matches([' ', ':']).trim().to_string()
+            format!("ptxas: {}", body.trim_start_matches([' ', ':']).trim())
         })
         .collect()
 }
@@ -166,7 +166,7 @@ ptxas info    : Used 255 registers, used 1 barriers, 49152 bytes smem, 400 bytes
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(
             p[0].starts_with(
-                "(C7515) Potential Performance Loss: wgmma.mma_async instructions are serialized"
+                "ptxas: (C7515) Potential Performance Loss: wgmma.mma_async instructions are serialized"
             ),
             "{}",
             p[0]
