@@ -32,9 +32,10 @@
 #         info        `ksmith gpu info` (text and JSON), and `ksmith tasks launches
 #                     --device gpu --json` (the launch analysis on this GPU)       ~15-30 s
 #         calibrate   `ksmith gpu calibrate` (copy bandwidth, FMA, mma.sync and
-#                     sm_90a wgmma peaks)                                         ~20-40 s
+#                     sm_90a wgmma peaks, launch overhead)                                         ~20-40 s
 #         bench       `ksmith bench` on each task's realistic shape (calibrates first
-#                     if needed): time, vs eager, vs compile, SOL%, throttled;
+#                     if needed): time, vs eager, vs compile, SOL%, throttled, and
+#                     how many memory-bound references reach 50% SOL (#7/#8's bar);
 #                     ~6-10 s per task with eager, +20-40 s per task with compile   see below
 #         repeat      gpu_bench repeat_*: medians of 4 reference kernels (swiglu,
 #                     layernorm_fwd, softmax_row, gemm_bf16) from two processes
@@ -317,7 +318,8 @@ def calibrate(path):
     peaks = ", ".join(f"{k} {r['per_s'] / 1e12:.0f}T{'(wgmma)' if r['method'].startswith('wgmma') else ''}"
                       for k, r in v["peaks"].items())
     skipped = f"; skipped {','.join(v['skipped'])}" if v["skipped"] else ""
-    return f"copy {v['bandwidth']['per_s'] / 1e9:.0f} GB/s; {peaks}{skipped}"
+    launch = f"; launch {v['launch']['median_ms'] * 1e3:.1f} us" if v.get("launch") else ""
+    return f"copy {v['bandwidth']['per_s'] / 1e9:.0f} GB/s; {peaks}{launch}{skipped}"
 
 def bench(path):
     v = json.load(open(path))
@@ -330,9 +332,16 @@ def bench(path):
         return "n/a" if t.get(k) is None else f"{t[k]:.2f}{unit}"
     head = "PARTIAL " if v.get("partial") else ""
     tail = f" ({bad[0]} ...)" if bad else ""
+    mem = ""
+    if t.get("memory_bound"):
+        short = t.get("memory_bound_short") or []
+        launch = sum(1 for s in short
+                     if s.get("sol_ceiling_pct") is not None and s["sol_ceiling_pct"] < 50)
+        mem = (f"memory-bound >=50% SOL {t.get('memory_bound_on_target', 0)}/{t['memory_bound']}"
+               f"{f' ({launch} launch-bound)' if launch else ''}; ")
     return (f"{head}{len(timed)} tasks timed in {v.get('wall_s', 0):.0f} s; geomean vs eager "
             f"{g('geomean_vs_eager', 'x')}, vs compile {g('geomean_vs_compile', 'x')}, "
-            f"SOL {g('geomean_sol_pct', '%')}; throttled {t.get('throttled', '?')}; "
+            f"SOL {g('geomean_sol_pct', '%')}; {mem}throttled {t.get('throttled', '?')}; "
             f"{len(bad)} problems{tail}")
 
 def mainloops(path):

@@ -319,6 +319,18 @@ pub(crate) fn calibration_rows(c: &Calibration) -> Vec<(String, String, String)>
             r.method.clone(),
         ));
     }
+    if let Some(l) = &c.launch {
+        rows.push((
+            "launch overhead".to_string(),
+            format!("{:.2} us", l.median_ms * 1e3),
+            format!(
+                "{} (p20 {:.2} us, p80 {:.2} us)",
+                l.method,
+                l.p20_ms * 1e3,
+                l.p80_ms * 1e3
+            ),
+        ));
+    }
     for (k, why) in &c.skipped {
         rows.push((k.clone(), "-".into(), format!("skipped: {why}")));
     }
@@ -462,6 +474,9 @@ mod tests {
                 ("int8_tensor".to_string(), rate(1400e12, "mma.sync s8")),
             ]),
             skipped: BTreeMap::from([("fp8_tensor".to_string(), "needs sm_89".to_string())]),
+            launch: Some(
+                verifier::runtime::calibrate::launch_overhead(&[0.0018, 0.0021, 0.0019]).unwrap(),
+            ),
             telemetry: MeasurementTelemetry::default(),
         }
     }
@@ -495,7 +510,11 @@ mod tests {
             "integer peaks are ops, not FLOPs"
         );
         assert_eq!(find("fp8_tensor").2, "skipped: needs sm_89");
-        assert_eq!(rows.len(), 6);
+        assert_eq!(find("launch overhead").1, "1.90 us");
+        assert!(find("launch overhead")
+            .2
+            .contains("p20 1.84 us, p80 2.02 us"));
+        assert_eq!(rows.len(), 7);
         assert_eq!(
             summary_line(&c),
             "3000 GB/s, bf16_tensor 700.0 T/s, int8_tensor 1400.0 T/s"
@@ -551,6 +570,12 @@ mod tests {
         let c = format!("calibrate: copy kernel\n{}", calibration().to_json());
         assert_eq!(
             summary("calibrate", &c),
+            "copy 3000 GB/s; bf16_tensor 700T, int8_tensor 1400T; launch 1.9 us; skipped fp8_tensor"
+        );
+        let mut old = calibration();
+        old.launch = None;
+        assert_eq!(
+            summary("calibrate", &old.to_json()),
             "copy 3000 GB/s; bf16_tensor 700T, int8_tensor 1400T; skipped fp8_tensor"
         );
         assert!(summary("calibrate", "garbage").starts_with("(no summary"));

@@ -185,6 +185,46 @@ pub fn floor_ms(bytes: i64, flops: i64, rates: &Rates) -> Option<f64> {
     Some(t * 1e3)
 }
 
+/// Which side of the roofline sets the floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bound {
+    /// Moving the bytes takes at least as long as the arithmetic.
+    Memory,
+    Compute,
+}
+
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Bound::Memory => "memory",
+            Bound::Compute => "compute",
+        })
+    }
+}
+
+/// The term of [`floor_ms`] that is the larger; a tie counts as memory-bound. `None` where
+/// [`floor_ms`] is.
+pub fn bound(bytes: i64, flops: i64, rates: &Rates) -> Option<Bound> {
+    floor_ms(bytes, flops, rates)?;
+    Some(
+        if bytes as f64 / rates.bytes_per_s >= flops as f64 / rates.ops_per_s {
+            Bound::Memory
+        } else {
+            Bound::Compute
+        },
+    )
+}
+
+/// The highest percent of speed-of-light a call can reach when each launch costs at least
+/// `launch_ms` of the timed window on top of its work: with one launch (a fully fused kernel),
+/// `100 * floor / (floor + launch_ms)`. For a floor of a few microseconds this is well under
+/// 100, whatever the kernel does: such a shape measures launch latency, not bandwidth.
+pub fn sol_ceiling(floor_ms: f64, launch_ms: f64) -> Option<f64> {
+    (floor_ms > 0.0 && launch_ms >= 0.0 && floor_ms.is_finite() && launch_ms.is_finite())
+        .then(|| 100.0 * floor_ms / (floor_ms + launch_ms))
+}
+
 /// Percent of speed-of-light: 100 means the kernel runs at its roofline floor.
 pub fn sol_percent(floor_ms: f64, measured_ms: f64) -> Option<f64> {
     (measured_ms > 0.0 && floor_ms >= 0.0).then(|| 100.0 * floor_ms / measured_ms)
@@ -294,6 +334,26 @@ mod tests {
         assert!((g - 2.0 * 8192f64.powi(3) / 989e12 * 1e3).abs() < 1e-9);
         assert_eq!(sol_percent(0.5, 1.0), Some(50.0));
         assert!(floor_ms(-1, 0, &r).is_none());
+        assert_eq!(bound(1_000_000_000, 1_000_000, &r), Some(Bound::Memory));
+        assert_eq!(
+            bound(3 * 2 * 8192 * 8192, 2 * 8192 * 8192 * 8192, &r),
+            Some(Bound::Compute)
+        );
+        // Equal times: memory.
+        let even = Rates {
+            bytes_per_s: 1e12,
+            ops_per_s: 1e12,
+        };
+        assert_eq!(bound(5, 5, &even), Some(Bound::Memory));
+        assert_eq!(bound(-1, 5, &even), None);
+        assert_eq!(Bound::Compute.to_string(), "compute");
+        assert_eq!(serde_json::to_string(&Bound::Memory).unwrap(), "\"memory\"");
+        // A 0.4 us floor behind a 2 us launch: at most a sixth of speed-of-light.
+        let c = sol_ceiling(0.0004, 0.002).unwrap();
+        assert!((c - 100.0 / 6.0).abs() < 1e-9, "{c}");
+        assert_eq!(sol_ceiling(1.0, 0.0), Some(100.0));
+        assert_eq!(sol_ceiling(0.0, 0.002), None);
+        assert_eq!(sol_ceiling(1.0, f64::NAN), None);
         assert!(quarantine_reason(0.1, Some(0.2), None)
             .unwrap()
             .contains("floor"));

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use verifier::runtime::bench::BenchReport;
 use verifier::runtime::calibrate::{sol, Calibration};
 use verifier::task::Task;
-use verifier::timing::quarantine_reason;
+use verifier::timing::{quarantine_reason, sol_ceiling, Bound};
 
 /// One line of the table: one kernel at one shape.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -30,6 +30,11 @@ pub struct Row {
     pub vs_reference: Option<f64>,
     pub floor_ms: Option<f64>,
     pub sol_pct: Option<f64>,
+    /// Which roofline term sets the floor at this shape on this GPU.
+    pub bound: Option<Bound>,
+    /// The most SOL% any kernel with a single launch can show at this shape, given the
+    /// calibrated launch overhead (`None` without it).
+    pub sol_ceiling_pct: Option<f64>,
     /// None: no telemetry.
     pub throttled: Option<bool>,
     pub quarantine: Option<String>,
@@ -109,6 +114,11 @@ pub fn rows_for(
                 vs_reference,
                 floor_ms: sol_result.as_ref().map(|x| x.floor_ms),
                 sol_pct: sol_result.as_ref().map(|x| x.percent),
+                bound: sol_result.as_ref().map(|x| x.bound),
+                sol_ceiling_pct: match (&sol_result, cal.and_then(|c| c.launch.as_ref())) {
+                    (Some(x), Some(l)) => sol_ceiling(x.floor_ms, l.median_ms),
+                    _ => None,
+                },
                 throttled: throttled.map(|t| t || s.throttled_samples > 0),
                 quarantine: quarantine_reason(
                     median,
@@ -254,9 +264,51 @@ pub struct Totals {
     pub geomean_sol_pct: Option<f64>,
     pub throttled: usize,
     pub quarantined: usize,
+    /// Rows whose floor is set by memory traffic.
+    pub memory_bound: usize,
+    /// Of those, the ones at or above [`MEMORY_BOUND_TARGET_PCT`] of speed-of-light.
+    pub memory_bound_on_target: usize,
+    /// The others, slowest first.
+    pub memory_bound_short: Vec<Short>,
+}
+
+/// The speed-of-light a memory-bound kernel is expected to reach on its realistic shape
+/// (issues #7 and #8 set it for the references).
+pub const MEMORY_BOUND_TARGET_PCT: f64 = 50.0;
+
+/// A memory-bound row under the target.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Short {
+    pub task: String,
+    pub sol_pct: f64,
+    pub sol_ceiling_pct: Option<f64>,
+}
+
+impl Short {
+    /// Below the target even with nothing but one launch: the shape measures launch latency.
+    pub fn launch_bound(&self) -> bool {
+        self.sol_ceiling_pct
+            .is_some_and(|c| c < MEMORY_BOUND_TARGET_PCT)
+    }
 }
 
 pub fn totals(rows: &[&Row]) -> Totals {
+    let memory: Vec<&&Row> = rows
+        .iter()
+        .filter(|r| r.bound == Some(Bound::Memory) && r.sol_pct.is_some())
+        .collect();
+    let mut short: Vec<Short> = memory
+        .iter()
+        .filter_map(|r| {
+            let p = r.sol_pct?;
+            (p < MEMORY_BOUND_TARGET_PCT).then(|| Short {
+                task: r.task.clone(),
+                sol_pct: p,
+                sol_ceiling_pct: r.sol_ceiling_pct,
+            })
+        })
+        .collect();
+    short.sort_by(|a, b| a.sol_pct.total_cmp(&b.sol_pct));
     Totals {
         tasks: rows.len(),
         geomean_vs_eager: geomean(rows.iter().filter_map(|r| r.vs_eager)),
@@ -264,7 +316,38 @@ pub fn totals(rows: &[&Row]) -> Totals {
         geomean_sol_pct: geomean(rows.iter().filter_map(|r| r.sol_pct)),
         throttled: rows.iter().filter(|r| r.throttled == Some(true)).count(),
         quarantined: rows.iter().filter(|r| r.quarantine.is_some()).count(),
+        memory_bound: memory.len(),
+        memory_bound_on_target: memory.len() - short.len(),
+        memory_bound_short: short,
     }
+}
+
+/// `memory-bound at >= 50% SOL: 18 of 20; below: a 31.0% (ceiling 95.1%), b 8.0% (ceiling
+/// 16.7%: launch-bound)`; `None` when no row is memory-bound.
+pub fn memory_bound_line(t: &Totals) -> Option<String> {
+    if t.memory_bound == 0 {
+        return None;
+    }
+    let mut line = format!(
+        "memory-bound at >= {MEMORY_BOUND_TARGET_PCT:.0}% SOL: {} of {}",
+        t.memory_bound_on_target, t.memory_bound
+    );
+    if !t.memory_bound_short.is_empty() {
+        let below: Vec<String> = t
+            .memory_bound_short
+            .iter()
+            .map(|s| {
+                let ceiling = match s.sol_ceiling_pct {
+                    Some(c) if s.launch_bound() => format!(" (ceiling {c:.1}%: launch-bound)"),
+                    Some(c) => format!(" (ceiling {c:.1}%)"),
+                    None => String::new(),
+                };
+                format!("{} {:.1}%{ceiling}", s.task, s.sol_pct)
+            })
+            .collect();
+        line.push_str(&format!("; below: {}", below.join(", ")));
+    }
+    Some(line)
 }
 
 /// The per-task summary on realistic shapes, and a geometric-mean line under it.
@@ -279,6 +362,7 @@ pub fn render_summary(rows: &[&Row]) -> String {
         "vs eager",
         "vs compile",
         "SOL%",
+        "bound",
         "throttled",
     ]);
     for r in rows {
@@ -290,6 +374,7 @@ pub fn render_summary(rows: &[&Row]) -> String {
             times(r.vs_eager),
             times(r.vs_compile),
             r.sol_pct.map(|p| format!("{p:.1}")).unwrap_or_default(),
+            r.bound.map(|b| b.to_string()).unwrap_or_default(),
             throttle_cell(r.throttled),
         ]);
     }
@@ -303,7 +388,7 @@ pub fn render_summary(rows: &[&Row]) -> String {
         v.map(|x| format!("{x:.2}{unit}"))
             .unwrap_or_else(|| "n/a".into())
     };
-    format!(
+    let mut out = format!(
         "{t}\nreference kernels over {} tasks: geomean {} vs eager, {} vs compile, geomean SOL {}; {} throttled, {} quarantined",
         tot.tasks,
         g(tot.geomean_vs_eager, "x"),
@@ -311,5 +396,9 @@ pub fn render_summary(rows: &[&Row]) -> String {
         g(tot.geomean_sol_pct, "%"),
         tot.throttled,
         tot.quarantined
-    )
+    );
+    if let Some(line) = memory_bound_line(&tot) {
+        out.push_str(&format!("\nreference kernels {line}"));
+    }
+    out
 }

@@ -3,17 +3,17 @@
 
 use super::child::parse_reply;
 use super::record::{kernel_verdict, shape_timings, store_results, Recorded};
-use super::rows::{geomean, ms, ratio, task_failure_row};
+use super::rows::{geomean, memory_bound_line, ms, ratio, task_failure_row};
 use super::*;
 use bench_suite::store::{NewGpu, Verdict as StoreVerdict};
 use clap::Parser;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use verifier::runtime::bench::{CandidateStatus, ShapeFailure};
-use verifier::runtime::calibrate::{Calibration, Rate, CALIBRATION_VERSION};
+use verifier::runtime::calibrate::{launch_overhead, Calibration, Rate, CALIBRATION_VERSION};
 use verifier::runtime::telemetry::{MeasurementTelemetry, Reading};
 use verifier::runtime::timing::{ShapeTimings, SubjectTiming};
-use verifier::timing::{speedup, StopReason, Summary};
+use verifier::timing::{speedup, Bound, StopReason, Summary};
 use verifier::verdict::Verdict;
 
 #[derive(Parser)]
@@ -355,6 +355,7 @@ fn calibration() -> Calibration {
         memcpy_dtod: None,
         peaks: BTreeMap::from([("fp32".to_string(), rate(60e12))]),
         skipped: BTreeMap::new(),
+        launch: Some(launch_overhead(&[0.002, 0.002, 0.002]).unwrap()),
         telemetry: MeasurementTelemetry::default(),
     }
 }
@@ -388,6 +389,10 @@ fn rows_carry_times_ratios_sol_and_problems() {
     let floor = 2.0 * 16384.0 * 28672.0 * 3.0 / 3.0e12 * 1e3;
     assert!((r.floor_ms.unwrap() - floor).abs() < 1e-9);
     assert!((r.sol_pct.unwrap() - 100.0 * floor).abs() < 1e-6);
+    assert_eq!(r.bound, Some(Bound::Memory));
+    // One 2 us launch on a 0.94 ms floor: 99.8% at the most.
+    let ceiling = 100.0 * floor / (floor + 0.002);
+    assert!((r.sol_ceiling_pct.unwrap() - ceiling).abs() < 1e-9);
     assert_eq!(r.throttled, Some(false));
     assert_eq!(
         (r.quarantine.as_deref(), r.problem.as_deref()),
@@ -427,10 +432,16 @@ fn rows_carry_times_ratios_sol_and_problems() {
 
     // Without a calibration the SOL columns stay empty and only the speedup rule quarantines.
     let rows = rows_for(task, &report(), &torch_times(), None);
-    assert!(rows
-        .iter()
-        .all(|r| r.sol_pct.is_none() && r.floor_ms.is_none()));
+    assert!(rows.iter().all(|r| r.sol_pct.is_none()
+        && r.floor_ms.is_none()
+        && r.bound.is_none()
+        && r.sol_ceiling_pct.is_none()));
     assert!(rows.iter().all(|r| r.quarantine.is_none()));
+    // A calibration from before the launch overhead was measured: SOL, but no ceiling.
+    let mut old = calibration();
+    old.launch = None;
+    let rows = rows_for(task, &report(), &torch_times(), Some(&old));
+    assert!(rows[0].sol_pct.is_some() && rows[0].sol_ceiling_pct.is_none());
 }
 
 #[test]
@@ -506,13 +517,85 @@ fn tables_show_every_column_and_leave_unmeasured_cells_empty() {
     assert_eq!(tot.tasks, 1);
     assert!((tot.geomean_vs_eager.unwrap() - 3.0).abs() < 1e-12);
     assert_eq!(tot.quarantined, 0);
+    assert_eq!((tot.memory_bound, tot.memory_bound_on_target), (1, 1));
     let text = render_summary(&summary);
+    assert!(
+        text.contains("| bound ") && text.contains("| memory "),
+        "{text}"
+    );
+    assert!(
+        text.contains("reference kernels memory-bound at >= 50% SOL: 1 of 1\n")
+            || text.ends_with("reference kernels memory-bound at >= 50% SOL: 1 of 1"),
+        "{text}"
+    );
     assert!(
         text.contains("realistic shape")
             && text.contains(
                 "reference kernels over 1 tasks: geomean 3.00x vs eager, 1.50x vs compile"
             ),
         "{text}"
+    );
+}
+
+/// Memory-bound rows under 50% are listed slowest first, each with the most a single launch
+/// could show; compute-bound rows and rows without SOL are not counted.
+#[test]
+fn memory_bound_references_are_counted_against_the_target() {
+    let row = |task: &str, bound: Bound, sol: f64, ceiling: Option<f64>| Row {
+        task: task.into(),
+        shape: "s".into(),
+        kernel: "reference".into(),
+        median_ms: Some(1.0),
+        sol_pct: Some(sol),
+        bound: Some(bound),
+        sol_ceiling_pct: ceiling,
+        ..Row::default()
+    };
+    let rows = [
+        row("fast", Bound::Memory, 82.0, Some(99.0)),
+        row("slow", Bound::Memory, 31.25, Some(99.5)),
+        row("tiny", Bound::Memory, 8.0, Some(16.7)),
+        row("gemm", Bound::Compute, 20.0, Some(99.9)),
+        row("edge", Bound::Memory, 50.0, None),
+        Row {
+            sol_pct: None,
+            ..row("uncalibrated", Bound::Memory, 0.0, None)
+        },
+    ];
+    let refs: Vec<&Row> = rows.iter().collect();
+    let t = totals(&refs);
+    assert_eq!((t.memory_bound, t.memory_bound_on_target), (4, 2));
+    let names: Vec<&str> = t
+        .memory_bound_short
+        .iter()
+        .map(|s| s.task.as_str())
+        .collect();
+    assert_eq!(names, ["tiny", "slow"]);
+    assert!(t.memory_bound_short[0].launch_bound());
+    assert!(!t.memory_bound_short[1].launch_bound());
+    assert_eq!(
+        memory_bound_line(&t).unwrap(),
+        "memory-bound at >= 50% SOL: 2 of 4; below: tiny 8.0% (ceiling 16.7%: launch-bound), slow 31.2% (ceiling 99.5%)"
+    );
+    let none = totals(&[&rows[3]]);
+    assert_eq!(none.memory_bound, 0);
+    assert_eq!(memory_bound_line(&none), None);
+
+    // scripts/gpu-check.sh's one-line summary counts them too.
+    let reply = serde_json::json!({"rows": rows, "totals": t, "wall_s": 1.0});
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bench.json");
+    std::fs::write(&p, reply.to_string()).unwrap();
+    let o = std::process::Command::new("bash")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/gpu-check.sh"))
+        .args(["summary", "bench"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(
+        line.contains("; memory-bound >=50% SOL 2/4 (1 launch-bound); throttled"),
+        "{line}"
     );
 }
 
@@ -718,7 +801,7 @@ fn gpu_check_summary_of_a_bench_reply() {
         .unwrap();
     let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
     assert!(
-        line.starts_with("1 tasks timed in 12 s; geomean vs eager 3.00x, vs compile 1.50x, SOL 93.95%; throttled 0; 3 problems (swiglu: re-validation failed"),
+        line.starts_with("1 tasks timed in 12 s; geomean vs eager 3.00x, vs compile 1.50x, SOL 93.95%; memory-bound >=50% SOL 1/1; throttled 0; 3 problems (swiglu: re-validation failed"),
         "{line}"
     );
 }

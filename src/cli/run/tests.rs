@@ -94,6 +94,7 @@ fn calibration() -> Calibration {
         memcpy_dtod: None,
         peaks: BTreeMap::from([("fp32".to_string(), rate(50e12))]),
         skipped: BTreeMap::new(),
+        launch: None,
         telemetry: MeasurementTelemetry::default(),
     }
 }

@@ -19,7 +19,7 @@ use crate::dtype::DType;
 use crate::nvrtc::{CompileRequest, Compiler};
 use crate::plan::{ResolvedArg, ResolvedLaunch};
 use crate::task::{Peak, Shape, Task};
-use crate::timing::{floor_ms, sol_percent, Rates};
+use crate::timing::{bound, floor_ms, sol_percent, Bound, Rates, Summary};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -61,7 +61,23 @@ pub struct Calibration {
     pub peaks: BTreeMap<String, Rate>,
     /// Peaks not measured on this device, and why.
     pub skipped: BTreeMap<String, String>,
+    /// What one launch costs inside `bench`'s timed window. Absent from calibrations made
+    /// before it was measured; a report then gives no speed-of-light ceiling.
+    #[serde(default)]
+    pub launch: Option<LaunchOverhead>,
     pub telemetry: MeasurementTelemetry,
+}
+
+/// The GPU time of an empty launch between the two events that bracket a timed call, with
+/// other work queued ahead of it as the L2 flush is in `bench`: the least any call with one
+/// launch is measured at. It caps the speed-of-light a shape with a microsecond floor can show.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchOverhead {
+    pub median_ms: f64,
+    pub p20_ms: f64,
+    pub p80_ms: f64,
+    pub samples: usize,
+    pub method: String,
 }
 
 /// The task format's name of a peak (`task.toml`'s `roofline.peak`).
@@ -164,6 +180,8 @@ pub struct Sol {
     pub flops: i64,
     pub peak: String,
     pub floor_ms: f64,
+    /// Which term of the roofline sets the floor.
+    pub bound: Bound,
     /// floor / measured, in percent.
     pub percent: f64,
 }
@@ -197,6 +215,7 @@ pub fn sol(
             "negative traffic or work (bytes {bytes}, flops {flops})"
         ))
     })?;
+    let bound = bound(bytes, flops, &rates).unwrap_or(Bound::Memory);
     let percent = sol_percent(floor, measured_ms)
         .ok_or_else(|| bad(format!("measured time {measured_ms} ms is not positive")))?;
     Ok(Sol {
@@ -204,6 +223,7 @@ pub fn sol(
         flops,
         peak: peak_name(task.roofline.peak).to_string(),
         floor_ms: floor,
+        bound,
         percent,
     })
 }
@@ -746,6 +766,7 @@ pub fn calibrate(
     // read-dominated kernel (a reduction) would otherwise beat a floor computed from the copy
     // rate and be quarantined for doing its job well.
     progress("read kernel");
+    let mut launch_overhead = None;
     let read_kernel = match compiler.compile(&CompileRequest::new(
         FLUSH_KERNEL,
         vec![FLUSH_KERNEL_NAME.to_string()],
@@ -772,6 +793,18 @@ pub fn calibrate(
                 _ => None,
             };
             let ms = best_ms(gpu, reps, || gpu.launch(&m, &l, &addr))?;
+            // The launch cost, queued behind a read of twice L2 as a timed call is queued
+            // behind the flush.
+            progress("launch overhead");
+            let flush_words = (2 * info.l2_cache_bytes.max(1 << 20)).min(bytes) / 16;
+            let mut flush = l.clone();
+            flush.args[1] = ResolvedArg::I64(flush_words as i64);
+            match measure_launch(gpu, compiler, &mut || gpu.launch(&m, &flush, &addr))? {
+                Ok(o) => launch_overhead = Some(o),
+                Err(why) => {
+                    skipped.insert("launch_overhead".to_string(), why);
+                }
+            }
             Some(Rate {
                 per_s: bytes as f64 / (ms * 1e-3),
                 method: format!("read kernel, int4 ld.global.cg grid-stride, {bytes} bytes"),
@@ -781,6 +814,10 @@ pub fn calibrate(
         }
         Err(e) => {
             skipped.insert("read_kernel".to_string(), format!("does not compile: {e}"));
+            skipped.insert(
+                "launch_overhead".to_string(),
+                "needs the read kernel as the work queued ahead".to_string(),
+            );
             None
         }
     };
@@ -863,7 +900,63 @@ pub fn calibrate(
         memcpy_dtod,
         peaks,
         skipped,
+        launch: launch_overhead,
         telemetry: meas,
+    })
+}
+
+/// A kernel that does nothing: what is left of a call's time is the launch.
+pub const EMPTY_KERNEL: &str = "extern \"C\" __global__ void ks_empty() {}\n";
+const EMPTY_KERNEL_NAME: &str = "ks_empty";
+const LAUNCH_SAMPLES: usize = 200;
+
+/// The empty kernel (one block of 32 threads, the least a launch can be) timed like a call of
+/// `bench`: `busy` queues work, then an event, the launch, an event. The busy work keeps the
+/// GPU from idling while the host queues the launch, so host latency is not counted. The
+/// inner error is why it could not be measured (the kernel did not compile).
+fn measure_launch(
+    gpu: &Gpu,
+    compiler: &Compiler,
+    busy: &mut dyn FnMut() -> Result<(), RuntimeError>,
+) -> Result<Result<LaunchOverhead, String>, RuntimeError> {
+    let compiled = match compiler.compile(&CompileRequest::new(
+        EMPTY_KERNEL,
+        vec![EMPTY_KERNEL_NAME.to_string()],
+        gpu.info.arch(),
+    )) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(format!("the empty kernel does not compile: {e}"))),
+    };
+    let m = gpu.load(&compiled)?;
+    let l = launch(EMPTY_KERNEL_NAME, 1, 32, Vec::new());
+    let none = |_: &str| None;
+    let (a, b) = (gpu.event()?, gpu.event()?);
+    gpu.launch(&m, &l, &none)?; // warm-up: module load
+    gpu.synchronize()?;
+    let mut samples = Vec::with_capacity(LAUNCH_SAMPLES);
+    for _ in 0..LAUNCH_SAMPLES {
+        busy()?;
+        a.record()?;
+        gpu.launch(&m, &l, &none)?;
+        b.record()?;
+        samples.push(a.elapsed_ms(&b)? as f64);
+    }
+    Ok(launch_overhead(&samples))
+}
+
+/// The summary of the empty launch's samples.
+pub fn launch_overhead(samples_ms: &[f64]) -> Result<LaunchOverhead, String> {
+    let s = Summary::of(samples_ms)
+        .ok_or_else(|| format!("no usable samples among {}", samples_ms.len()))?;
+    Ok(LaunchOverhead {
+        median_ms: s.median_ms,
+        p20_ms: s.p20_ms,
+        p80_ms: s.p80_ms,
+        samples: s.n,
+        method: format!(
+            "empty kernel, 1 block of 32 threads, between two events behind an L2-sized read, {} samples",
+            s.n
+        ),
     })
 }
 

@@ -28,6 +28,7 @@ fn calibration() -> Calibration {
         memcpy_dtod: Some(rate(2.8e12)),
         peaks,
         skipped,
+        launch: Some(launch_overhead(&[0.0021, 0.0019, 0.002, 0.0025, 0.002]).unwrap()),
         telemetry: MeasurementTelemetry::unavailable("no NVML in tests"),
     }
 }
@@ -53,6 +54,26 @@ fn calibrations_round_trip_through_json_and_disk() {
     let name = p.file_name().unwrap().to_string_lossy().into_owned();
     assert_eq!(name, "NVIDIA_H100_80GB_HBM3_sm_90_driver_12.4.json");
     assert_eq!(load_calibration(dir.path(), &c.gpu_key).unwrap(), Some(c));
+}
+
+#[test]
+fn a_calibration_from_before_the_launch_overhead_still_loads() {
+    let mut v: serde_json::Value = serde_json::from_str(&calibration().to_json()).unwrap();
+    v.as_object_mut().unwrap().remove("launch");
+    let c = Calibration::from_json(&v.to_string(), Path::new("c.json")).unwrap();
+    assert_eq!(c.launch, None);
+}
+
+#[test]
+fn the_launch_overhead_is_the_median_of_its_samples() {
+    let o = calibration().launch.unwrap();
+    assert_eq!((o.median_ms, o.samples), (0.002, 5));
+    assert!(o.p20_ms <= o.median_ms && o.median_ms <= o.p80_ms, "{o:?}");
+    assert!(o.method.contains("empty kernel") && o.method.contains("5 samples"));
+    assert!(launch_overhead(&[])
+        .unwrap_err()
+        .contains("no usable samples"));
+    assert!(launch_overhead(&[0.002, f64::NAN]).is_err());
 }
 
 #[test]
@@ -109,6 +130,12 @@ fn sol_comes_from_the_roofline_and_the_stored_rates() {
         s.floor_ms
     );
     assert!((s.percent - 50.0).abs() < 1e-9, "{}", s.percent);
+    assert_eq!(s.bound, Bound::Memory);
+    // 600 TFLOP/s of bf16 against 6*M*N bytes at 3 TB/s: compute-bound from 1200 ops a byte on.
+    let mut heavy = swiglu();
+    heavy.roofline.peak = Peak::Bf16Tensor;
+    heavy.roofline.flops = crate::expr::Expr::parse("7300*M*N").unwrap();
+    assert_eq!(sol(&heavy, &shape, &c, 1.0).unwrap().bound, Bound::Compute);
 
     // Read back from disk, the same answer.
     let dir = tempfile::tempdir().unwrap();
@@ -243,6 +270,14 @@ fn microbenchmarks_compile_with_nvrtc() {
         ))
         .unwrap();
     assert!(!c.cubin.is_empty());
+    let e = compiler
+        .compile(&CompileRequest::new(
+            EMPTY_KERNEL,
+            vec!["ks_empty".into()],
+            sm("sm_90a"),
+        ))
+        .unwrap();
+    assert!(e.kernel("ks_empty").is_some());
     for b in arith_benches() {
         for cc in [80, 90] {
             match b.target(cc) {
