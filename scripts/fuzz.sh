@@ -69,6 +69,16 @@ for row in json.load(sys.stdin)["tasks"]:
 ' || echo "(no ptxas seeds: ksmith tasks check failed)"
 fi
 seed run_export v1 < bench-suite/tests/samples/run_export_v1.json
+# A stored calibration (results/calibration/*.json) and PTX with an emulated FP8 mma.sync.
+seed tool_output calibration <<'EOF'
+{"version":5,"gpu_key":"NVIDIA H100 80GB HBM3|sm_90|driver 13.0","device":"H100","arch":"sm_90a","measured_at":0,"bandwidth":{"per_s":3.0e12,"method":"copy","repetitions":10,"best_ms":0.7},"copy_kernel":null,"memcpy_dtod":null,"peaks":{"bf16_tensor":{"per_s":9.0e14,"method":"wgmma","repetitions":10,"best_ms":20.0}},"skipped":{"fp64":"x"},"launch":{"median_ms":0.002,"p20_ms":0.0019,"p80_ms":0.0021,"samples":200,"method":"empty kernel"},"telemetry":{"unavailable":null,"before":null,"after":null,"throttled_samples":0,"checked_samples":0}}
+EOF
+seed tool_output ptx-fp8 <<'EOF'
+.visible .entry k(.param .u64 k_param_0)
+{
+	mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%f1, %f2, %f3, %f4}, {%r1, %r2, %r3, %r4}, {%r5, %r6}, {%f1, %f2, %f3, %f4};
+}
+EOF
 seed llm_reply completion <<'EOF'
 {"id":"c1","object":"chat.completion","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"```cuda\n__global__ void k(float* y) { y[threadIdx.x] = 1.0f; }\n```","reasoning_content":"think"}}],"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}
 EOF
