@@ -164,6 +164,10 @@ pub struct DeviceFacts {
     pub measured_bandwidth_gbps: Option<f64>,
     /// Measured peak rates, e.g. ("fp32", 60.0) and ("bf16_tensor", 700.0), in TFLOP/s.
     pub peaks_tflops: Vec<(String, f64)>,
+    /// Measured GPU time of one empty launch inside the timed window (`ksmith gpu
+    /// calibrate`), microseconds: what every launch of a plan costs at the least.
+    #[serde(default)]
+    pub launch_overhead_us: Option<f64>,
     pub driver_version: Option<String>,
     pub nvrtc_version: Option<String>,
 }
@@ -405,6 +409,15 @@ impl DeviceFacts {
                 },
             },
         ];
+        if let Some(us) = self.launch_overhead_us {
+            rows.push(Fact {
+                label: "measured launch overhead",
+                value: format!(
+                    "{} us per launch, even of an empty kernel: a call of k launches costs at least k times this, so at shapes whose floor is a few microseconds, fewer launches win",
+                    fmt_num(us)
+                ),
+            });
+        }
         if let Some(v) = &self.driver_version {
             rows.push(Fact {
                 label: "driver",

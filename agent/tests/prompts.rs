@@ -126,6 +126,7 @@ fn h100() -> DeviceFacts {
         l2_bytes: Some(50 * 1024 * 1024),
         measured_bandwidth_gbps: Some(2950.4),
         peaks_tflops: vec![("fp32".into(), 51.2), ("bf16_tensor".into(), 756.0)],
+        launch_overhead_us: Some(2.1),
         driver_version: Some("570.124".into()),
         nvrtc_version: None,
     }
@@ -247,11 +248,17 @@ fn device_facts_are_formatted() {
         "- L2 cache: 50 MiB",
         "- measured memory bandwidth: 2950 GB/s",
         "- measured peak rates: fp32 51.2 TFLOP/s, bf16_tensor 756 TFLOP/s",
+        "- measured launch overhead: 2.10 us per launch, even of an empty kernel",
         "- driver: 570.124",
     ] {
         assert!(p.contains(needle), "missing {needle:?} in:\n{p}");
     }
     assert!(!p.contains("NVRTC:"));
+    // Without a calibration that measured it, no line (not an `unknown` that says nothing).
+    let p = r
+        .coder(&context(DeviceFacts::default()), &CoderMode::Initial)
+        .expect("render");
+    assert!(!p.contains("launch overhead"));
 }
 
 /// Hopper's wgmma facts come with the sm_90a target only, in every prompt that shows the device.

@@ -284,6 +284,10 @@ fn gpu_identity(
                     .collect()
             })
             .unwrap_or_default(),
+        launch_overhead_us: cal
+            .as_ref()
+            .and_then(|c| c.launch.as_ref())
+            .map(|l| l.median_ms * 1e3),
         driver_version: Some(driver),
         ..DeviceFacts::default()
     };
