@@ -242,6 +242,7 @@ fn timing(name: &str, samples: &[f64], throttled: u32) -> SubjectTiming {
         warmup_ms: 25.0,
         amortized_ms: None,
         amortized_calls: None,
+        amortized_method: None,
         revalidation_failure: None,
         throttled_samples: throttled,
     }

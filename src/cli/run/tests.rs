@@ -35,6 +35,7 @@ fn subject(name: &str, samples: &[f64]) -> SubjectTiming {
         warmup_ms: 25.0,
         amortized_ms: None,
         amortized_calls: None,
+        amortized_method: None,
         revalidation_failure: None,
         throttled_samples: 0,
     }

@@ -319,6 +319,58 @@ impl Gpu {
         Ok(())
     }
 
+    /// Records what `queue` puts on the worker's stream into an instantiated CUDA graph,
+    /// without running any of it. Relaxed capture mode: the launch path's attribute and
+    /// occupancy queries are not stream work and stay legal. Capture is always ended, also when
+    /// `queue` fails, so the stream is usable afterwards.
+    pub fn capture(
+        &self,
+        queue: &mut dyn FnMut() -> Result<(), RuntimeError>,
+    ) -> Result<Graph, RuntimeError> {
+        self.ctx.bind()?;
+        // SAFETY: the stream belongs to this context.
+        unsafe {
+            result::stream::begin_capture(
+                self.ctx.stream,
+                sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED,
+            )
+        }
+        .call("cuStreamBeginCapture")?;
+        let queued = queue();
+        // SAFETY: as above; capture was begun on this stream.
+        let ended =
+            unsafe { result::stream::end_capture(self.ctx.stream) }.call("cuStreamEndCapture");
+        let graph = match (queued, ended) {
+            (Ok(()), Ok(g)) => g,
+            (Err(e), Ok(g)) => {
+                // SAFETY: a graph just returned by the driver, destroyed once.
+                unsafe {
+                    let _ = result::graph::destroy(g);
+                }
+                return Err(e);
+            }
+            (Err(e), Err(_)) => return Err(e),
+            (Ok(()), Err(e)) => return Err(e.into()),
+        };
+        // SAFETY: a valid graph; flags 0 is the default instantiation.
+        match unsafe { result::graph::instantiate(graph, sys::CUgraphInstantiate_flags(0)) }
+            .call("cuGraphInstantiateWithFlags")
+        {
+            Ok(exec) => Ok(Graph {
+                ctx: Rc::clone(&self.ctx),
+                graph,
+                exec,
+            }),
+            Err(e) => {
+                // SAFETY: as above.
+                unsafe {
+                    let _ = result::graph::destroy(graph);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
     /// An event that can time (CU_EVENT_DEFAULT: timing enabled, blocking sync off).
     pub fn event(&self) -> Result<Event, RuntimeError> {
         self.ctx.bind()?;
@@ -631,6 +683,33 @@ impl Event {
         unsafe {
             result::event::synchronize(end.ev).call("cuEventSynchronize")?;
             Ok(result::event::elapsed(self.ev, end.ev).call("cuEventElapsedTime")?)
+        }
+    }
+}
+
+/// An instantiated CUDA graph of work captured from the worker's stream ([`Gpu::capture`]).
+pub struct Graph {
+    ctx: Rc<Ctx>,
+    graph: sys::CUgraph,
+    exec: sys::CUgraphExec,
+}
+
+impl Graph {
+    /// Queues one replay of the whole graph on the worker's stream.
+    pub fn launch(&self) -> Result<(), RuntimeError> {
+        // SAFETY: the executable graph and the stream belong to this context.
+        unsafe { result::graph::launch(self.exec, self.ctx.stream) }.call("cuGraphLaunch")?;
+        Ok(())
+    }
+}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        // SAFETY: created in `Gpu::capture`, destroyed once; errors ignored (see Ctx's Drop).
+        unsafe {
+            let _ = self.ctx.bind();
+            let _ = result::graph::exec_destroy(self.exec);
+            let _ = result::graph::destroy(self.graph);
         }
     }
 }

@@ -20,6 +20,8 @@ struct Logged {
     log: RefCell<Vec<String>>,
     clock: Rc<Cell<f64>>,
     events: RefCell<Vec<f64>>,
+    /// Refuse graph capture, as a device would for work it cannot capture.
+    refuse_capture: Cell<bool>,
 }
 
 impl Logged {
@@ -30,6 +32,7 @@ impl Logged {
             log: RefCell::new(Vec::new()),
             clock: Rc::new(Cell::new(0.0)),
             events: RefCell::new(Vec::new()),
+            refuse_capture: Cell::new(false),
         }
     }
     fn name(&self, b: &Rc<FakeBuf>) -> String {
@@ -82,8 +85,33 @@ impl Backend for Logged {
     }
 }
 
+/// The fake captures by running the queued work at once (its outputs are what a replay would
+/// write) with the clock put back afterwards; the graph is the time that work took, charged at
+/// each replay.
 impl TimingDevice for Logged {
     type Event = usize;
+    type Graph = f64;
+    fn capture(
+        &self,
+        queue: &mut dyn FnMut() -> Result<(), RuntimeError>,
+    ) -> Result<f64, RuntimeError> {
+        if self.refuse_capture.get() {
+            self.note("capture refused".into());
+            return Err(RuntimeError::NoDevice("stream capture refused".into()));
+        }
+        self.note("capture begin".into());
+        let t0 = self.clock.get();
+        queue()?;
+        let took = self.clock.get() - t0;
+        self.clock.set(t0);
+        self.note("capture end".into());
+        Ok(took)
+    }
+    fn replay(&self, graph: &f64) -> Result<(), RuntimeError> {
+        self.note("replay".into());
+        self.clock.set(self.clock.get() + graph);
+        Ok(())
+    }
     fn new_event(&self) -> Result<usize, RuntimeError> {
         let mut e = self.events.borrow_mut();
         e.push(0.0);
@@ -308,7 +336,57 @@ fn short_calls_also_get_an_amortized_time() {
     let r = &t.subjects[0];
     assert_eq!(r.amortized_calls, Some(400));
     assert!((r.amortized_ms.unwrap() - 0.005).abs() < 1e-9);
+    assert_eq!(
+        r.amortized_method.as_deref(),
+        Some("one CUDA graph of 400 calls, replayed between two events")
+    );
     assert!(t.speedups.is_empty());
+    // 400 calls captured (not timed), one untimed replay, then one replay between the events.
+    let log = dev.log.borrow();
+    let begin = log.iter().position(|l| l == "capture begin").unwrap();
+    let end = log.iter().position(|l| l == "capture end").unwrap();
+    let captured = log[begin..end]
+        .iter()
+        .filter(|l| *l == "launch swiglu_bf16")
+        .count();
+    assert_eq!(captured, 400);
+    assert_eq!(
+        &log[end + 1..end + 5],
+        ["replay", "record", "replay", "record"],
+        "{:?}",
+        &log[end..]
+    );
+}
+
+#[test]
+fn work_that_cannot_be_captured_is_amortized_back_to_back() {
+    let (_d, b) = bundle();
+    let dev = Logged::new();
+    dev.refuse_capture.set(true);
+    let reference = swiglu(Rc::clone(&dev.clock), 0.005, false);
+    let subjects = [Subject {
+        name: "reference".into(),
+        plan: &b.reference_plan,
+        program: &reference,
+    }];
+    let shape = b.task.shape("small").unwrap().clone();
+    let t = time_shape(&dev, &b.task, &shape, &subjects, &opts(), &no_nvml()).unwrap();
+    let r = &t.subjects[0];
+    assert!((r.amortized_ms.unwrap() - 0.005).abs() < 1e-9);
+    let m = r.amortized_method.as_deref().unwrap();
+    assert!(
+        m.starts_with("400 calls launched back to back (graph capture failed: ")
+            && m.contains("stream capture refused"),
+        "{m}"
+    );
+    let log = dev.log.borrow();
+    let refused = log.iter().position(|l| l == "capture refused").unwrap();
+    assert_eq!(log[refused + 1], "record");
+    let launches = log[refused..]
+        .iter()
+        .filter(|l| *l == "launch swiglu_bf16")
+        .count();
+    assert_eq!(launches, 400);
 }
 
 #[test]
