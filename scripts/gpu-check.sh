@@ -39,7 +39,8 @@
 #                     ~6-10 s per task with eager, +20-40 s per task with compile   see below
 #         repeat      gpu_bench repeat_*: medians of 4 reference kernels (swiglu,
 #                     layernorm_fwd, softmax_row, gemm_bf16) from two processes
-#                     agree within 2 %                                              ~1.5-2 min
+#                     agree within 2 %; a kernel against itself is even; a short
+#                     call's amortized time comes from a CUDA graph                 ~1.5-2 min
 #         ncu         gpu_bench ncu_*: ksmith's median vs ncu gpu__time_duration
 #                     median of the same kernel (5 %)                               ~2.5-3.5 min
 #         loadinline  scripts/compare-load-inline.py: wall time of one candidate

@@ -384,6 +384,45 @@ fn repeat_a_kernel_timed_against_itself_is_even() {
     assert!(me["quarantine"].is_null(), "{me}");
 }
 
+/// A call under the protocol's graph threshold (layernorm_fwd at `small`: 17 MB, a few
+/// microseconds) also gets an amortized time, from a real CUDA graph of many calls, and it is
+/// below the single-call median (the launch overhead is what the graph removes).
+#[test]
+fn repeat_a_short_call_is_amortized_by_a_cuda_graph() {
+    if !gpu_or_skip() {
+        return;
+    }
+    let out = Command::new(ksmith())
+        .args(["--tasks-dir", &root().join("tasks").display().to_string()])
+        .args(["bench", "--tasks", "layernorm_fwd", "--shapes", "small"])
+        .args(["--baseline", "none", "--no-db", "--json"])
+        .output()
+        .expect("ksmith runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    save("graph.json", &stdout);
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON ({e}); stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(out.status.success(), "exit {:?}: {v}", out.status.code());
+    let s = &v["reports"][0]["shapes"][0]["subjects"][0];
+    let median = s["summary"]["median_ms"].as_f64().unwrap();
+    let method = s["amortized_method"].as_str().unwrap_or("none");
+    let amortized = s["amortized_ms"].as_f64().unwrap_or(f64::NAN);
+    let text = format!(
+        "layernorm_fwd @ small: median {:.2} us per call, amortized {:.2} us ({method})\n",
+        median * 1e3,
+        amortized * 1e3
+    );
+    println!("{text}");
+    save("graph.txt", &text);
+    assert!(median < 0.02, "not under the 20 us threshold: {median} ms");
+    assert!(method.starts_with("one CUDA graph of"), "{method}");
+    assert!(amortized > 0.0 && amortized < median, "{text}");
+}
+
 #[test]
 fn ncu_durations_agree_with_ksmith_medians() {
     if !gpu_or_skip() {
