@@ -288,6 +288,9 @@ fn summary_line(c: &Calibration) -> String {
     for (k, r) in &c.peaks {
         parts.push(format!("{k} {:.1} T/s", r.per_s / 1e12));
     }
+    if let Some(l) = &c.launch {
+        parts.push(format!("launch {:.2} us", l.median_ms * 1e3));
+    }
     parts.join(", ")
 }
 
@@ -517,7 +520,7 @@ mod tests {
         assert_eq!(rows.len(), 7);
         assert_eq!(
             summary_line(&c),
-            "3000 GB/s, bf16_tensor 700.0 T/s, int8_tensor 1400.0 T/s"
+            "3000 GB/s, bf16_tensor 700.0 T/s, int8_tensor 1400.0 T/s, launch 1.90 us"
         );
     }
 
