@@ -552,21 +552,7 @@ pub fn time_shape_with<B: TimingDevice>(
 
     // Every buffer's guard zones after the timed calls.
     for (i, s) in prepared.iter().enumerate() {
-        for b in &s.live.bufs {
-            if let Some(d) = dev
-                .check_guards(&b.buf)
-                .map_err(|e| TimingError::runtime(&s.subject.name, e, Some(i)))?
-            {
-                return Err(TimingError {
-                    message: format!(
-                        "{}: out-of-bounds write around `{}` during timing ({} bytes before, {} after)",
-                        s.subject.name, b.name, d.before, d.after
-                    ),
-                    context_lost: false,
-                    subject: Some(i),
-                });
-            }
-        }
+        check_guards(dev, s, i, "timing")?;
     }
 
     let revalidation = revalidate(dev, task, &prepared, &pool[last_set])?;
@@ -575,17 +561,28 @@ pub fn time_shape_with<B: TimingDevice>(
     for (i, (s, series)) in prepared.iter().zip(&samples).enumerate() {
         let summary = Summary::of(series)
             .ok_or_else(|| TimingError::new(format!("{}: no valid samples", s.subject.name)))?;
-        let (amortized_ms, amortized_calls, amortized_method) = if summary.median_ms * 1e-3
-            < p.graph_below.as_secs_f64()
-        {
-            let n = amortized_calls(summary.median_ms);
-            let (t, method) = amortized(dev, s, n, &start_ev, &end_ev).map_err(|e| {
-                TimingError::runtime(format!("{}: amortized timing", s.subject.name), e, Some(i))
-            })?;
-            (Some(t), Some(n), Some(method))
-        } else {
-            (None, None, None)
-        };
+        let (amortized_ms, amortized_calls, amortized_method) =
+            if summary.median_ms * 1e-3 < p.graph_below.as_secs_f64() {
+                let n = amortized_calls(summary.median_ms);
+                match amortized(dev, s, n, &start_ev, &end_ev) {
+                    Ok((t, method)) => {
+                        // Up to 2n + 1 more calls, none of them checked yet.
+                        check_guards(dev, s, i, "amortized timing")?;
+                        (Some(t), Some(n), Some(method))
+                    }
+                    Err(e) if e.is_sticky() => {
+                        return Err(TimingError::runtime(
+                            format!("{}: amortized timing", s.subject.name),
+                            e,
+                            Some(i),
+                        ))
+                    }
+                    // The measured and re-validated samples stand; only the extra number is lost.
+                    Err(e) => (None, Some(n), Some(format!("failed: {e}"))),
+                }
+            } else {
+                (None, None, None)
+            };
         out.push(SubjectTiming {
             name: s.subject.name.clone(),
             samples_ms: series.clone(),
@@ -615,6 +612,31 @@ pub fn time_shape_with<B: TimingDevice>(
         telemetry: meas,
         elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
     })
+}
+
+/// Fails when a write of subject `i` went past one of its buffers (`during` names the phase).
+fn check_guards<B: Backend>(
+    dev: &B,
+    s: &Prepared<B>,
+    i: usize,
+    during: &str,
+) -> Result<(), TimingError> {
+    for b in &s.live.bufs {
+        if let Some(d) = dev
+            .check_guards(&b.buf)
+            .map_err(|e| TimingError::runtime(&s.subject.name, e, Some(i)))?
+        {
+            return Err(TimingError {
+                message: format!(
+                    "{}: out-of-bounds write around `{}` during {during} ({} bytes before, {} after)",
+                    s.subject.name, b.name, d.before, d.after
+                ),
+                context_lost: false,
+                subject: Some(i),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn run_launches<B: Backend>(
@@ -648,6 +670,8 @@ fn amortized<B: TimingDevice>(
     // One untimed call first, so the first launch's overhead is not counted.
     run_launches(dev, s.subject.program, &s.launches, &s.live)?;
     match dev.capture(&mut || calls(dev)) {
+        // A dead context is not a capture limitation: report it, do not fall back.
+        Err(e) if e.is_sticky() => Err(e),
         Ok(graph) => {
             // The first replay uploads the graph; only the second is timed.
             dev.replay(&graph)?;

@@ -22,6 +22,10 @@ struct Logged {
     events: RefCell<Vec<f64>>,
     /// Refuse graph capture, as a device would for work it cannot capture.
     refuse_capture: Cell<bool>,
+    /// True while `capture` runs the queued work (kernels may look).
+    capturing: Rc<Cell<bool>>,
+    /// The error the next replay fails with, if any.
+    replay_error: RefCell<Option<RuntimeError>>,
 }
 
 impl Logged {
@@ -33,6 +37,8 @@ impl Logged {
             clock: Rc::new(Cell::new(0.0)),
             events: RefCell::new(Vec::new()),
             refuse_capture: Cell::new(false),
+            capturing: Rc::new(Cell::new(false)),
+            replay_error: RefCell::new(None),
         }
     }
     fn name(&self, b: &Rc<FakeBuf>) -> String {
@@ -101,7 +107,10 @@ impl TimingDevice for Logged {
         }
         self.note("capture begin".into());
         let t0 = self.clock.get();
-        queue()?;
+        self.capturing.set(true);
+        let queued = queue();
+        self.capturing.set(false);
+        queued?;
         let took = self.clock.get() - t0;
         self.clock.set(t0);
         self.note("capture end".into());
@@ -109,6 +118,9 @@ impl TimingDevice for Logged {
     }
     fn replay(&self, graph: &f64) -> Result<(), RuntimeError> {
         self.note("replay".into());
+        if let Some(e) = self.replay_error.borrow_mut().take() {
+            return Err(e);
+        }
         self.clock.set(self.clock.get() + graph);
         Ok(())
     }
@@ -356,6 +368,75 @@ fn short_calls_also_get_an_amortized_time() {
         "{:?}",
         &log[end..]
     );
+}
+
+fn one_short_subject(
+    dev: &Logged,
+    program: &HashMap<String, Kernel>,
+) -> Result<ShapeTimings, TimingError> {
+    let (_d, b) = bundle();
+    let subjects = [Subject {
+        name: "reference".into(),
+        plan: &b.reference_plan,
+        program,
+    }];
+    let shape = b.task.shape("small").unwrap().clone();
+    time_shape(dev, &b.task, &shape, &subjects, &opts(), &no_nvml())
+}
+
+/// A write past the output that happens only in the amortized calls is caught there too.
+#[test]
+fn an_out_of_bounds_write_in_the_amortized_calls_is_caught() {
+    let dev = Logged::new();
+    let inner = swiglu(Rc::clone(&dev.clock), 0.005, false);
+    let capturing = Rc::clone(&dev.capturing);
+    let k: Kernel = Box::new(move |l, buf, n| {
+        let r = (inner["swiglu_bf16"])(l, buf, n);
+        if capturing.get() {
+            let y = buf("y");
+            let end = y.len;
+            y.data.borrow_mut()[end] = 0x5c; // the guard bytes are 0xDB
+        }
+        r
+    });
+    let e = one_short_subject(&dev, &[("swiglu_bf16".to_string(), k)].into()).unwrap_err();
+    assert!(
+        e.message
+            .contains("out-of-bounds write around `y` during amortized timing"),
+        "{}",
+        e.message
+    );
+    assert!(!e.context_lost);
+}
+
+/// An amortized run that fails without losing the context costs only the amortized number; a
+/// lost context fails the shape.
+#[test]
+fn a_failed_amortized_run_keeps_the_samples_unless_the_context_is_lost() {
+    let dev = Logged::new();
+    *dev.replay_error.borrow_mut() = Some(RuntimeError::NoDevice("replay refused".into()));
+    let program = swiglu(Rc::clone(&dev.clock), 0.005, false);
+    let t = one_short_subject(&dev, &program).unwrap();
+    let r = &t.subjects[0];
+    assert!((r.summary.median_ms - 0.005).abs() < 1e-9);
+    assert_eq!(r.amortized_ms, None);
+    assert_eq!(
+        r.amortized_method.as_deref(),
+        Some("failed: no usable CUDA device: replay refused")
+    );
+
+    let dev = Logged::new();
+    let lost = crate::runtime::error::CudaError {
+        call: "cuGraphLaunch".into(),
+        code: 700,
+        name: "CUDA_ERROR_ILLEGAL_ADDRESS".into(),
+        message: "an illegal memory access was encountered".into(),
+    };
+    *dev.replay_error.borrow_mut() = Some(lost.into());
+    let program = swiglu(Rc::clone(&dev.clock), 0.005, false);
+    let e = one_short_subject(&dev, &program).unwrap_err();
+    assert!(e.context_lost, "{}", e.message);
+    assert!(e.message.contains("amortized timing"), "{}", e.message);
 }
 
 #[test]
