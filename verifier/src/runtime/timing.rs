@@ -667,7 +667,8 @@ fn amortized<B: TimingDevice>(
         }
         Ok(())
     };
-    // One untimed call first, so the first launch's overhead is not counted.
+    // One untimed call first, so the first launch's overhead is not counted (it also raises any
+    // function attribute a launch needs, so none of that happens inside the capture).
     run_launches(dev, s.subject.program, &s.launches, &s.live)?;
     match dev.capture(&mut || calls(dev)) {
         // A dead context is not a capture limitation: report it, do not fall back.
