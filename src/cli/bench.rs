@@ -309,9 +309,23 @@ fn torch_times(
                 }
                 None => None,
             };
+            let graph = |m: &Option<ModeResult<torch::Baseline>>, what: &str| match m {
+                Some(ModeResult::Ok(b)) => {
+                    if let Some(e) = &b.graph_error {
+                        eprintln!(
+                            "PyTorch {what} of {} at {shape_name}: no CUDA-graph time: {e}",
+                            task.id
+                        );
+                    }
+                    b.graph_ms
+                }
+                _ => None,
+            };
             Ok(Ok(TorchTimes {
                 eager_ms: median(&r.eager, "eager"),
                 compile_ms: median(&r.compile, "torch.compile"),
+                eager_amortized_ms: graph(&r.eager, "eager"),
+                compile_amortized_ms: graph(&r.compile, "torch.compile"),
             }))
         }
         Err(e) => match e.skip_reason() {

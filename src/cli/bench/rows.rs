@@ -26,6 +26,10 @@ pub struct Row {
     /// eager / this kernel (> 1: faster than PyTorch eager).
     pub vs_eager: Option<f64>,
     pub vs_compile: Option<f64>,
+    /// The same ratios between CUDA-graph amortized times (short calls only): the comparison
+    /// without launch overhead on either side.
+    pub vs_eager_amortized: Option<f64>,
+    pub vs_compile_amortized: Option<f64>,
     /// Candidates: reference / candidate, from the interleaved samples.
     pub vs_reference: Option<f64>,
     pub floor_ms: Option<f64>,
@@ -47,6 +51,9 @@ pub struct Row {
 pub struct TorchTimes {
     pub eager_ms: Option<f64>,
     pub compile_ms: Option<f64>,
+    /// Per-call times from CUDA-graph replays, for calls under the graph threshold.
+    pub eager_amortized_ms: Option<f64>,
+    pub compile_amortized_ms: Option<f64>,
 }
 
 /// `base / t`: how many times faster than `base` a time `t` is; `None` when either is missing
@@ -111,6 +118,8 @@ pub fn rows_for(
                 compile_ms: tt.compile_ms,
                 vs_eager,
                 vs_compile: ratio(tt.compile_ms, Some(median)),
+                vs_eager_amortized: ratio(tt.eager_amortized_ms, s.amortized_ms),
+                vs_compile_amortized: ratio(tt.compile_amortized_ms, s.amortized_ms),
                 vs_reference,
                 floor_ms: sol_result.as_ref().map(|x| x.floor_ms),
                 sol_pct: sol_result.as_ref().map(|x| x.percent),
@@ -180,6 +189,14 @@ fn times(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.2}x")).unwrap_or_default()
 }
 
+/// `3.00x`, and `3.00x (2.10x amortized)` where both sides have a CUDA-graph time.
+fn times_amortized(v: Option<f64>, amortized: Option<f64>) -> String {
+    match amortized {
+        Some(a) if v.is_some() => format!("{} ({a:.2}x amortized)", times(v)),
+        _ => times(v),
+    }
+}
+
 fn throttle_cell(t: Option<bool>) -> String {
     match t {
         Some(true) => "yes".into(),
@@ -224,8 +241,8 @@ pub fn render_table(rows: &[Row]) -> String {
             r.shape.clone(),
             r.kernel.clone(),
             time,
-            times(r.vs_eager),
-            times(r.vs_compile),
+            times_amortized(r.vs_eager, r.vs_eager_amortized),
+            times_amortized(r.vs_compile, r.vs_compile_amortized),
             times(r.vs_reference),
             r.sol_pct.map(|p| format!("{p:.1}")).unwrap_or_default(),
             throttle_cell(r.throttled),

@@ -367,8 +367,51 @@ fn torch_times() -> HashMap<String, TorchTimes> {
         TorchTimes {
             eager_ms: Some(3.0),
             compile_ms: Some(1.5),
+            ..TorchTimes::default()
         },
     )])
+}
+
+/// At `small` the reference has a CUDA-graph time (0.015 ms); with PyTorch eager's (0.03 ms
+/// from graph replays, 0.05 ms a call) both ratios are shown.
+#[test]
+fn short_calls_compare_amortized_times_too() {
+    let s = suite();
+    let task = &task_dir(&s, "swiglu").task;
+    let mut torch = torch_times();
+    torch.insert(
+        "small".to_string(),
+        TorchTimes {
+            eager_ms: Some(0.05),
+            eager_amortized_ms: Some(0.03),
+            ..TorchTimes::default()
+        },
+    );
+    let rows = rows_for(task, &report(), &torch, Some(&calibration()));
+    let r = rows
+        .iter()
+        .find(|r| r.shape == "small" && r.kernel == "reference")
+        .unwrap();
+    assert!((r.vs_eager.unwrap() - 1.25).abs() < 1e-12);
+    assert!((r.vs_eager_amortized.unwrap() - 2.0).abs() < 1e-12);
+    assert_eq!(r.vs_compile_amortized, None);
+    // The candidate has no amortized time: no amortized ratio.
+    let c = rows
+        .iter()
+        .find(|r| r.shape == "small" && r.kernel == "fast")
+        .unwrap();
+    assert_eq!(c.vs_eager_amortized, None);
+    let t = render_table(&rows);
+    let line = t
+        .lines()
+        .find(|l| l.contains("| small     | reference"))
+        .unwrap();
+    assert!(line.contains("| 1.25x (2.00x amortized) |"), "{line}");
+    let realistic = t
+        .lines()
+        .find(|l| l.contains("| realistic | reference"))
+        .unwrap();
+    assert!(!realistic.contains("amortized"), "{realistic}");
 }
 
 #[test]
@@ -857,6 +900,7 @@ fn measuring_tasks_with_stand_ins_for_the_gpu_and_pytorch() {
         Ok(Ok(TorchTimes {
             eager_ms: Some(2.0),
             compile_ms: job.modes.contains(&Mode::Compile).then_some(1.0),
+            ..TorchTimes::default()
         }))
     };
     let m = measure(&p, &a, &context(Some(&cal)), &mut child, &mut torch).unwrap();
@@ -1025,6 +1069,7 @@ fn two_gpus_share_the_tasks_and_report_in_task_order() {
                 Ok(Ok(TorchTimes {
                     eager_ms: Some(2.0),
                     compile_ms: None,
+                    ..TorchTimes::default()
                 }))
             }),
         }
