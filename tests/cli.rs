@@ -79,10 +79,29 @@ fn tasks_show_prints_one_task_as_json_and_text() {
         .as_array()
         .is_some_and(|s| !s.is_empty()));
     assert!(v["kernels"].as_array().is_some_and(|s| !s.is_empty()));
+    // swiglu at realistic (M=16384, N=28672): 6*M*N bytes at 3.35 TB/s, memory-bound.
+    let realistic = v["shapes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["realistic"] == true))
+        .unwrap_or_else(|| panic!("no realistic shape in {}", v["shapes"]));
+    assert_eq!(realistic["shape"], "realistic");
+    assert_eq!(realistic["bound"], "memory");
+    let floor = realistic["h100_datasheet_floor_ms"].as_f64().unwrap();
+    assert!(
+        (floor - 6.0 * 16384.0 * 28672.0 / 3.35e12 * 1e3).abs() < 1e-9,
+        "{floor}"
+    );
 
     let o = ksmith(&["--tasks-dir", path_str(&dir), "tasks", "show", TASK]);
     assert_eq!(code(&o), 0, "{}", show(&o));
     assert!(stdout(&o).contains("parameters:"), "{}", show(&o));
+    assert!(
+        stdout(&o).contains("floor (H100 datasheet)")
+            && stdout(&o).contains("841.36 us memory")
+            && stdout(&o).contains("* realistic: the realistic shape"),
+        "{}",
+        show(&o)
+    );
 
     let o = ksmith(&[
         "--tasks-dir",

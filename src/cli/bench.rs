@@ -17,8 +17,8 @@
 
 mod child;
 mod record;
-mod rows;
-mod shapes;
+pub(crate) mod rows;
+pub(crate) mod shapes;
 #[cfg(test)]
 mod tests;
 

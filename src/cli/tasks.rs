@@ -246,9 +246,24 @@ fn show(suite: &Suite, a: &ShowArgs) -> anyhow::Result<u8> {
         }
     };
     if a.json {
+        let realistic = super::bench::shapes::realistic_shape(&td.task).map(|s| s.name.clone());
+        let rates: Vec<serde_json::Value> = td
+            .task
+            .shapes
+            .iter()
+            .map(|s| {
+                let (floor, bound) = nominal_floor(&td.task, s).unzip();
+                serde_json::json!({
+                    "shape": s.name,
+                    "realistic": realistic.as_deref() == Some(s.name.as_str()),
+                    "h100_datasheet_floor_ms": floor,
+                    "bound": bound,
+                })
+            })
+            .collect();
         let v = serde_json::json!({
             "task": td.task, "plan": td.plan, "content_hash": td.content_hash,
-            "dir": td.dir, "kernels": td.kernels,
+            "dir": td.dir, "kernels": td.kernels, "shapes": rates,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(EXIT_OK);
@@ -330,8 +345,10 @@ fn print_task(td: &TaskDir) -> anyhow::Result<()> {
         "params",
         "bytes",
         "flops",
+        "floor (H100 datasheet)",
         "launches (grid × block, smem)",
     ]);
+    let realistic = super::bench::shapes::realistic_shape(t).map(|s| s.name.clone());
     for s in &t.shapes {
         let bytes = t
             .roofline
@@ -365,9 +382,24 @@ fn print_task(td: &TaskDir) -> anyhow::Result<()> {
                 .join("\n"),
             Err(e) => e,
         };
-        sh.add_row(vec![s.name.clone(), s.describe(), bytes, flops, launches]);
+        let name = if realistic.as_deref() == Some(s.name.as_str()) {
+            format!("{} *", s.name)
+        } else {
+            s.name.clone()
+        };
+        sh.add_row(vec![
+            name,
+            s.describe(),
+            bytes,
+            flops,
+            nominal_floor_cell(t, s),
+            launches,
+        ]);
     }
     println!("\n{sh}");
+    if let Some(r) = &realistic {
+        println!("* {r}: the realistic shape (bench's per-task summary)");
+    }
     println!(
         "roofline peak: {:?}; bytes = {}; flops = {}",
         t.roofline.peak, t.roofline.bytes, t.roofline.flops
@@ -711,6 +743,32 @@ fn print_spec_table(rows: &[SpecRow]) {
 }
 
 /// A byte count with an optional K/M/G suffix (binary: 1K = 1024).
+/// `560.9 us memory`: the roofline floor at the H100's datasheet rates and the term that sets
+/// it, for reading a task before any GPU has calibrated one.
+fn nominal_floor_cell(t: &verifier::task::Task, s: &verifier::task::Shape) -> String {
+    match nominal_floor(t, s) {
+        Some((ms, bound)) => format!("{} {bound}", super::bench::rows::ms(Some(ms))),
+        None => "-".into(),
+    }
+}
+
+/// The floor in milliseconds at the H100's datasheet rates, and the term that sets it; `None`
+/// when the roofline does not evaluate at `s`.
+fn nominal_floor(
+    t: &verifier::task::Task,
+    s: &verifier::task::Shape,
+) -> Option<(f64, verifier::timing::Bound)> {
+    let rates = super::bench::shapes::nominal_rates(t.roofline.peak);
+    let (b, f) = (
+        t.roofline.bytes.eval(s).ok()?,
+        t.roofline.flops.eval(s).ok()?,
+    );
+    Some((
+        verifier::timing::floor_ms(b, f, &rates)?,
+        verifier::timing::bound(b, f, &rates)?,
+    ))
+}
+
 fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, mult) = match t.char_indices().last() {

@@ -12,10 +12,11 @@ use verifier::timing::{floor_ms, Rates};
 /// Role keywords accepted by `--shapes` next to shape names.
 pub const ROLES: &[&str] = &["all", "realistic", "small"];
 
-/// Nominal H100 SXM rates, used only to rank one task's shapes against each other (the ratio
-/// of bandwidth to peak decides which shape has the larger floor; the absolute numbers never
-/// reach a result).
-fn nominal_rates(peak: Peak) -> Rates {
+/// Nominal H100 SXM rates (datasheet: 3.35 TB/s, dense peaks), used to rank one task's shapes
+/// against each other (the ratio of bandwidth to peak decides which shape has the larger floor)
+/// and, labelled as such, in `tasks show`. No timing result is ever computed from them: SOL% uses
+/// the rates `gpu calibrate` measured.
+pub(crate) fn nominal_rates(peak: Peak) -> Rates {
     let ops_per_s = match peak {
         Peak::Fp64 => 34e12,
         Peak::Fp32 => 67e12,
