@@ -247,12 +247,12 @@ fn show(suite: &Suite, a: &ShowArgs) -> anyhow::Result<u8> {
     };
     if a.json {
         let realistic = super::bench::shapes::realistic_shape(&td.task).map(|s| s.name.clone());
-        let rates: Vec<serde_json::Value> = td
+        let shapes: Vec<serde_json::Value> = td
             .task
             .shapes
             .iter()
             .map(|s| {
-                let (floor, bound) = nominal_floor(&td.task, s).unzip();
+                let (floor, bound) = super::bench::shapes::nominal_roofline(&td.task, s).unzip();
                 serde_json::json!({
                     "shape": s.name,
                     "realistic": realistic.as_deref() == Some(s.name.as_str()),
@@ -263,7 +263,7 @@ fn show(suite: &Suite, a: &ShowArgs) -> anyhow::Result<u8> {
             .collect();
         let v = serde_json::json!({
             "task": td.task, "plan": td.plan, "content_hash": td.content_hash,
-            "dir": td.dir, "kernels": td.kernels, "shapes": rates,
+            "dir": td.dir, "kernels": td.kernels, "shapes": shapes,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(EXIT_OK);
@@ -742,33 +742,16 @@ fn print_spec_table(rows: &[SpecRow]) {
     }
 }
 
-/// A byte count with an optional K/M/G suffix (binary: 1K = 1024).
 /// `560.9 us memory`: the roofline floor at the H100's datasheet rates and the term that sets
 /// it, for reading a task before any GPU has calibrated one.
 fn nominal_floor_cell(t: &verifier::task::Task, s: &verifier::task::Shape) -> String {
-    match nominal_floor(t, s) {
+    match super::bench::shapes::nominal_roofline(t, s) {
         Some((ms, bound)) => format!("{} {bound}", super::bench::rows::ms(Some(ms))),
         None => "-".into(),
     }
 }
 
-/// The floor in milliseconds at the H100's datasheet rates, and the term that sets it; `None`
-/// when the roofline does not evaluate at `s`.
-fn nominal_floor(
-    t: &verifier::task::Task,
-    s: &verifier::task::Shape,
-) -> Option<(f64, verifier::timing::Bound)> {
-    let rates = super::bench::shapes::nominal_rates(t.roofline.peak);
-    let (b, f) = (
-        t.roofline.bytes.eval(s).ok()?,
-        t.roofline.flops.eval(s).ok()?,
-    );
-    Some((
-        verifier::timing::floor_ms(b, f, &rates)?,
-        verifier::timing::bound(b, f, &rates)?,
-    ))
-}
-
+/// A byte count with an optional K/M/G suffix (binary: 1K = 1024).
 fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, mult) = match t.char_indices().last() {

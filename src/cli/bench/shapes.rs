@@ -7,7 +7,7 @@
 //! the one with the smallest floor.
 
 use verifier::task::{Peak, Shape, Task};
-use verifier::timing::{floor_ms, Rates};
+use verifier::timing::{bound, floor_ms, Bound, Rates};
 
 /// Role keywords accepted by `--shapes` next to shape names.
 pub const ROLES: &[&str] = &["all", "realistic", "small"];
@@ -16,7 +16,7 @@ pub const ROLES: &[&str] = &["all", "realistic", "small"];
 /// against each other (the ratio of bandwidth to peak decides which shape has the larger floor)
 /// and, labelled as such, in `tasks show`. No timing result is ever computed from them: SOL% uses
 /// the rates `gpu calibrate` measured.
-pub(crate) fn nominal_rates(peak: Peak) -> Rates {
+fn nominal_rates(peak: Peak) -> Rates {
     let ops_per_s = match peak {
         Peak::Fp64 => 34e12,
         Peak::Fp32 => 67e12,
@@ -31,13 +31,18 @@ pub(crate) fn nominal_rates(peak: Peak) -> Rates {
     }
 }
 
+/// The roofline floor of `shape` in milliseconds at nominal rates, and the term that sets it;
+/// `None` when the roofline does not evaluate there.
+pub(crate) fn nominal_roofline(task: &Task, shape: &Shape) -> Option<(f64, Bound)> {
+    let r = &task.roofline;
+    let (b, f) = (r.bytes.eval(shape).ok()?, r.flops.eval(shape).ok()?);
+    let rates = nominal_rates(r.peak);
+    Some((floor_ms(b, f, &rates)?, bound(b, f, &rates)?))
+}
+
 /// The roofline floor of `shape` at nominal rates; 0 when the roofline does not evaluate.
 fn nominal_floor(task: &Task, shape: &Shape) -> f64 {
-    let r = &task.roofline;
-    match (r.bytes.eval(shape), r.flops.eval(shape)) {
-        (Ok(b), Ok(f)) => floor_ms(b, f, &nominal_rates(r.peak)).unwrap_or(0.0),
-        _ => 0.0,
-    }
+    nominal_roofline(task, shape).map_or(0.0, |(ms, _)| ms)
 }
 
 fn is_minor(name: &str) -> bool {
