@@ -336,8 +336,7 @@ def bench(path):
     mem = ""
     if t.get("memory_bound"):
         short = t.get("memory_bound_short") or []
-        launch = sum(1 for s in short
-                     if s.get("sol_ceiling_pct") is not None and s["sol_ceiling_pct"] < 50)
+        launch = sum(1 for s in short if s.get("launch_bound"))
         mem = (f"memory-bound >=50% SOL {t.get('memory_bound_on_target', 0)}/{t['memory_bound']}"
                f"{f' ({launch} launch-bound)' if launch else ''}; ")
     return (f"{head}{len(timed)} tasks timed in {v.get('wall_s', 0):.0f} s; geomean vs eager "

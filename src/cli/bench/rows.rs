@@ -299,14 +299,9 @@ pub struct Short {
     pub task: String,
     pub sol_pct: f64,
     pub sol_ceiling_pct: Option<f64>,
-}
-
-impl Short {
     /// Below the target even with nothing but one launch: the shape measures launch latency.
-    pub fn launch_bound(&self) -> bool {
-        self.sol_ceiling_pct
-            .is_some_and(|c| c < MEMORY_BOUND_TARGET_PCT)
-    }
+    /// Serialized so readers of the JSON (scripts/gpu-check.sh) need not know the target.
+    pub launch_bound: bool,
 }
 
 pub fn totals(rows: &[&Row]) -> Totals {
@@ -322,6 +317,9 @@ pub fn totals(rows: &[&Row]) -> Totals {
                 task: r.task.clone(),
                 sol_pct: p,
                 sol_ceiling_pct: r.sol_ceiling_pct,
+                launch_bound: r
+                    .sol_ceiling_pct
+                    .is_some_and(|c| c < MEMORY_BOUND_TARGET_PCT),
             })
         })
         .collect();
@@ -355,7 +353,7 @@ pub fn memory_bound_line(t: &Totals) -> Option<String> {
             .iter()
             .map(|s| {
                 let ceiling = match s.sol_ceiling_pct {
-                    Some(c) if s.launch_bound() => format!(" (ceiling {c:.1}%: launch-bound)"),
+                    Some(c) if s.launch_bound => format!(" (ceiling {c:.1}%: launch-bound)"),
                     Some(c) => format!(" (ceiling {c:.1}%)"),
                     None => String::new(),
                 };

@@ -615,8 +615,8 @@ fn memory_bound_references_are_counted_against_the_target() {
         .map(|s| s.task.as_str())
         .collect();
     assert_eq!(names, ["tiny", "slow"]);
-    assert!(t.memory_bound_short[0].launch_bound());
-    assert!(!t.memory_bound_short[1].launch_bound());
+    assert!(t.memory_bound_short[0].launch_bound);
+    assert!(!t.memory_bound_short[1].launch_bound);
     assert_eq!(
         memory_bound_line(&t).unwrap(),
         "memory-bound at >= 50% SOL: 2 of 4; below: tiny 8.0% (ceiling 16.7%: launch-bound), slow 31.2% (ceiling 99.5%)"
@@ -627,16 +627,7 @@ fn memory_bound_references_are_counted_against_the_target() {
 
     // scripts/gpu-check.sh's one-line summary counts them too.
     let reply = serde_json::json!({"rows": rows, "totals": t, "wall_s": 1.0});
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("bench.json");
-    std::fs::write(&p, reply.to_string()).unwrap();
-    let o = std::process::Command::new("bash")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/gpu-check.sh"))
-        .args(["summary", "bench"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let line = gpu_check_summary("bench", &reply);
     assert!(
         line.contains("; memory-bound >=50% SOL 2/4 (1 launch-bound); throttled"),
         "{line}"
@@ -817,6 +808,20 @@ fn chunks_split_the_suite_evenly_and_completely() {
     assert!(e.contains("selects no task"), "{e}");
 }
 
+/// scripts/gpu-check.sh's one-line `summary KIND` of `reply` written to a file.
+fn gpu_check_summary(kind: &str, reply: &serde_json::Value) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join(format!("{kind}.json"));
+    std::fs::write(&p, reply.to_string()).unwrap();
+    let o = std::process::Command::new("bash")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/gpu-check.sh"))
+        .args(["summary", kind])
+        .arg(&p)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
 /// scripts/gpu-check.sh's one-line summary of `--json-out` reads the rows as serialized here.
 #[test]
 fn gpu_check_summary_of_a_bench_reply() {
@@ -834,16 +839,7 @@ fn gpu_check_summary_of_a_bench_reply() {
     let reply = serde_json::json!({
         "rows": rows, "realistic": summary, "totals": totals(&refs), "wall_s": 12.3,
     });
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("bench.json");
-    std::fs::write(&p, reply.to_string()).unwrap();
-    let o = std::process::Command::new("bash")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/gpu-check.sh"))
-        .args(["summary", "bench"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let line = gpu_check_summary("bench", &reply);
     assert!(
         line.starts_with("1 tasks timed in 12 s; geomean vs eager 3.00x, vs compile 1.50x, SOL 93.95%; memory-bound >=50% SOL 1/1; throttled 0; 3 problems (swiglu: re-validation failed"),
         "{line}"
@@ -1140,16 +1136,7 @@ fn gpu_check_summary_of_the_mainloops_comparison() {
         row("awkward", "reference", Some(0.2), None),
         row("awkward", "mma_sync", None, None),
     ];
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("mainloops.json");
-    std::fs::write(&p, serde_json::json!({ "rows": rows }).to_string()).unwrap();
-    let o = std::process::Command::new("bash")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/gpu-check.sh"))
-        .args(["summary", "mainloops"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let line = gpu_check_summary("mainloops", &serde_json::json!({ "rows": rows }));
     assert_eq!(
         line,
         "small: wgmma 100 us vs mma.sync 250 us = 2.50x, SOL 61%; awkward: strict check failed: wrong output"
