@@ -333,18 +333,26 @@ fn a_kernel_caching_results_across_calls_fails_revalidation() {
     );
 }
 
-#[test]
-fn short_calls_also_get_an_amortized_time() {
+/// swiglu's reference alone at `small`, timed on `dev`.
+fn time_reference_alone(
+    dev: &Logged,
+    program: &HashMap<String, Kernel>,
+) -> Result<ShapeTimings, TimingError> {
     let (_d, b) = bundle();
-    let dev = Logged::new();
-    let reference = swiglu(Rc::clone(&dev.clock), 0.005, false);
     let subjects = [Subject {
         name: "reference".into(),
         plan: &b.reference_plan,
-        program: &reference,
+        program,
     }];
     let shape = b.task.shape("small").unwrap().clone();
-    let t = time_shape(&dev, &b.task, &shape, &subjects, &opts(), &no_nvml()).unwrap();
+    time_shape(dev, &b.task, &shape, &subjects, &opts(), &no_nvml())
+}
+
+#[test]
+fn short_calls_also_get_an_amortized_time() {
+    let dev = Logged::new();
+    let reference = swiglu(Rc::clone(&dev.clock), 0.005, false);
+    let t = time_reference_alone(&dev, &reference).unwrap();
     let r = &t.subjects[0];
     assert_eq!(r.amortized_calls, Some(400));
     assert!((r.amortized_ms.unwrap() - 0.005).abs() < 1e-9);
@@ -370,20 +378,6 @@ fn short_calls_also_get_an_amortized_time() {
     );
 }
 
-fn one_short_subject(
-    dev: &Logged,
-    program: &HashMap<String, Kernel>,
-) -> Result<ShapeTimings, TimingError> {
-    let (_d, b) = bundle();
-    let subjects = [Subject {
-        name: "reference".into(),
-        plan: &b.reference_plan,
-        program,
-    }];
-    let shape = b.task.shape("small").unwrap().clone();
-    time_shape(dev, &b.task, &shape, &subjects, &opts(), &no_nvml())
-}
-
 /// A write past the output that happens only in the amortized calls is caught there too.
 #[test]
 fn an_out_of_bounds_write_in_the_amortized_calls_is_caught() {
@@ -399,7 +393,7 @@ fn an_out_of_bounds_write_in_the_amortized_calls_is_caught() {
         }
         r
     });
-    let e = one_short_subject(&dev, &[("swiglu_bf16".to_string(), k)].into()).unwrap_err();
+    let e = time_reference_alone(&dev, &[("swiglu_bf16".to_string(), k)].into()).unwrap_err();
     assert!(
         e.message
             .contains("out-of-bounds write around `y` during amortized timing"),
@@ -416,7 +410,7 @@ fn a_failed_amortized_run_keeps_the_samples_unless_the_context_is_lost() {
     let dev = Logged::new();
     *dev.replay_error.borrow_mut() = Some(RuntimeError::NoDevice("replay refused".into()));
     let program = swiglu(Rc::clone(&dev.clock), 0.005, false);
-    let t = one_short_subject(&dev, &program).unwrap();
+    let t = time_reference_alone(&dev, &program).unwrap();
     let r = &t.subjects[0];
     assert!((r.summary.median_ms - 0.005).abs() < 1e-9);
     assert_eq!(r.amortized_ms, None);
@@ -434,24 +428,17 @@ fn a_failed_amortized_run_keeps_the_samples_unless_the_context_is_lost() {
     };
     *dev.replay_error.borrow_mut() = Some(lost.into());
     let program = swiglu(Rc::clone(&dev.clock), 0.005, false);
-    let e = one_short_subject(&dev, &program).unwrap_err();
+    let e = time_reference_alone(&dev, &program).unwrap_err();
     assert!(e.context_lost, "{}", e.message);
     assert!(e.message.contains("amortized timing"), "{}", e.message);
 }
 
 #[test]
 fn work_that_cannot_be_captured_is_amortized_back_to_back() {
-    let (_d, b) = bundle();
     let dev = Logged::new();
     dev.refuse_capture.set(true);
     let reference = swiglu(Rc::clone(&dev.clock), 0.005, false);
-    let subjects = [Subject {
-        name: "reference".into(),
-        plan: &b.reference_plan,
-        program: &reference,
-    }];
-    let shape = b.task.shape("small").unwrap().clone();
-    let t = time_shape(&dev, &b.task, &shape, &subjects, &opts(), &no_nvml()).unwrap();
+    let t = time_reference_alone(&dev, &reference).unwrap();
     let r = &t.subjects[0];
     assert!((r.amortized_ms.unwrap() - 0.005).abs() < 1e-9);
     let m = r.amortized_method.as_deref().unwrap();
