@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use verifier::nvrtc::{Arch, CompileCache, Compiler};
 use verifier::source::{INCLUDE_ALLOWED_PREFIXES, INCLUDE_ALLOWLIST};
 
+mod emulate;
 mod launches;
 
 #[derive(Debug, Subcommand)]
@@ -35,6 +36,13 @@ pub enum TasksCommand {
     /// waves at the public shapes on a device model (no GPU needed), with hints where a launch
     /// leaves SMs idle
     Launches(launches::LaunchesArgs),
+    /// Run reference kernels on the CPU in a PTX interpreter, through the strict protocol, against
+    /// spec.py (PyTorch on the CPU): correctness without a GPU, on a small shape
+    #[command(
+        after_help = "Only the suite's own reference kernels run here; candidates are GPU code and never run on the host.\n\
+Exit status: 0 every reference is correct, 1 one is not, 3 one could not be evaluated (NVRTC or PyTorch missing, unreadable PTX)."
+    )]
+    Emulate(emulate::EmulateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +136,7 @@ pub fn run(g: &Global, cmd: TasksCommand) -> anyhow::Result<u8> {
         TasksCommand::Check(a) => check_cmd(g, &suite, &a),
         TasksCommand::Spec(a) => spec_cmd(&suite, &a),
         TasksCommand::Launches(a) => launches::launches_cmd(g, &suite, &a),
+        TasksCommand::Emulate(a) => emulate::emulate_cmd(g, &suite, &a),
     }
 }
 

@@ -10,6 +10,7 @@
 pub mod compare;
 pub mod diag;
 pub mod dtype;
+pub mod emulator;
 pub mod expr;
 pub mod heldout;
 pub mod inputs;

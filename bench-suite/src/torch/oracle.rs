@@ -6,7 +6,7 @@
 //! No python or no torch is said once, as "skipped: PyTorch ...", and remembered: later cases
 //! get the same answer without starting another process.
 
-use super::{Mode, ModeResult, RunnerConfig, Session, TorchError, TorchJob};
+use super::{Mode, ModeResult, RunnerConfig, Session, TorchDevice, TorchError, TorchJob};
 use std::time::Duration;
 use verifier::inputs::HostTensor;
 use verifier::runtime::strict::{EvalError, SpecCase, SpecOracle, SPEC_ORACLE_SKIPPED};
@@ -23,6 +23,7 @@ pub struct TorchOracle {
     torch_version: Option<String>,
     /// Cases answered by spec.py (cache hits never reach this oracle).
     pub cases: u64,
+    device: TorchDevice,
 }
 
 impl TorchOracle {
@@ -33,7 +34,15 @@ impl TorchOracle {
             unavailable: None,
             torch_version: None,
             cases: 0,
+            device: TorchDevice::Cuda(0),
         }
+    }
+
+    /// Runs spec.py on this device instead of CUDA device 0 (`Cpu`: for the emulator, whose
+    /// machine may have no GPU).
+    pub fn on(mut self, device: TorchDevice) -> TorchOracle {
+        self.device = device;
+        self
     }
 
     /// Runner processes started so far.
@@ -87,6 +96,7 @@ impl SpecOracle for TorchOracle {
         )
         .map_err(fail)?;
         job.spec = c.spec.to_path_buf();
+        job.device = self.device;
         let session = match &mut self.session {
             Some(s) => s,
             None => self

@@ -1,0 +1,228 @@
+//! `ksmith tasks emulate`: each reference kernel through the strict protocol on the PTX
+//! emulator, against the task's spec.py (PyTorch on the CPU). No GPU needed.
+
+use super::{select, table, Global, EXIT_FAILED, EXIT_HARNESS, EXIT_OK};
+use bench_suite::suite::{Entry, Suite, REFERENCE_PLAN};
+use bench_suite::torch::{RunnerConfig, TorchDevice, TorchOracle};
+use clap::Args;
+use comfy_table::{Cell, Color};
+use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+use verifier::emulator::{Emulator, DEFAULT_BUDGET};
+use verifier::nvrtc::Compiler;
+use verifier::protocol::{EvalOptions, EvaluateRequest, Oracle};
+use verifier::runtime::evaluate::evaluate_with;
+use verifier::runtime::strict::{NoHooks, ReferenceCache};
+
+#[derive(Debug, Args)]
+pub struct EmulateArgs {
+    /// Task ids [default: all]
+    ids: Vec<String>,
+    /// Public shape to run (repeatable) [default: each task's first `small*` shape, else its
+    /// smallest]
+    #[arg(long = "shape", value_name = "NAME")]
+    shapes: Vec<String>,
+    /// Input seed
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Also run every case a second time with other poison and compare (the determinism check)
+    #[arg(long)]
+    twice: bool,
+    /// Instructions (summed over threads) one launch may execute before it counts as hung
+    #[arg(long, default_value_t = DEFAULT_BUDGET)]
+    budget: u64,
+    /// Tasks emulated at once [default: number of CPUs]
+    #[arg(short, long)]
+    jobs: Option<usize>,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    id: String,
+    shape: String,
+    /// `correct`, a verdict kind, or `error` (the harness could not evaluate).
+    status: String,
+    correct: bool,
+    /// Thread-instructions the emulator executed.
+    instructions: u64,
+    secs: f64,
+    detail: String,
+}
+
+fn shape_for(t: &verifier::task::Task, wanted: &[String]) -> Option<String> {
+    if !wanted.is_empty() {
+        return t
+            .shapes
+            .iter()
+            .find(|s| wanted.contains(&s.name))
+            .map(|s| s.name.clone());
+    }
+    crate::cli::bench::shapes::small_shape(t).map(|s| s.name.clone())
+}
+
+fn emulate_one(td: &bench_suite::suite::TaskDir, compiler: &Compiler, a: &EmulateArgs) -> Row {
+    let id = td.task.id.clone();
+    let start = Instant::now();
+    let Some(shape) = shape_for(&td.task, &a.shapes) else {
+        return Row {
+            id,
+            shape: "-".into(),
+            status: "skipped".into(),
+            correct: false,
+            instructions: 0,
+            secs: 0.0,
+            detail: "no shape of that name".into(),
+        };
+    };
+    let plan = match std::fs::read_to_string(td.dir.join(REFERENCE_PLAN)) {
+        Ok(p) => p,
+        Err(e) => {
+            return Row {
+                id,
+                shape,
+                status: "error".into(),
+                correct: false,
+                instructions: 0,
+                secs: 0.0,
+                detail: format!("cannot read {REFERENCE_PLAN}: {e}"),
+            }
+        }
+    };
+    let req = EvaluateRequest {
+        task_dir: td.dir.clone(),
+        source: td.reference_source.clone(),
+        plan,
+        options: EvalOptions {
+            seeds: vec![a.seed],
+            fresh_seed: None,
+            shapes: vec![shape.clone()],
+            heldout_shapes: 0,
+            stress: false,
+            determinism: a.twice,
+            oracle: Oracle::PyTorch,
+            ..EvalOptions::default()
+        },
+    };
+    let emu = Emulator::new(a.budget);
+    let mut cache = ReferenceCache::new(1 << 30);
+    let mut torch = TorchOracle::new(RunnerConfig::default()).on(TorchDevice::Cpu);
+    let r = evaluate_with(&emu, compiler, &mut cache, &req, &NoHooks, Some(&mut torch));
+    let secs = start.elapsed().as_secs_f64();
+    match r {
+        Ok(o) => {
+            let correct = o.verdict.is_correct();
+            Row {
+                id,
+                shape,
+                status: if correct {
+                    "correct".into()
+                } else {
+                    format!("{:?}", o.verdict.kind()).to_lowercase()
+                },
+                correct,
+                instructions: emu.executed(),
+                secs,
+                detail: if correct {
+                    String::new()
+                } else {
+                    o.verdict.feedback()
+                },
+            }
+        }
+        Err(e) => Row {
+            id,
+            shape,
+            status: "error".into(),
+            correct: false,
+            instructions: emu.executed(),
+            secs,
+            detail: e.to_string(),
+        },
+    }
+}
+
+pub fn emulate_cmd(g: &Global, suite: &Suite, a: &EmulateArgs) -> anyhow::Result<u8> {
+    let selected = select(suite, &a.ids)?;
+    let (compiler, _) = super::compiler(g)?;
+    let tasks: Vec<&bench_suite::suite::TaskDir> = selected
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Ok(td) => Some(td.as_ref()),
+            Entry::Broken { .. } => None,
+        })
+        .collect();
+    let jobs = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 64);
+    let next = AtomicUsize::new(0);
+    let rows = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.min(tasks.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(td) = tasks.get(i) else { break };
+                let row = emulate_one(td, &compiler, a);
+                if !a.json {
+                    eprintln!(
+                        "{:<40} {:<10} {:>8.1} s  {}",
+                        row.id, row.status, row.secs, row.shape
+                    );
+                }
+                if let Ok(mut r) = rows.lock() {
+                    r.push(row);
+                }
+            });
+        }
+    });
+    let mut rows = rows.into_inner().unwrap_or_default();
+    rows.sort_by(|x, y| x.id.cmp(&y.id));
+    let failed = rows
+        .iter()
+        .filter(|r| !r.correct && r.status != "error")
+        .count();
+    let errors = rows.iter().filter(|r| r.status == "error").count();
+    if a.json {
+        let v = serde_json::json!({ "seed": a.seed, "results": rows, "failed": failed, "errors": errors });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let mut t = table();
+        t.set_header(vec![
+            "task",
+            "shape",
+            "status",
+            "instructions",
+            "secs",
+            "detail",
+        ]);
+        for r in &rows {
+            let color = if r.correct { Color::Green } else { Color::Red };
+            t.add_row(vec![
+                Cell::new(&r.id),
+                Cell::new(&r.shape),
+                Cell::new(&r.status).fg(color),
+                Cell::new(format!("{:.2e}", r.instructions as f64)),
+                Cell::new(format!("{:.1}", r.secs)),
+                Cell::new(super::shorten(&r.detail, 160)),
+            ]);
+        }
+        println!("{t}");
+        println!(
+            "{} reference kernels emulated: {} correct, {failed} not, {errors} could not be evaluated",
+            rows.len(),
+            rows.len() - failed - errors
+        );
+    }
+    Ok(if errors > 0 {
+        EXIT_HARNESS
+    } else if failed > 0 {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    })
+}
