@@ -23,3 +23,5 @@ echo "== ksmith tasks launches (every reference plan resolved at 20 held-out and
 cargo run --quiet --bin ksmith -- tasks launches --heldout 20 --corners --hints-only > /dev/null
 echo "== ksmith tasks spec (every spec.py run by PyTorch on the CPU: smallest shape, every input matters, outputs finite under stress, 2 held-out shapes)"
 PYTHONPATH="$PWD/tools/torch" cargo run --quiet --bin ksmith -- tasks spec --heldout 2
+echo "== ksmith tasks emulate (every reference kernel run by the PTX emulator on a small held-out shape, strict protocol against spec.py)"
+PYTHONPATH="$PWD/tools/torch" cargo run --quiet --bin ksmith -- tasks emulate

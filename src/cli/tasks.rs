@@ -605,7 +605,7 @@ fn print_check_table(rows: &[CheckRow], full_log: bool) {
 }
 
 /// The first `n` lines of a long compile log; `--log` prints it all.
-fn shorten(s: &str, n: usize) -> String {
+pub(super) fn shorten(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     if lines.len() <= n {
         return s.to_string();
@@ -761,7 +761,7 @@ fn nominal_floor_cell(t: &verifier::task::Task, s: &verifier::task::Shape) -> St
 }
 
 /// A byte count with an optional K/M/G suffix (binary: 1K = 1024).
-fn parse_bytes(s: &str) -> Result<u64, String> {
+pub(super) fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, mult) = match t.char_indices().last() {
         Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&t[..i], 1u64 << 10),

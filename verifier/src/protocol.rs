@@ -64,6 +64,8 @@ pub struct EvalOptions {
     pub fresh_seed: Option<u64>,
     /// Public shapes to check, by name; empty: all of them.
     pub shapes: Vec<String>,
+    /// False: no public shape at all, only the held-out ones (the emulator's small draws).
+    pub public_shapes: bool,
     /// How many held-out shapes to draw, and the seed to draw them with.
     pub heldout_shapes: u32,
     pub heldout_seed: u64,
@@ -83,6 +85,7 @@ impl Default for EvalOptions {
             seeds: vec![0, 1],
             fresh_seed: None,
             shapes: Vec::new(),
+            public_shapes: true,
             heldout_shapes: 2,
             heldout_seed: 0,
             heldout_max_bytes: 64 << 20,

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 use verifier::emulator::{Emulator, DEFAULT_BUDGET};
+use verifier::heldout::{self, HeldoutOptions};
 use verifier::nvrtc::Compiler;
 use verifier::protocol::{EvalOptions, EvaluateRequest, Oracle};
 use verifier::runtime::evaluate::evaluate_with;
@@ -20,11 +21,17 @@ use verifier::runtime::strict::{NoHooks, ReferenceCache};
 pub struct EmulateArgs {
     /// Task ids [default: all]
     ids: Vec<String>,
-    /// Public shape to run (repeatable) [default: each task's first `small*` shape, else its
-    /// smallest]
+    /// Run this public shape (repeatable) instead of held-out draws; the suite's public shapes
+    /// are GPU-sized and can take minutes here
     #[arg(long = "shape", value_name = "NAME")]
     shapes: Vec<String>,
-    /// Input seed
+    /// Held-out shapes to draw per task (small, awkward sizes inside the task's ranges)
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    heldout: u32,
+    /// Cap on a drawn shape's bytes of inputs and outputs (e.g. 4M, 64M)
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = super::parse_bytes)]
+    max_bytes: u64,
+    /// Seed of the inputs and of the held-out draw
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Also run every case a second time with other poison and compare (the determinism check)
@@ -54,30 +61,65 @@ struct Row {
     detail: String,
 }
 
-fn shape_for(t: &verifier::task::Task, wanted: &[String]) -> Option<String> {
-    if !wanted.is_empty() {
-        return t
+/// The shapes a run covers, described (`heldout-0 (M=37 N=5)`), or why there are none.
+fn shapes_for(t: &verifier::task::Task, a: &EmulateArgs) -> Result<Vec<String>, String> {
+    if !a.shapes.is_empty() {
+        return a
             .shapes
             .iter()
-            .find(|s| wanted.contains(&s.name))
-            .map(|s| s.name.clone());
+            .map(|n| {
+                t.shape(n)
+                    .map(|s| format!("{n} ({})", s.describe()))
+                    .ok_or_else(|| format!("no public shape `{n}`"))
+            })
+            .collect();
     }
-    crate::cli::bench::shapes::small_shape(t).map(|s| s.name.clone())
+    let (_, drawn) = draw(t, a).ok_or_else(|| {
+        format!(
+            "no held-out shape fits in {} bytes (nor in 16 times that); pass --max-bytes or --shape",
+            a.max_bytes
+        )
+    })?;
+    Ok(drawn
+        .iter()
+        .map(|s| format!("{} ({})", s.name, s.describe()))
+        .collect())
+}
+
+/// Held-out shapes under the byte cap, or under 4 and 16 times it for tasks whose smallest
+/// legal shape is bigger (a sparse MLP's weight matrices): the cap used and the shapes.
+fn draw(t: &verifier::task::Task, a: &EmulateArgs) -> Option<(u64, Vec<verifier::task::Shape>)> {
+    [1, 4, 16].into_iter().find_map(|k| {
+        let cap = a.max_bytes.saturating_mul(k);
+        let drawn = heldout::draw(
+            t,
+            a.seed,
+            &HeldoutOptions {
+                count: a.heldout as usize,
+                max_bytes: cap,
+                ..HeldoutOptions::default()
+            },
+        );
+        (!drawn.is_empty()).then_some((cap, drawn))
+    })
 }
 
 fn emulate_one(td: &bench_suite::suite::TaskDir, compiler: &Compiler, a: &EmulateArgs) -> Row {
     let id = td.task.id.clone();
     let start = Instant::now();
-    let Some(shape) = shape_for(&td.task, &a.shapes) else {
-        return Row {
-            id,
-            shape: "-".into(),
-            status: "skipped".into(),
-            correct: false,
-            instructions: 0,
-            secs: 0.0,
-            detail: "no shape of that name".into(),
-        };
+    let shape = match shapes_for(&td.task, a) {
+        Ok(s) => s.join(", "),
+        Err(e) => {
+            return Row {
+                id,
+                shape: "-".into(),
+                status: "error".into(),
+                correct: false,
+                instructions: 0,
+                secs: 0.0,
+                detail: e,
+            }
+        }
     };
     let plan = match std::fs::read_to_string(td.dir.join(REFERENCE_PLAN)) {
         Ok(p) => p,
@@ -100,12 +142,14 @@ fn emulate_one(td: &bench_suite::suite::TaskDir, compiler: &Compiler, a: &Emulat
         options: EvalOptions {
             seeds: vec![a.seed],
             fresh_seed: None,
-            shapes: vec![shape.clone()],
-            heldout_shapes: 0,
+            shapes: a.shapes.clone(),
+            public_shapes: !a.shapes.is_empty(),
+            heldout_shapes: if a.shapes.is_empty() { a.heldout } else { 0 },
+            heldout_seed: a.seed,
+            heldout_max_bytes: draw(&td.task, a).map_or(a.max_bytes, |(cap, _)| cap),
             stress: false,
             determinism: a.twice,
             oracle: Oracle::PyTorch,
-            ..EvalOptions::default()
         },
     };
     let emu = Emulator::new(a.budget);

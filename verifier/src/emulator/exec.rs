@@ -352,10 +352,10 @@ fn opd(inst: &Inst, k: usize) -> Result<&Opd, Fault> {
     })
 }
 
-fn elems(o: &Opd) -> Vec<&Opd> {
+fn elems(o: &Opd) -> &[Opd] {
     match o {
-        Opd::Vec(v) => v.iter().collect(),
-        other => vec![other],
+        Opd::Vec(v) => v,
+        other => std::slice::from_ref(other),
     }
 }
 
@@ -403,7 +403,7 @@ fn step(cta: &mut Cta, t: &mut Thread, inst: &Inst) -> Result<Flow, Fault> {
                 return fault(FaultKind::IllegalInstruction, "load wider than 64 bytes");
             }
             cta.read(t, *space, addr, &mut buf[..total])?;
-            for (k, d) in elems(opd(inst, 0)?).into_iter().enumerate() {
+            for (k, d) in elems(opd(inst, 0)?).iter().enumerate() {
                 let mut b = [0u8; 8];
                 let take = n.min(8);
                 b[..take].copy_from_slice(&buf[k * n..k * n + take]);
@@ -427,7 +427,7 @@ fn step(cta: &mut Cta, t: &mut Thread, inst: &Inst) -> Result<Flow, Fault> {
             if total > buf.len() {
                 return fault(FaultKind::IllegalInstruction, "store wider than 64 bytes");
             }
-            for (k, s) in elems(opd(inst, 1)?).into_iter().enumerate() {
+            for (k, s) in elems(opd(inst, 1)?).iter().enumerate() {
                 let v = match s {
                     Opd::FloatImm(x) if *ty == Ty::F64 => x.to_bits(),
                     _ => cta.val(t, s)?,

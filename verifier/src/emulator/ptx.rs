@@ -128,7 +128,11 @@ fn items(text: &str) -> Result<Vec<(usize, Item)>, ParseError> {
                 ".noreturn",
             ]
             .iter()
-            .any(|d| t.starts_with(d))
+            .any(|d| {
+                // A whole word: `.loc` must not swallow `.local`.
+                t.strip_prefix(d)
+                    .is_some_and(|r| r.is_empty() || r.starts_with(char::is_whitespace))
+            })
         {
             continue;
         }
@@ -688,7 +692,7 @@ fn parse_function(
                     }
                     continue;
                 }
-                if s.starts_with(".pragma") || s.starts_with(".loc") || s.starts_with(".file") {
+                if s.starts_with(".pragma") || s.starts_with(".loc ") || s.starts_with(".file ") {
                     continue;
                 }
                 if s.starts_with('.') {

@@ -468,3 +468,33 @@ fn an_instruction_the_emulator_lacks_is_named_when_reached() {
         "{e}"
     );
 }
+
+#[test]
+fn local_arrays_live_in_per_thread_local_memory() {
+    let src = r#"
+extern "C" __global__ void pick(const int* idx, float* out) {
+    float a[8];
+    for (int i = 0; i < 8; ++i) a[i] = (i + threadIdx.x) * 1.5f;
+    out[threadIdx.x] = a[idx[threadIdx.x] & 7];
+}
+"#;
+    let Some((emu, prog)) = emulate(src, "pick") else {
+        return;
+    };
+    let idx: Vec<u8> = (0..4i32).flat_map(|i| (i * 3).to_le_bytes()).collect();
+    let l = launch(
+        "pick",
+        1,
+        4,
+        0,
+        vec![
+            ResolvedArg::Buffer("idx".into()),
+            ResolvedArg::Buffer("out".into()),
+        ],
+    );
+    let out = run(&emu, &prog, &l, &[("idx", idx), ("out", vec![0; 16])]).unwrap();
+    let want: Vec<f32> = (0..4)
+        .map(|t: i32| (((t * 3) & 7) + t) as f32 * 1.5)
+        .collect();
+    assert_eq!(f32s(&out[1]), want);
+}

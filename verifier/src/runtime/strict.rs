@@ -403,7 +403,9 @@ pub struct CaseSelection {
 pub fn cases(task: &Task, opts: &EvalOptions) -> Result<CaseSelection, EvalError> {
     let mut notes = Vec::new();
     let mut shapes = Vec::new();
-    if opts.shapes.is_empty() {
+    if !opts.public_shapes {
+        notes.push("no public shapes asked for".to_string());
+    } else if opts.shapes.is_empty() {
         shapes.extend(task.shapes.iter().cloned());
     } else {
         for n in &opts.shapes {
