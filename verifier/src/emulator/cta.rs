@@ -11,9 +11,17 @@ use super::ptx::Program;
 /// Runs every thread of one CTA to completion.
 pub fn run_cta(cta: &mut Cta, threads: &mut [Thread]) -> Result<(), Fault> {
     loop {
-        for t in threads.iter_mut() {
-            if t.state == State::Ready {
-                run(cta, t)?;
+        if cta.reverse {
+            for t in threads.iter_mut().rev() {
+                if t.state == State::Ready {
+                    run(cta, t)?;
+                }
+            }
+        } else {
+            for t in threads.iter_mut() {
+                if t.state == State::Ready {
+                    run(cta, t)?;
+                }
             }
         }
         if threads.iter().all(|t| t.state == State::Exited) {

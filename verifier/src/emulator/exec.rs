@@ -55,6 +55,40 @@ pub struct Frame {
     rets: Vec<(usize, usize)>,
 }
 
+/// A `cp.async` in flight. Its source was read at issue; its destination is written only when a
+/// `cp.async.wait_group` / `wait_all` covering its group executes, the latest a GPU may land it,
+/// so a kernel that reads a stage before waiting for it reads stale shared memory here.
+pub struct PendingCopy {
+    /// The commit group (`OPEN_GROUP`: not committed yet).
+    group: u32,
+    dst: u64,
+    bytes: [u8; 16],
+    len: u8,
+}
+
+const OPEN_GROUP: u32 = u32::MAX;
+
+/// Writes every pending copy of a committed group below `below`, in issue order.
+fn land_copies(cta: &mut Cta, t: &mut Thread, below: u32) -> Result<(), Fault> {
+    if t.copies
+        .iter()
+        .all(|c| c.group == OPEN_GROUP || c.group >= below)
+    {
+        return Ok(());
+    }
+    let copies = std::mem::take(&mut t.copies);
+    let mut rest = Vec::new();
+    for c in copies {
+        if c.group != OPEN_GROUP && c.group < below {
+            cta.write(t, Space::Shared, c.dst, &c.bytes[..c.len as usize])?;
+        } else {
+            rest.push(c);
+        }
+    }
+    t.copies = rest;
+    Ok(())
+}
+
 pub struct Thread {
     pub func: usize,
     pub pc: usize,
@@ -62,6 +96,8 @@ pub struct Thread {
     pub params: Vec<u8>,
     pub local: Vec<u8>,
     frames: Vec<Frame>,
+    copies: Vec<PendingCopy>,
+    committed: u32,
     pub tid: [u32; 3],
     pub lane: u32,
     pub warp: u32,
@@ -80,6 +116,8 @@ impl Thread {
             params: p,
             local: vec![0; f.local_bytes],
             frames: Vec::new(),
+            copies: Vec::new(),
+            committed: 0,
             tid,
             lane: linear % 32,
             warp: linear / 32,
@@ -103,6 +141,8 @@ pub struct Cta<'a> {
     pub budget: u64,
     /// `bar.arrive` counts per barrier id since its last release.
     pub arrived: [u32; 16],
+    /// Run the threads of the CTA last to first.
+    pub reverse: bool,
 }
 
 fn trunc(v: u64, bits: u32) -> u64 {
@@ -850,14 +890,41 @@ fn step(cta: &mut Cta, t: &mut Thread, inst: &Inst) -> Result<Flow, Fault> {
                     (v as usize).min(size)
                 };
             }
-            let mut buf = [0u8; 16];
+            let mut bytes = [0u8; 16];
             if src_size > 0 {
                 let sa = cta.address(t, s);
-                cta.read(t, Space::Global, sa, &mut buf[..src_size])?;
+                cta.read(t, Space::Global, sa, &mut bytes[..src_size])?;
                 check_align(Space::Global, sa, size)?;
             }
-            let da = cta.address(t, d);
-            cta.write(t, Space::Shared, da, &buf[..size])?;
+            let dst = cta.address(t, d);
+            // The destination is checked now, written at the wait (see `PendingCopy`).
+            let mut probe = [0u8; 16];
+            cta.read(t, Space::Shared, dst, &mut probe[..size])?;
+            t.copies.push(PendingCopy {
+                group: OPEN_GROUP,
+                dst,
+                bytes,
+                len: size as u8,
+            });
+        }
+        Op::CpAsyncCommit => {
+            for c in t.copies.iter_mut().filter(|c| c.group == OPEN_GROUP) {
+                c.group = t.committed;
+            }
+            t.committed += 1;
+        }
+        Op::CpAsyncWait { all } => {
+            let keep = if *all {
+                for c in t.copies.iter_mut().filter(|c| c.group == OPEN_GROUP) {
+                    c.group = t.committed;
+                }
+                t.committed += 1;
+                0
+            } else {
+                cta.val(t, opd(inst, 0)?)? as u32
+            };
+            let done_below = t.committed.saturating_sub(keep);
+            land_copies(cta, t, done_below)?;
         }
         Op::Nop => {}
         Op::Unsupported(what) => {

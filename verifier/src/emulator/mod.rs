@@ -51,6 +51,10 @@ pub struct Emulator {
     pending: RefCell<Option<CudaError>>,
     budget: u64,
     executed: Cell<u64>,
+    /// Flips at every synchronisation: the strict protocol's second run of a case (its
+    /// determinism check) runs each CTA's threads in the opposite order, so a race between
+    /// threads that decides the result shows up as two different outputs.
+    reverse: Cell<bool>,
 }
 
 pub struct EmuBuffer {
@@ -93,6 +97,7 @@ impl Emulator {
             pending: RefCell::new(None),
             budget,
             executed: Cell::new(0),
+            reverse: Cell::new(false),
         }
     }
 
@@ -137,6 +142,7 @@ impl Emulator {
                         executed,
                         budget: self.budget,
                         arrived: [0; 16],
+                        reverse: self.reverse.get(),
                     };
                     threads.clear();
                     let mut linear = 0u32;
@@ -275,6 +281,7 @@ impl Backend for Emulator {
         Ok(())
     }
     fn synchronize(&self) -> Result<(), RuntimeError> {
+        self.reverse.set(!self.reverse.get());
         match self.pending.borrow().as_ref() {
             Some(e) => Err(RuntimeError::Cuda(e.clone())),
             None => Ok(()),

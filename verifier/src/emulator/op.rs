@@ -358,6 +358,11 @@ pub enum Op {
         ca: bool,
         zfill_operand: bool,
     },
+    CpAsyncCommit,
+    /// Waits until at most this many committed groups are pending (`wait_all`: commit, then 0).
+    CpAsyncWait {
+        all: bool,
+    },
     Nop,
     Mma(Rc<MmaSpec>),
     Ldmatrix {
@@ -747,9 +752,9 @@ pub fn decode(opcode: &str) -> Result<Op, String> {
                 red: base == "red",
             }
         }
-        "cp" if has("async") && (has("commit_group") || has("wait_group") || has("wait_all")) => {
-            Op::Nop
-        }
+        "cp" if has("async") && has("commit_group") => Op::CpAsyncCommit,
+        "cp" if has("async") && has("wait_group") => Op::CpAsyncWait { all: false },
+        "cp" if has("async") && has("wait_all") => Op::CpAsyncWait { all: true },
         "cp" if has("async") && has("shared") && has("global") && !has("bulk") => Op::CpAsync {
             ca: has("ca"),
             zfill_operand: false,

@@ -498,3 +498,79 @@ extern "C" __global__ void pick(const int* idx, float* out) {
         .collect();
     assert_eq!(f32s(&out[1]), want);
 }
+
+#[test]
+fn cp_async_lands_at_the_wait_that_covers_its_group() {
+    let src = r#"
+extern "C" __global__ void stages(const float4* src, float4* out) {
+    __shared__ __align__(16) float4 s[2];
+    s[0] = make_float4(-1.f, -1.f, -1.f, -1.f);
+    s[1] = s[0];
+    unsigned d0 = (unsigned)__cvta_generic_to_shared(&s[0]);
+    unsigned d1 = (unsigned)__cvta_generic_to_shared(&s[1]);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n cp.async.commit_group;" :: "r"(d0), "l"(src));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n cp.async.commit_group;" :: "r"(d1), "l"(src + 1));
+    out[0] = s[0];                                   // before any wait: stale
+    asm volatile("cp.async.wait_group 1;" ::: "memory");
+    out[1] = s[0];                                   // stage 0 landed
+    out[2] = s[1];                                   // stage 1 may still be in flight
+    asm volatile("cp.async.wait_group 0;" ::: "memory");
+    out[3] = s[1];
+}
+"#;
+    let Some((emu, prog)) = emulate(src, "stages") else {
+        return;
+    };
+    let l = launch(
+        "stages",
+        1,
+        1,
+        0,
+        vec![
+            ResolvedArg::Buffer("src".into()),
+            ResolvedArg::Buffer("out".into()),
+        ],
+    );
+    let data: Vec<f32> = (1..=8).map(|i| i as f32).collect();
+    let out = run(
+        &emu,
+        &prog,
+        &l,
+        &[("src", bytes_of(&data)), ("out", vec![0; 64])],
+    )
+    .unwrap();
+    let o = f32s(&out[1]);
+    assert_eq!(&o[0..4], &[-1.0; 4], "read before the wait");
+    assert_eq!(
+        &o[4..8],
+        &[1.0, 2.0, 3.0, 4.0],
+        "stage 0 after wait_group 1"
+    );
+    assert_eq!(&o[8..12], &[-1.0; 4], "stage 1 after wait_group 1");
+    assert_eq!(
+        &o[12..16],
+        &[5.0, 6.0, 7.0, 8.0],
+        "stage 1 after wait_group 0"
+    );
+}
+
+#[test]
+fn a_race_between_threads_gives_different_results_on_alternate_runs() {
+    // Thread 0 reads what thread 1 writes, with no barrier in between.
+    let src = r#"
+extern "C" __global__ void racy(float* out) {
+    __shared__ float s[2];
+    s[threadIdx.x] = 0.0f;
+    __syncthreads();
+    if (threadIdx.x == 1) s[1] = 7.0f;
+    if (threadIdx.x == 0) out[0] = s[1];
+}
+"#;
+    let Some((emu, prog)) = emulate(src, "racy") else {
+        return;
+    };
+    let l = launch("racy", 1, 2, 0, vec![ResolvedArg::Buffer("out".into())]);
+    let first = run(&emu, &prog, &l, &[("out", vec![0; 4])]).unwrap();
+    let second = run(&emu, &prog, &l, &[("out", vec![0; 4])]).unwrap();
+    assert_ne!(f32s(&first[0]), f32s(&second[0]));
+}
