@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing (cargo fuzz, libFuzzer) of every parser of input from outside the
 # program: task directories (task.toml + plan.toml + kernel source, and what a valid task leads
 # to), expressions, LLM replies and HTTP bodies, Nsight Compute / compute-sanitizer / ptxas / PTX
-# text, worker protocol lines, the LLM profiles file, run exports (`ksmith db import`), output
+# text, PTX run by the emulator, worker protocol lines, the LLM profiles file, run exports (`ksmith db import`), output
 # comparison on arbitrary bits, and the include allowlist against the real NVRTC preprocessor
 # (include_escape: a planted header or /etc/passwd must never reach the compile log).
 #
@@ -20,7 +20,7 @@ secs="${1:-120}"
 shift || true
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
-  targets=(task_plan expr llm_reply tool_output worker_line llm_config compare run_export include_escape)
+  targets=(task_plan expr llm_reply tool_output worker_line llm_config compare run_export include_escape ptx_emulate)
 fi
 jobs="${KSMITH_FUZZ_JOBS:-1}"
 # libFuzzer runs -jobs in child processes that log to fuzz/fuzz-N.log; one job runs inline.
@@ -69,6 +69,16 @@ for row in json.load(sys.stdin)["tasks"]:
 ' || echo "(no ptxas seeds: ksmith tasks check failed)"
 fi
 seed run_export v1 < bench-suite/tests/samples/run_export_v1.json
+# The PTX of every reference kernel, compiled for the emulator's target (sm_90), for ptx_emulate.
+if [[ -x target/release/ksmith ]]; then
+  ptx_cache="$(mktemp -d)"
+  target/release/ksmith --arch sm_90 --cache-dir "$ptx_cache" tasks check > /dev/null 2>&1 || true
+  n=0
+  while IFS= read -r f; do
+    n=$((n + 1)); seed ptx_emulate "ref-$n" < "$f"
+  done < <(find "$ptx_cache" -name kernel.ptx | sort)
+  rm -rf "$ptx_cache"
+fi
 # A stored calibration (results/calibration/*.json) and PTX with an emulated FP8 mma.sync.
 seed tool_output calibration <<'EOF'
 {"version":5,"gpu_key":"NVIDIA H100 80GB HBM3|sm_90|driver 13.0","device":"H100","arch":"sm_90a","measured_at":0,"bandwidth":{"per_s":3.0e12,"method":"copy","repetitions":10,"best_ms":0.7},"copy_kernel":null,"memcpy_dtod":null,"peaks":{"bf16_tensor":{"per_s":9.0e14,"method":"wgmma","repetitions":10,"best_ms":20.0}},"skipped":{"fp64":"x"},"launch":{"median_ms":0.002,"p20_ms":0.0019,"p80_ms":0.0021,"samples":200,"method":"empty kernel"},"telemetry":{"unavailable":null,"before":null,"after":null,"throttled_samples":0,"checked_samples":0}}

@@ -230,6 +230,23 @@ fn execute(
     let lanes: Vec<usize> = (0..warp.len())
         .filter(|&k| here & (1 << warp[k].lane) != 0)
         .collect();
+    let needs = match &inst.op {
+        Op::Shfl(_) => 5,
+        Op::Mma(_) => 4,
+        Op::Vote(_) | Op::Match { .. } | Op::Redux { .. } => 3,
+        Op::Ldmatrix { .. } => 2,
+        _ => 0,
+    };
+    if inst.opds.len() < needs {
+        let f = Fault {
+            kind: FaultKind::IllegalInstruction,
+            message: format!(
+                "{} operands; this instruction takes {needs}",
+                inst.opds.len()
+            ),
+        };
+        return Err(locate(f, prog, &warp[lanes.first().copied().unwrap_or(0)]));
+    }
     let r = (|| -> Result<(), Fault> {
         match &inst.op {
             Op::BarWarp => {}

@@ -406,6 +406,9 @@ fn step(cta: &mut Cta, t: &mut Thread, inst: &Inst) -> Result<Flow, Fault> {
             let d = opd(inst, 0)?;
             let a = opd(inst, 1)?;
             match (d, a) {
+                (Opd::Vec(parts), _) | (_, Opd::Vec(parts)) if parts.is_empty() => {
+                    return fault(FaultKind::IllegalInstruction, "empty register vector");
+                }
                 (Opd::Vec(parts), src) => {
                     // Unpack: the low part goes to the first register.
                     let v = cta.val(t, src)?;
@@ -442,8 +445,15 @@ fn step(cta: &mut Cta, t: &mut Thread, inst: &Inst) -> Result<Flow, Fault> {
             if total > buf.len() {
                 return fault(FaultKind::IllegalInstruction, "load wider than 64 bytes");
             }
+            let dst = elems(opd(inst, 0)?);
+            if dst.len() != *vec as usize {
+                return fault(
+                    FaultKind::IllegalInstruction,
+                    "vector width and registers differ",
+                );
+            }
             cta.read(t, *space, addr, &mut buf[..total])?;
-            for (k, d) in elems(opd(inst, 0)?).iter().enumerate() {
+            for (k, d) in dst.iter().enumerate() {
                 let mut b = [0u8; 8];
                 let take = n.min(8);
                 b[..take].copy_from_slice(&buf[k * n..k * n + take]);
@@ -467,7 +477,14 @@ fn step(cta: &mut Cta, t: &mut Thread, inst: &Inst) -> Result<Flow, Fault> {
             if total > buf.len() {
                 return fault(FaultKind::IllegalInstruction, "store wider than 64 bytes");
             }
-            for (k, s) in elems(opd(inst, 1)?).iter().enumerate() {
+            let src = elems(opd(inst, 1)?);
+            if src.len() != *vec as usize {
+                return fault(
+                    FaultKind::IllegalInstruction,
+                    "vector width and registers differ",
+                );
+            }
+            for (k, s) in src.iter().enumerate() {
                 let v = match s {
                     Opd::FloatImm(x) if *ty == Ty::F64 => x.to_bits(),
                     _ => cta.val(t, s)?,
@@ -979,6 +996,9 @@ pub fn arith(
         });
     }
     let bits = ty.bits();
+    if bits > 64 {
+        return fault(FaultKind::IllegalInstruction, format!("{f:?} on {ty:?}"));
+    }
     let (ua, ub) = (trunc(a, bits), trunc(b, bits));
     let (sa, sb) = (sext(a, bits), sext(b, bits));
     let signed = ty.is_signed();
@@ -1049,7 +1069,7 @@ pub fn arith(
 }
 
 fn unary(f: Unary, ty: Ty, ftz: bool, rnd: Rnd, a: u64) -> u64 {
-    let bits = ty.bits();
+    let bits = ty.bits().min(64);
     match f {
         Unary::Not if ty == Ty::Pred => (a & 1) ^ 1,
         Unary::Not => trunc(!a, bits),

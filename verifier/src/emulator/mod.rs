@@ -25,7 +25,7 @@ mod ptx;
 
 use crate::dtype::DType;
 use crate::nvrtc::{Arch, Compiled};
-use crate::plan::ResolvedLaunch;
+use crate::plan::{ResolvedArg, ResolvedLaunch};
 use crate::runtime::backend::{Backend, Device};
 use crate::runtime::error::{CudaError, RuntimeError};
 use crate::runtime::launch::{check_params, pack_args};
@@ -33,10 +33,12 @@ use crate::runtime::GuardDamage;
 use exec::{Cta, FaultKind, Thread};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
 
 /// Instructions one launch may execute before it counts as hung.
 pub const DEFAULT_BUDGET: u64 = 4_000_000_000;
+
+/// Shared memory one block may have: an H100's 227 KiB.
+const MAX_SHARED_BYTES: u64 = 227 << 10;
 
 /// The compile target for emulation: plain `sm_90`, so `sm_90a`-only paths (wgmma, TMA)
 /// compile to their portable fallbacks, which the emulator implements.
@@ -266,6 +268,17 @@ impl Backend for Emulator {
                 message: format!("grid {:?} block {:?}", l.grid, l.block),
             }));
         }
+        let shared = program.prog.dynamic_shared_base as u64 + l.shared_bytes as u64;
+        if shared > MAX_SHARED_BYTES {
+            return Err(RuntimeError::Cuda(CudaError {
+                call: "cuLaunchKernel".into(),
+                code: 1,
+                name: "CUDA_ERROR_INVALID_VALUE".into(),
+                message: format!(
+                    "{shared} bytes of shared memory per block (an H100 has {MAX_SHARED_BYTES})"
+                ),
+            }));
+        }
         let packed = pack_args(l, address)?;
         let f = &program.prog.functions[program.kernels[&l.kernel].0];
         let mut params = vec![0u8; f.param_bytes];
@@ -333,8 +346,57 @@ impl Device for Emulator {
     }
 }
 
-/// Shared handle, for callers that keep the emulator alongside the programs it loaded.
-pub type SharedEmulator = Rc<Emulator>;
+/// Parses `ptx` and runs its first kernel on two blocks of 64 threads, every 8-byte parameter
+/// pointing at one 64 KiB buffer and every other one 1: for the fuzzer, which checks that no
+/// PTX makes the emulator panic or run past `budget`. Returns instructions executed.
+#[doc(hidden)]
+pub fn fuzz_run(ptx: &str, budget: u64) -> Result<u64, String> {
+    let emu = Emulator::new(budget);
+    let base = emu.mem.borrow().next_base();
+    let prog = ptx::parse(ptx, base).map_err(|e| e.to_string())?;
+    let Some(fi) = prog.functions.iter().position(|f| f.entry) else {
+        return Err("no kernel".into());
+    };
+    let f = &prog.functions[fi];
+    if !prog.image.bytes.is_empty() {
+        let mut mem = emu.mem.borrow_mut();
+        let at = mem.alloc(prog.image.bytes.len(), 0);
+        if let Some(d) = mem.bytes_mut(at, prog.image.bytes.len()) {
+            d.copy_from_slice(&prog.image.bytes);
+        }
+    }
+    let buffer = emu.mem.borrow_mut().alloc(64 << 10, 0);
+    let args = f
+        .params
+        .iter()
+        .map(|&(_, bytes)| {
+            if bytes == 8 {
+                ResolvedArg::U64(buffer)
+            } else {
+                ResolvedArg::U32(1)
+            }
+        })
+        .collect();
+    let sizes = f.params.iter().map(|p| p.1).collect();
+    let name = f.name.clone();
+    let program = EmuProgram {
+        prog,
+        kernels: [(name.clone(), (fi, sizes))].into_iter().collect(),
+    };
+    let l = ResolvedLaunch {
+        kernel: name,
+        grid: [2, 1, 1],
+        block: [64, 1, 1],
+        shared_bytes: 0,
+        args,
+        cluster: None,
+        cooperative: false,
+    };
+    emu.launch(&program, &l, &|_| None)
+        .map_err(|e| e.to_string())?;
+    emu.synchronize().map_err(|e| e.to_string())?;
+    Ok(emu.executed())
+}
 
 #[cfg(test)]
 mod tests;

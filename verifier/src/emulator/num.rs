@@ -374,6 +374,12 @@ pub fn cvt(
     relu: bool,
     a: u64,
 ) -> Result<u64, Fault> {
+    if dst.bits() > 64 || src.bits() > 64 || dst == Ty::Pred || src == Ty::Pred {
+        return fault(
+            FaultKind::IllegalInstruction,
+            format!("cvt to {dst:?} from {src:?}"),
+        );
+    }
     // Unpacking FP8 pairs to f16x2 / bf16x2 (low byte to low half).
     if let Some(n) = narrow(src) {
         let lo = n.decode((a & 0xff) as u16);
@@ -445,6 +451,12 @@ pub fn cvt_pair(
     a: u64,
     b: u64,
 ) -> Result<u64, Fault> {
+    if src.bits() > 64 || src == Ty::Pred {
+        return fault(
+            FaultKind::IllegalInstruction,
+            format!("cvt to {dst:?} from {src:?}"),
+        );
+    }
     let x = |v: u64| match get(src, v) {
         Val::F(f) => f,
         Val::I(i) => i as f64,

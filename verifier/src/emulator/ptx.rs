@@ -317,6 +317,27 @@ fn parse_decl(line: usize, s: &str) -> Result<Decl, ParseError> {
     })
 }
 
+/// Limits on what a module may declare, far above what NVRTC emits for real kernels: bytes of
+/// one declaration, of the module's variables, and registers per function.
+const MAX_DECL_BYTES: usize = 256 << 20;
+const MAX_REGS: usize = 1 << 16;
+const MAX_LOCAL_BYTES: usize = 512 << 10;
+
+/// `count` elements of `elem` bytes, if within [`MAX_DECL_BYTES`].
+fn decl_bytes(line: usize, d: &Decl) -> Result<usize, ParseError> {
+    d.count
+        .unwrap_or(1)
+        .checked_mul(d.elem_bytes)
+        .filter(|&n| n <= MAX_DECL_BYTES)
+        .ok_or_else(|| ParseError {
+            line,
+            message: format!(
+                "`{}` is larger than the emulator's {MAX_DECL_BYTES} bytes",
+                d.name
+            ),
+        })
+}
+
 fn align_up(x: usize, a: usize) -> usize {
     if a <= 1 {
         x
@@ -338,11 +359,15 @@ struct Module {
 
 impl Module {
     fn add_global(&mut self, line: usize, d: &Decl) -> Result<(), ParseError> {
-        let n = d.count.unwrap_or(1);
+        let bytes = decl_bytes(line, d)?;
+        if self.image.len() + bytes > MAX_DECL_BYTES || self.static_shared + bytes > MAX_DECL_BYTES
+        {
+            return err(line, "module variables larger than the emulator's limit");
+        }
         match d.space.as_str() {
             ".global" | ".const" => {
                 let at = align_up(self.image.len(), d.align);
-                self.image.resize(at + n * d.elem_bytes, 0);
+                self.image.resize(at + bytes, 0);
                 for (i, v) in d.init.iter().enumerate() {
                     let bits = parse_int(v)
                         .or_else(|| parse_float_bits(v, d.elem_bytes))
@@ -366,7 +391,7 @@ impl Module {
                     self.has_dynamic.push(d.name.clone());
                 } else {
                     let at = align_up(self.static_shared, d.align);
-                    self.static_shared = at + n * d.elem_bytes;
+                    self.static_shared = at + bytes;
                     self.globals
                         .insert(d.name.clone(), SymKind::Shared(at as u64));
                 }
@@ -609,7 +634,10 @@ fn parse_function(
     let mut t = after.trim_start();
     let mut rets = Vec::new();
     if t.starts_with('(') {
-        let close = t.find(')').unwrap_or(t.len() - 1);
+        let close = t.find(')').ok_or_else(|| ParseError {
+            line,
+            message: "return parameter list without its `)`".into(),
+        })?;
         rets = declare_params(&t[1..close], &mut scope)?;
         t = &t[close + 1..];
     }
@@ -669,11 +697,17 @@ fn parse_function(
                 }
                 if s.starts_with(".local") || s.starts_with(".shared") || s.starts_with(".param") {
                     let d = parse_decl(line, s)?;
-                    let n = d.count.unwrap_or(1) * d.elem_bytes;
+                    let n = decl_bytes(line, &d)?;
+                    if f.local_bytes + f.param_bytes + m.static_shared + n > MAX_DECL_BYTES {
+                        return err(line, "declarations larger than the emulator's limit");
+                    }
                     let sym = match d.space.as_str() {
                         ".local" => {
                             let at = align_up(f.local_bytes, d.align);
                             f.local_bytes = at + n;
+                            if f.local_bytes > MAX_LOCAL_BYTES {
+                                return err(line, format!("more than {MAX_LOCAL_BYTES} bytes of local memory per thread (a GPU's limit)"));
+                            }
                             SymKind::Local(at as u64)
                         }
                         ".param" => {
@@ -763,12 +797,24 @@ fn declare_regs(
                     line,
                     message: format!("register range `{n}` is not `%name<count>`"),
                 })?;
+            if f.nregs + c > MAX_REGS {
+                return err(
+                    line,
+                    format!("more than {MAX_REGS} registers in one function"),
+                );
+            }
             for k in 0..c {
                 scope.regs[top].insert(format!("{base}{k}"), f.nregs as u32);
                 f.nregs += 1;
                 f.pred_regs.push(ty == ".pred");
             }
         } else {
+            if f.nregs >= MAX_REGS {
+                return err(
+                    line,
+                    format!("more than {MAX_REGS} registers in one function"),
+                );
+            }
             scope.regs[top].insert(n.to_string(), f.nregs as u32);
             f.nregs += 1;
             f.pred_regs.push(ty == ".pred");

@@ -445,6 +445,55 @@ fn malformed_ptx_is_an_error_naming_the_line() {
         .err()
         .map(|e| e.to_string());
     assert!(e.is_some_and(|m| m.contains("line 3")));
+    // Declarations that would exhaust memory are refused, not allocated.
+    for (text, want) in [
+        (
+            ".visible .entry k()\n{\n\t.reg .b32 %r<99999999>;\n}\n",
+            "PTX line 3: more than 65536 registers",
+        ),
+        (
+            ".shared .align 4 .b8 big[99999999999];\n",
+            "PTX line 1: `big` is larger than",
+        ),
+        (
+            ".visible .entry k()\n{\n\t.local .b8 d[9999999];\n}\n",
+            "PTX line 3: more than 524288 bytes of local memory",
+        ),
+        (
+            ".visible .func (.param .b32 r k()\n{\n}\n",
+            "PTX line 1: cannot read the function name",
+        ),
+    ] {
+        let e = ptx::parse(text, memory::GLOBAL_BASE)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.starts_with(want), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn malformed_instructions_fault_instead_of_panicking() {
+    let run = |body: &str| {
+        let ptx = format!(".visible .entry k(.param .u64 p)\n{{\n\t.reg .b32 %r<4>;\n\t.reg .b64 %rd<2>;\n\tld.param.u64 %rd1, [p];\n{body}\n\tret;\n}}\n");
+        fuzz_run(&ptx, 10_000)
+    };
+    for body in [
+        "\tmov.b32 {}, %r1;",
+        "\tld.global.v2.u32 {%r1,%r2,%r3}, [%rd1];",
+        "\tshfl.sync.bfly.b32 %r1, %r2;",
+        "\tmma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%r1};",
+        "\tcvt.rn.f32.b128 %r1, %r2;",
+    ] {
+        let e = run(body).expect_err(body);
+        assert!(
+            e.contains("CUDA_ERROR_ILLEGAL_INSTRUCTION") || e.contains("PTX line"),
+            "{body}: {e}"
+        );
+    }
+    // Odd but harmless: runs (128-bit counts clamp to 64 bits), no panic.
+    assert!(run("\tclz.b128 %r1, %r2;").is_ok());
+    assert!(run("\tadd.s32 %r1, %r2, 1;").is_ok());
 }
 
 #[test]
