@@ -5,7 +5,7 @@
 
 use super::exec::{fault, locate, run, Cta, Fault, FaultKind, State, Thread};
 use super::matrix;
-use super::op::{AtomOp, Op, Opd, ShflMode, Ty, VoteMode};
+use super::op::{AtomOp, BarKind, Op, Opd, ShflMode, VoteMode};
 use super::ptx::Program;
 
 /// Runs every thread of one CTA to completion.
@@ -102,7 +102,6 @@ fn barriers(cta: &mut Cta, threads: &mut [Thread]) -> bool {
                 let f = &cta.prog.functions[t.func];
                 let inst = &f.insts[t.pc];
                 if let Op::Bar(kind) = &inst.op {
-                    use super::op::BarKind;
                     let v = match kind {
                         BarKind::RedPopc => Some(popc as u64),
                         BarKind::RedAnd => Some(all as u64),
@@ -366,7 +365,6 @@ fn execute(
                     AtomOp::Or => acc | x,
                     _ => acc ^ x,
                 });
-                let _ = Ty::B32;
                 for &k in &lanes {
                     cta.set(&mut warp[k], &inst.opds[0], r)?;
                 }

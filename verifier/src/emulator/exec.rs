@@ -533,15 +533,11 @@ fn step(cta: &mut Cta, t: &mut Thread, inst: &Inst) -> Result<Flow, Fault> {
             let c = cta.val(t, opd(inst, 3)?)?;
             cta.set(t, opd(inst, 0)?, num::fma(*ty, *rnd, *ftz, *sat, a, b, c))?;
         }
+        // `.approx` results are computed exactly (see `num`).
         Op::Unary {
-            f,
-            ty,
-            ftz,
-            approx,
-            rnd,
+            f, ty, ftz, rnd, ..
         } => {
             let a = cta.val(t, opd(inst, 1)?)?;
-            let _ = approx;
             cta.set(t, opd(inst, 0)?, unary(*f, *ty, *ftz, *rnd, a))?;
         }
         Op::Setp {

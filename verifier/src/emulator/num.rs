@@ -168,16 +168,12 @@ pub fn float_arith(
             let r = op(x, y)?;
             Some(if sat { sat01(r) } else { r }.to_bits())
         }
-        _ => {
-            let (bf, _) = half_lanes(ty)?;
-            let _ = bf;
-            per_half(
-                ty,
-                &[a, b],
-                &|xs: &[f64]| op(xs[0], xs[1]).unwrap_or(f64::NAN),
-                sat,
-            )
-        }
+        _ => per_half(
+            ty,
+            &[a, b],
+            &|xs: &[f64]| op(xs[0], xs[1]).unwrap_or(f64::NAN),
+            sat,
+        ),
     }
 }
 

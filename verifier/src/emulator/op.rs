@@ -692,7 +692,23 @@ pub fn decode(opcode: &str) -> Result<Op, String> {
         "bfi" => Op::Bfi(ty()?),
         "bfe" => Op::Bfe(ty()?),
         "prmt" if mods.len() == 1 => Op::Prmt,
-        "bra" | "brx" if base == "bra" => Op::Bra,
+        "bra" => Op::Bra,
+        "ldmatrix"
+            if has("m8n8")
+                && has("b16")
+                && mods.iter().any(|m| space(m) == Some(Space::Shared)) =>
+        {
+            Op::Ldmatrix {
+                count: if has("x4") {
+                    4
+                } else if has("x2") {
+                    2
+                } else {
+                    1
+                },
+                trans: has("trans"),
+            }
+        }
         "ret" => Op::Ret,
         "exit" => Op::Exit,
         "trap" => Op::Trap,
@@ -819,21 +835,6 @@ pub fn decode(opcode: &str) -> Result<Op, String> {
                 format!("{opcode} (modifier `.{m}`)").into(),
             ));
         }
-    }
-    if base == "ldmatrix" {
-        if !(has("m8n8") && has("b16") && (has("shared") || has("shared::cta"))) {
-            return Ok(unsupported());
-        }
-        return Ok(Op::Ldmatrix {
-            count: if has("x4") {
-                4
-            } else if has("x2") {
-                2
-            } else {
-                1
-            },
-            trans: has("trans"),
-        });
     }
     Ok(op)
 }

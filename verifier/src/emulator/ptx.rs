@@ -4,7 +4,7 @@
 //! Only what NVRTC and hand-written inline asm produce is accepted; anything else is an error
 //! naming the PTX line, so an unsupported kernel is reported, never mis-run.
 
-use super::op::{decode, Inst, Mem, Opd, Space, Sreg};
+use super::op::{decode, Inst, Mem, Opd, Sreg};
 use std::collections::HashMap;
 
 /// The module's `.global` / `.const` variables, to be placed at the base `parse` was given.
@@ -1126,13 +1126,9 @@ fn address(m: &Module, line: usize, s: &str, scope: &Scope) -> Result<Opd, Parse
             dyn_shared: true,
         })),
         Some(sym) => {
-            let (a, sp) = match sym {
-                SymKind::Global(a) => (a, Space::Global),
-                SymKind::Shared(a) => (a, Space::Shared),
-                SymKind::Local(a) => (a, Space::Local),
-                SymKind::Param(a) => (a, Space::Param),
-            };
-            let _ = sp;
+            // The instruction's state space says which memory the address is in.
+            let (SymKind::Global(a) | SymKind::Shared(a) | SymKind::Local(a) | SymKind::Param(a)) =
+                sym;
             Ok(Opd::Mem(Mem {
                 reg: None,
                 off: off.wrapping_add(a as i64),
