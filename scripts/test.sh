@@ -25,3 +25,6 @@ echo "== ksmith tasks spec (every spec.py run by PyTorch on the CPU: smallest sh
 PYTHONPATH="$PWD/tools/torch" cargo run --quiet --bin ksmith -- tasks spec --heldout 2
 echo "== ksmith tasks emulate (every reference kernel run by the PTX emulator on a small held-out shape, strict protocol against spec.py)"
 PYTHONPATH="$PWD/tools/torch" cargo run --quiet --bin ksmith -- tasks emulate
+echo "== ksmith --arch sm_90a tasks emulate (the references with a wgmma main loop, on that path)"
+mapfile -t wgmma_tasks < <(grep -l 'wgmma.mma_async' tasks/*/*/reference.cu | xargs -n1 dirname | xargs -n1 basename)
+PYTHONPATH="$PWD/tools/torch" cargo run --quiet --bin ksmith -- --arch sm_90a tasks emulate --heldout 2 --max-bytes 16M "${wgmma_tasks[@]}"

@@ -10,9 +10,9 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
-use verifier::emulator::{Emulator, DEFAULT_BUDGET};
+use verifier::emulator::{self, Emulator, DEFAULT_BUDGET};
 use verifier::heldout::{self, HeldoutOptions};
-use verifier::nvrtc::Compiler;
+use verifier::nvrtc::{Arch, Compiler};
 use verifier::protocol::{EvalOptions, EvaluateRequest, Oracle};
 use verifier::runtime::evaluate::evaluate_with;
 use verifier::runtime::strict::{NoHooks, ReferenceCache};
@@ -57,6 +57,9 @@ struct Row {
     correct: bool,
     /// Thread-instructions the emulator executed.
     instructions: u64,
+    /// Tensor-core instructions among them: warp-level mma, warpgroup-level wgmma.
+    mma: u64,
+    wgmma: u64,
     secs: f64,
     detail: String,
 }
@@ -104,7 +107,12 @@ fn draw(t: &verifier::task::Task, a: &EmulateArgs) -> Option<(u64, Vec<verifier:
     })
 }
 
-fn emulate_one(td: &bench_suite::suite::TaskDir, compiler: &Compiler, a: &EmulateArgs) -> Row {
+fn emulate_one(
+    td: &bench_suite::suite::TaskDir,
+    compiler: &Compiler,
+    a: &EmulateArgs,
+    arch: Arch,
+) -> Row {
     let id = td.task.id.clone();
     let start = Instant::now();
     let shape = match shapes_for(&td.task, a) {
@@ -116,6 +124,8 @@ fn emulate_one(td: &bench_suite::suite::TaskDir, compiler: &Compiler, a: &Emulat
                 status: "error".into(),
                 correct: false,
                 instructions: 0,
+                mma: 0,
+                wgmma: 0,
                 secs: 0.0,
                 detail: e,
             }
@@ -130,6 +140,8 @@ fn emulate_one(td: &bench_suite::suite::TaskDir, compiler: &Compiler, a: &Emulat
                 status: "error".into(),
                 correct: false,
                 instructions: 0,
+                mma: 0,
+                wgmma: 0,
                 secs: 0.0,
                 detail: format!("cannot read {REFERENCE_PLAN}: {e}"),
             }
@@ -152,7 +164,7 @@ fn emulate_one(td: &bench_suite::suite::TaskDir, compiler: &Compiler, a: &Emulat
             oracle: Oracle::PyTorch,
         },
     };
-    let emu = Emulator::new(a.budget);
+    let emu = Emulator::new(a.budget).with_arch(arch);
     let mut cache = ReferenceCache::new(1 << 30);
     let mut torch = TorchOracle::new(RunnerConfig::default()).on(TorchDevice::Cpu);
     let r = evaluate_with(&emu, compiler, &mut cache, &req, &NoHooks, Some(&mut torch));
@@ -170,6 +182,8 @@ fn emulate_one(td: &bench_suite::suite::TaskDir, compiler: &Compiler, a: &Emulat
                 },
                 correct,
                 instructions: emu.executed(),
+                mma: emu.tensor_instructions().0,
+                wgmma: emu.tensor_instructions().1,
                 secs,
                 detail: if correct {
                     String::new()
@@ -184,6 +198,8 @@ fn emulate_one(td: &bench_suite::suite::TaskDir, compiler: &Compiler, a: &Emulat
             status: "error".into(),
             correct: false,
             instructions: emu.executed(),
+            mma: emu.tensor_instructions().0,
+            wgmma: emu.tensor_instructions().1,
             secs,
             detail: e.to_string(),
         },
@@ -193,6 +209,11 @@ fn emulate_one(td: &bench_suite::suite::TaskDir, compiler: &Compiler, a: &Emulat
 pub fn emulate_cmd(g: &Global, suite: &Suite, a: &EmulateArgs) -> anyhow::Result<u8> {
     let selected = select(suite, &a.ids)?;
     let (compiler, _) = super::compiler(g)?;
+    // The emulator's own target unless --arch names one: sm_90a runs the wgmma main loops.
+    let arch = match &g.arch {
+        Some(a) => a.parse::<Arch>().map_err(anyhow::Error::msg)?,
+        None => emulator::ARCH,
+    };
     let tasks: Vec<&bench_suite::suite::TaskDir> = selected
         .iter()
         .filter_map(|e| match e {
@@ -211,7 +232,7 @@ pub fn emulate_cmd(g: &Global, suite: &Suite, a: &EmulateArgs) -> anyhow::Result
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(td) = tasks.get(i) else { break };
-                let row = emulate_one(td, &compiler, a);
+                let row = emulate_one(td, &compiler, a, arch);
                 if !a.json {
                     eprintln!(
                         "{:<40} {:<10} {:>8.1} s  {}",

@@ -7,6 +7,7 @@ use super::exec::{fault, locate, run, Cta, Fault, FaultKind, State, Thread};
 use super::matrix;
 use super::op::{AtomOp, BarKind, Op, Opd, ShflMode, VoteMode};
 use super::ptx::Program;
+use super::wgmma;
 
 /// Runs every thread of one CTA to completion.
 pub fn run_cta(cta: &mut Cta, threads: &mut [Thread]) -> Result<(), Fault> {
@@ -27,7 +28,7 @@ pub fn run_cta(cta: &mut Cta, threads: &mut [Thread]) -> Result<(), Fault> {
         if threads.iter().all(|t| t.state == State::Exited) {
             return Ok(());
         }
-        if warp_collectives(cta, threads)? {
+        if warp_collectives(cta, threads)? || warpgroup_collectives(cta, threads)? {
             continue;
         }
         if barriers(cta, threads) {
@@ -167,6 +168,9 @@ fn warp_collectives(cta: &mut Cta, threads: &mut [Thread]) -> Result<bool, Fault
                         first = k;
                     }
                 }
+                if matches!(inst.op, Op::Wgmma(_)) {
+                    continue;
+                }
                 let whole_warp = matches!(inst.op, Op::Mma(_) | Op::Ldmatrix { .. });
                 if whole_warp && exited != 0 {
                     return Err(locate(
@@ -196,6 +200,104 @@ fn warp_collectives(cta: &mut Cta, threads: &mut [Thread]) -> Result<bool, Fault
             }
             any = true;
         }
+    }
+    Ok(any)
+}
+
+/// Executes each `wgmma.mma_async` that all 128 threads of its warpgroup have reached.
+fn warpgroup_collectives(cta: &mut Cta, threads: &mut [Thread]) -> Result<bool, Fault> {
+    let prog = cta.prog;
+    let mut any = false;
+    for group in threads.chunks_mut(wgmma::THREADS) {
+        let Some(first) = group.iter().position(|t| t.state == State::Warp) else {
+            continue;
+        };
+        let (func, pc) = (group[first].func, group[first].pc);
+        let inst = &prog.functions[func].insts[pc];
+        let Op::Wgmma(spec) = &inst.op else {
+            continue;
+        };
+        if group.len() < wgmma::THREADS || group.iter().any(|t| t.state == State::Exited) {
+            let f = Fault {
+                kind: FaultKind::IllegalInstruction,
+                message: "wgmma needs all 128 threads of its warpgroup".into(),
+            };
+            return Err(locate(f, prog, &group[first]));
+        }
+        if !group
+            .iter()
+            .all(|t| t.state == State::Warp && (t.func, t.pc) == (func, pc))
+        {
+            continue;
+        }
+        let r = (|| -> Result<(), Fault> {
+            let ill = |m: String| Fault {
+                kind: FaultKind::IllegalInstruction,
+                message: m,
+            };
+            let opd = |k: usize| {
+                inst.opds
+                    .get(k)
+                    .ok_or_else(|| ill(format!("wgmma operand {} missing", k + 1)))
+            };
+            let mut d = vals(cta, group, opd(0)?)?;
+            let imm = |cta: &mut Cta, k: usize| -> Result<i32, Fault> {
+                Ok(cta.val(&group[0], opd(k)?)? as u32 as i32)
+            };
+            let scale_d = cta.val(&group[0], opd(3)?)? & 1 != 0;
+            let (scale_a, scale_b) = (imm(cta, 4)?, imm(cta, 5)?);
+            let desc_b = cta.val(&group[0], opd(2)?)?;
+            if spec.a_from_registers {
+                let a = vals(cta, group, opd(1)?)?;
+                let trans_b = inst.opds.len() > 6 && imm(cta, 6)? != 0;
+                wgmma::wgmma_reg_a(
+                    spec,
+                    &a,
+                    desc_b,
+                    &cta.shared,
+                    &mut d,
+                    scale_d,
+                    scale_a,
+                    scale_b,
+                    trans_b,
+                )
+                .map_err(ill)?;
+            } else {
+                let desc_a = cta.val(&group[0], opd(1)?)?;
+                let trans_a = inst.opds.len() > 6 && imm(cta, 6)? != 0;
+                let trans_b = inst.opds.len() > 7 && imm(cta, 7)? != 0;
+                wgmma::wgmma(
+                    spec,
+                    desc_a,
+                    desc_b,
+                    &cta.shared,
+                    &mut d,
+                    scale_d,
+                    scale_a,
+                    scale_b,
+                    trans_a,
+                    trans_b,
+                )
+                .map_err(ill)?;
+            }
+            let dst: Vec<Opd> = match opd(0)? {
+                Opd::Vec(v) => v.clone(),
+                o => vec![o.clone()],
+            };
+            for (t, regs) in group.iter_mut().zip(d) {
+                for (o, v) in dst.iter().zip(regs) {
+                    cta.set(t, o, v as u64)?;
+                }
+            }
+            Ok(())
+        })();
+        r.map_err(|f| locate(f, prog, &group[0]))?;
+        cta.wgmma += 1;
+        for t in group.iter_mut() {
+            t.pc += 1;
+            t.state = State::Ready;
+        }
+        any = true;
     }
     Ok(any)
 }
@@ -414,6 +516,7 @@ fn execute(
                     }
                     _ => None,
                 };
+                cta.mma += 1;
                 let d = matrix::mma(
                     spec,
                     &a,

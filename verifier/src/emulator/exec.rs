@@ -143,6 +143,9 @@ pub struct Cta<'a> {
     pub arrived: [u32; 16],
     /// Run the threads of the CTA last to first.
     pub reverse: bool,
+    /// Warp-level `mma` and warpgroup-level `wgmma` instructions executed (tensor-core work).
+    pub mma: u64,
+    pub wgmma: u64,
 }
 
 fn trunc(v: u64, bits: u32) -> u64 {
@@ -952,6 +955,7 @@ fn step(cta: &mut Cta, t: &mut Thread, inst: &Inst) -> Result<Flow, Fault> {
         | Op::Match { .. }
         | Op::Redux { .. }
         | Op::Mma(_)
+        | Op::Wgmma(_)
         | Op::Ldmatrix { .. } => {
             t.state = State::Warp;
             return Ok(Flow::Stop);

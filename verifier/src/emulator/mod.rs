@@ -4,8 +4,10 @@
 //! It implements [`Device`], so everything the protocol does on a GPU (poisoned outputs, two
 //! runs, tolerances, the PyTorch oracle) runs unchanged. What it checks that a GPU would not:
 //! every access lies inside an allocation and is aligned to its size. What it cannot check:
-//! timing, `wgmma` / TMA code (it compiles for `sm_90`, so arch-specific paths fall back), and
-//! races (threads run one at a time, in order).
+//! timing, TMA and cluster code, and most races (threads run one at a time; each run reverses
+//! the order, so the protocol's determinism check sees races that decide a result). It compiles
+//! for `sm_90`, so `sm_90a`-only paths run their portable fallbacks; with `sm_90a`
+//! ([`Emulator::with_arch`]) `wgmma` runs too, from the PTX ISA's layouts.
 //!
 //! Only kernels whose source this project owns run here: a candidate from an LLM is device code
 //! for a GPU, and kernelsmith does not execute it on the host, interpreted or not.
@@ -22,6 +24,7 @@ mod memory;
 mod num;
 mod op;
 mod ptx;
+pub mod wgmma;
 
 use crate::dtype::DType;
 use crate::nvrtc::{Arch, Compiled};
@@ -53,10 +56,12 @@ pub struct Emulator {
     pending: RefCell<Option<CudaError>>,
     budget: u64,
     executed: Cell<u64>,
+    tensor: Cell<(u64, u64)>,
     /// Flips at every synchronisation: the strict protocol's second run of a case (its
     /// determinism check) runs each CTA's threads in the opposite order, so a race between
     /// threads that decides the result shows up as two different outputs.
     reverse: Cell<bool>,
+    arch: Arch,
 }
 
 pub struct EmuBuffer {
@@ -99,13 +104,27 @@ impl Emulator {
             pending: RefCell::new(None),
             budget,
             executed: Cell::new(0),
+            tensor: Cell::new((0, 0)),
             reverse: Cell::new(false),
+            arch: ARCH,
         }
+    }
+
+    /// Compiles for `arch` instead of [`ARCH`]: `sm_90a` runs the wgmma main loops (emulated from
+    /// the PTX ISA's shared-memory layouts) instead of their mma.sync fallbacks.
+    pub fn with_arch(mut self, arch: Arch) -> Emulator {
+        self.arch = arch;
+        self
     }
 
     /// Instructions executed by all launches so far (thread-instructions).
     pub fn executed(&self) -> u64 {
         self.executed.get()
+    }
+
+    /// Tensor-core instructions executed so far: warp-level `mma`, warpgroup-level `wgmma`.
+    pub fn tensor_instructions(&self) -> (u64, u64) {
+        self.tensor.get()
     }
 
     fn run_launch(
@@ -145,6 +164,8 @@ impl Emulator {
                         budget: self.budget,
                         arrived: [0; 16],
                         reverse: self.reverse.get(),
+                        mma: 0,
+                        wgmma: 0,
                     };
                     threads.clear();
                     let mut linear = 0u32;
@@ -158,6 +179,8 @@ impl Emulator {
                     }
                     let r = cta::run_cta(&mut cta, &mut threads);
                     executed = cta.executed;
+                    let (m, w) = self.tensor.get();
+                    self.tensor.set((m + cta.mma, w + cta.wgmma));
                     if let Err(mut f) = r {
                         f.message = format!("block ({x}, {y}, {z}): {}", f.message);
                         self.executed.set(self.executed.get() + executed);
@@ -304,10 +327,10 @@ impl Backend for Emulator {
 
 impl Device for Emulator {
     fn arch(&self) -> Arch {
-        ARCH
+        self.arch
     }
     fn describe(&self) -> String {
-        "PTX emulator on the CPU (sm_90 code, no timing)".into()
+        format!("PTX emulator on the CPU ({} code, no timing)", self.arch)
     }
     fn load(&self, compiled: &Compiled) -> Result<EmuProgram, RuntimeError> {
         let mut mem = self.mem.borrow_mut();

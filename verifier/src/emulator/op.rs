@@ -2,6 +2,7 @@
 //! the interpreter dispatches on an enum instead of re-reading text per executed instruction.
 
 use super::matrix::{parse_mma, MmaSpec};
+use super::wgmma::{parse_wgmma, WgmmaSpec};
 use std::rc::Rc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -365,6 +366,8 @@ pub enum Op {
     },
     Nop,
     Mma(Rc<MmaSpec>),
+    /// `wgmma.mma_async`: the four warps of a warpgroup together.
+    Wgmma(Rc<WgmmaSpec>),
     Ldmatrix {
         count: usize,
         trans: bool,
@@ -383,6 +386,7 @@ impl Op {
                 | Op::Match { .. }
                 | Op::Redux { .. }
                 | Op::Mma(_)
+                | Op::Wgmma(_)
                 | Op::Ldmatrix { .. }
         )
     }
@@ -540,6 +544,22 @@ pub fn decode(opcode: &str) -> Result<Op, String> {
         return Ok(parse_mma(opcode)
             .map(|s| Op::Mma(Rc::new(s)))
             .unwrap_or_else(|_| unsupported()));
+    }
+    if let Some(rest) = opcode.strip_prefix("wgmma.") {
+        // The accumulators are written when the instruction executes, so its fence, commit and
+        // wait have nothing left to order.
+        if rest.starts_with("mma_async") {
+            return Ok(parse_wgmma(opcode)
+                .map(|s| Op::Wgmma(Rc::new(s)))
+                .unwrap_or_else(|_| unsupported()));
+        }
+        if rest.starts_with("fence")
+            || rest.starts_with("commit_group")
+            || rest.starts_with("wait_group")
+        {
+            return Ok(Op::Nop);
+        }
+        return Ok(unsupported());
     }
     let parts: Vec<&str> = opcode.split('.').collect();
     let base = parts[0];

@@ -4,7 +4,7 @@
 //! Only what NVRTC and hand-written inline asm produce is accepted; anything else is an error
 //! naming the PTX line, so an unsupported kernel is reported, never mis-run.
 
-use super::op::{decode, Inst, Mem, Opd, Sreg};
+use super::op::{decode, Inst, Mem, Op, Opd, Sreg};
 use std::collections::HashMap;
 
 /// The module's `.global` / `.const` variables, to be placed at the base `parse` was given.
@@ -945,7 +945,15 @@ fn parse_inst(
             opds.push(opd);
         }
     }
-    let op = decode(opcode).map_err(|message| ParseError { line, message })?;
+    let op = match decode(opcode).map_err(|message| ParseError { line, message })? {
+        // Only the operand list tells the register-A form from the descriptor one.
+        Op::Wgmma(s) if matches!(opds.get(1), Some(Opd::Vec(_))) => {
+            let mut s = (*s).clone();
+            s.a_from_registers = true;
+            Op::Wgmma(std::rc::Rc::new(s))
+        }
+        op => op,
+    };
     let bytes = op.float_bytes();
     for o in opds.iter_mut() {
         float_to_bits(o, bytes);
