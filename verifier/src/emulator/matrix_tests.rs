@@ -3,29 +3,8 @@
 //! with a plain matrix product.
 
 use super::*;
+use crate::emulator::exact::Rng;
 use half::{bf16, f16};
-
-/// SplitMix64: deterministic test data without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in lo..=hi.
-    fn int(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i64
-    }
-    /// `n * 2^-s` with |n| <= max_n and s in s_lo..=s_hi: few significant bits, so every
-    /// reference sum below is exact in f64 and rounding it once is the exact answer.
-    fn scaled(&mut self, max_n: i64, s_lo: i64, s_hi: i64) -> f64 {
-        self.int(-max_n, max_n) as f64 * 2f64.powi(-self.int(s_lo, s_hi) as i32)
-    }
-}
 
 /// "mma.sync.aligned." + the rest of an opcode.
 fn dense(rest: &str) -> String {

@@ -18,6 +18,7 @@
 //! - [`memory`]: bounds-checked global memory.
 
 mod cta;
+mod exact;
 mod exec;
 pub mod matrix;
 mod memory;

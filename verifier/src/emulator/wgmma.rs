@@ -62,13 +62,13 @@
 //! only for 16-bit types (ISA: "only supported for the wgmma.mma_async variants with .f16/.bf16
 //! types on matrices accessed from shared memory"). Not supported: tf32, integer, b1, `.sp`.
 //!
-//! Arithmetic is that of [`super::matrix`] (its helpers are private there, so the few needed are
-//! repeated below): inputs and products exact in f64, their sum with C exact, rounded once to
-//! nearest even to D's type: the ideal result, which tensor cores approximate ("Precision and
-//! rounding" leaves order and rounding unspecified).
+//! Arithmetic is that of [`super::matrix`] (the helpers both share live in `exact`): inputs and
+//! products exact in f64, their sum with C exact, rounded once to nearest even to D's type: the
+//! ideal result, which tensor cores approximate ("Precision and rounding" leaves order and
+//! rounding unspecified).
 
-use super::matrix::{AccType, ElemType};
-use half::f16;
+use super::exact::{decode_elem, decode_ieee, dot_float, f16_bits};
+use super::matrix::{acc_type, elem_type, AccType, ElemType};
 
 /// M of every wgmma shape.
 pub const M: usize = 64;
@@ -88,27 +88,6 @@ pub struct WgmmaSpec {
     /// A comes from registers ([`wgmma_reg_a`]) rather than a descriptor ([`wgmma`]). The opcode
     /// does not say which (the operand list does), so [`parse_wgmma`] leaves it false.
     pub a_from_registers: bool,
-}
-
-fn elem_type(s: &str) -> Option<ElemType> {
-    Some(match s {
-        "f16" => ElemType::F16,
-        "bf16" => ElemType::Bf16,
-        "e4m3" => ElemType::E4m3,
-        "e5m2" => ElemType::E5m2,
-        "s8" => ElemType::S8,
-        "u8" => ElemType::U8,
-        _ => return None,
-    })
-}
-
-fn acc_type(s: &str) -> Option<AccType> {
-    Some(match s {
-        "f16" => AccType::F16,
-        "f32" => AccType::F32,
-        "s32" => AccType::S32,
-        _ => return None,
-    })
 }
 
 fn is_16bit(t: ElemType) -> bool {
@@ -441,28 +420,9 @@ pub fn wgmma(
     trans_a: bool,
     trans_b: bool,
 ) -> Result<(), String> {
-    check_spec(spec)?;
-    if spec.a_from_registers {
-        return Err(
-            "wgmma: the spec says A comes from registers, but descriptors were given".into(),
-        );
-    }
-    let (neg_a, neg_b) = (
-        scale_sign("imm-scale-a", imm_scale_a)?,
-        scale_sign("imm-scale-b", imm_scale_b)?,
-    );
-    check_transpose(spec, trans_a, trans_b)?;
-    check_accumulators(spec, d)?;
+    let (neg_a, neg_b) = check_call(spec, false, d, imm_scale_a, imm_scale_b, trans_a, trans_b)?;
     let a = load_operand("A", spec.a, desc_a, shared, (M, spec.k), trans_a, neg_a)?;
-    let b = load_operand(
-        "B",
-        spec.b,
-        desc_b,
-        shared,
-        (spec.n, spec.k),
-        trans_b,
-        neg_b,
-    )?;
+    let b = load_b(spec, desc_b, shared, trans_b, neg_b)?;
     accumulate(spec, &a, &b, d, scale_d)
 }
 
@@ -481,18 +441,7 @@ pub fn wgmma_reg_a(
     imm_scale_b: i32,
     trans_b: bool,
 ) -> Result<(), String> {
-    check_spec(spec)?;
-    if !spec.a_from_registers {
-        return Err(
-            "wgmma: the spec says A comes from a descriptor, but registers were given".into(),
-        );
-    }
-    let (neg_a, neg_b) = (
-        scale_sign("imm-scale-a", imm_scale_a)?,
-        scale_sign("imm-scale-b", imm_scale_b)?,
-    );
-    check_transpose(spec, false, trans_b)?;
-    check_accumulators(spec, d)?;
+    let (neg_a, neg_b) = check_call(spec, true, d, imm_scale_a, imm_scale_b, false, trans_b)?;
     let nregs = spec.a_regs();
     if a.len() != THREADS {
         return Err(format!(
@@ -518,7 +467,48 @@ pub fn wgmma_reg_a(
             }
         }
     }
-    let b = load_operand(
+    let b = load_b(spec, desc_b, shared, trans_b, neg_b)?;
+    accumulate(spec, &a_val, &b, d, scale_d)
+}
+
+/// The checks both forms make first, in order: the spec (and that A comes from where the call
+/// says, registers or not), the two imm-scale values, the transpose flags, the accumulators.
+/// Returns whether to negate A and B.
+fn check_call(
+    spec: &WgmmaSpec,
+    a_from_registers: bool,
+    d: &[Vec<u32>],
+    imm_scale_a: i32,
+    imm_scale_b: i32,
+    trans_a: bool,
+    trans_b: bool,
+) -> Result<(bool, bool), String> {
+    check_spec(spec)?;
+    if spec.a_from_registers != a_from_registers {
+        return Err(if a_from_registers {
+            "wgmma: the spec says A comes from a descriptor, but registers were given".into()
+        } else {
+            "wgmma: the spec says A comes from registers, but descriptors were given".into()
+        });
+    }
+    let neg = (
+        scale_sign("imm-scale-a", imm_scale_a)?,
+        scale_sign("imm-scale-b", imm_scale_b)?,
+    );
+    check_transpose(spec, trans_a, trans_b)?;
+    check_accumulators(spec, d)?;
+    Ok(neg)
+}
+
+/// Operand B (N x K) from its descriptor, as [`load_operand`] reads it.
+fn load_b(
+    spec: &WgmmaSpec,
+    desc_b: u64,
+    shared: &[u8],
+    trans_b: bool,
+    neg_b: bool,
+) -> Result<Vec<f64>, String> {
+    load_operand(
         "B",
         spec.b,
         desc_b,
@@ -526,8 +516,7 @@ pub fn wgmma_reg_a(
         (spec.n, spec.k),
         trans_b,
         neg_b,
-    )?;
-    accumulate(spec, &a_val, &b, d, scale_d)
+    )
 }
 
 /// D = A (64 x K) * B (given as N x K) (+ D), per thread and fragment element. `d` is checked.
@@ -554,10 +543,11 @@ fn accumulate(
             let products = (0..k).map(|kk| a[row * k + kk] * b[col * k + kk]);
             match spec.d {
                 AccType::F32 => {
-                    new[i] = (dot_float(products, c, 24, -149, 128)? as f32).to_bits();
+                    new[i] = (dot_float(products, c, 24, -149, 128, "wgmma")? as f32).to_bits();
                 }
                 AccType::F16 => {
-                    new[i / 2] |= f16_bits(dot_float(products, c, 11, -24, 16)?) << (16 * (i % 2));
+                    new[i / 2] |=
+                        f16_bits(dot_float(products, c, 11, -24, 16, "wgmma")?) << (16 * (i % 2));
                 }
                 AccType::S32 => return Err("wgmma: integer accumulators are not supported".into()),
             }
@@ -567,198 +557,6 @@ fn accumulate(
         *regs = new;
     }
     Ok(())
-}
-
-// ---- Exact arithmetic: the same as matrix.rs (private there). ----
-
-/// Decodes an IEEE-style binary format with `e` exponent bits and `m` mantissa bits, exactly;
-/// `ieee_top` says whether the all-ones exponent means inf/NaN (false for e4m3, whose only NaN
-/// is S.1111.111 and which has no infinity).
-fn decode_ieee(bits: u32, e: u32, m: u32, ieee_top: bool) -> f64 {
-    let sign = if (bits >> (e + m)) & 1 == 1 {
-        -1.0
-    } else {
-        1.0
-    };
-    let exp_field = (bits >> m) & ((1 << e) - 1);
-    let mant = bits & ((1 << m) - 1);
-    let bias = (1i32 << (e - 1)) - 1;
-    if exp_field == (1 << e) - 1 && (ieee_top || mant == (1 << m) - 1) {
-        return if ieee_top && mant == 0 {
-            sign * f64::INFINITY
-        } else {
-            f64::NAN
-        };
-    }
-    let (mant, exp) = if exp_field == 0 {
-        (mant, 1 - bias)
-    } else {
-        (mant | (1 << m), exp_field as i32 - bias)
-    };
-    sign * f64::from(mant) * pow2(exp - m as i32)
-}
-
-fn decode_elem(t: ElemType, bits: u32) -> f64 {
-    match t {
-        ElemType::F16 => decode_ieee(bits, 5, 10, true),
-        ElemType::Bf16 => decode_ieee(bits, 8, 7, true),
-        ElemType::E4m3 => decode_ieee(bits, 4, 3, false),
-        ElemType::E5m2 => decode_ieee(bits, 5, 2, true),
-        ElemType::S8 => f64::from(bits as u8 as i8),
-        ElemType::U8 => f64::from(bits as u8),
-    }
-}
-
-/// The exact sum of the (exact) products and C, rounded once to nearest even with `prec`
-/// significant bits, subnormal spacing 2^min_exp and overflow at 2^max_exp. NaN inputs, inf * 0
-/// and inf - inf give NaN, otherwise an infinite term gives that infinity; an exact zero is -0
-/// only if every addend is -0. Fast path: an f64 sum whose every step is exact (TwoSum error 0);
-/// otherwise the terms go through `Fixed`.
-fn dot_float(
-    products: impl Iterator<Item = f64> + Clone,
-    c: f64,
-    prec: usize,
-    min_exp: i32,
-    max_exp: i32,
-) -> Result<f64, String> {
-    let (mut sum, mut exact) = (c, true);
-    for p in products.clone() {
-        let s = sum + p;
-        let pv = s - sum;
-        exact &= (sum - (s - pv)) + (p - pv) == 0.0;
-        sum = s;
-    }
-    if !sum.is_finite() {
-        return Ok(if sum.is_nan() { f64::NAN } else { sum });
-    }
-    if exact {
-        return Ok(round_f64(sum, prec, min_exp, max_exp));
-    }
-    let mut acc = Fixed([0; FIX_LIMBS]);
-    acc.add(c)?;
-    for p in products {
-        acc.add(p)?;
-    }
-    Ok(acc.round(prec, min_exp, max_exp))
-}
-
-/// Rounds a finite f64 once, to nearest even, to `prec` significant bits with subnormal
-/// spacing 2^min_exp and overflow at 2^max_exp. Zeros keep their sign.
-fn round_f64(x: f64, prec: usize, min_exp: i32, max_exp: i32) -> f64 {
-    if x == 0.0 {
-        return x;
-    }
-    let exp = ((x.to_bits() >> 52) & 0x7ff) as i32 - 1023; // x is normal: |x| >= 2^-266
-    let ulp = pow2((exp - (prec as i32 - 1)).max(min_exp));
-    let r = (x / ulp).round_ties_even() * ulp;
-    if r.abs() >= pow2(max_exp) {
-        x.signum() * f64::INFINITY
-    } else {
-        r
-    }
-}
-
-/// The bits of an f64 that holds an f16 value exactly (or inf/NaN).
-fn f16_bits(x: f64) -> u32 {
-    u32::from(f16::from_f64(x).to_bits())
-}
-
-/// Binary point of the fixed-point accumulator: every term is a multiple of 2^-266 (two bf16
-/// subnormals multiplied).
-const FIX_POINT: i32 = 266;
-/// Terms are below 2^256 and at most 33 are summed (K = 32 plus C): 266 + 262 + 1 of 576 bits.
-const FIX_LIMBS: usize = 9;
-
-/// An exact sum of f64 terms, as a two's-complement integer scaled by 2^FIX_POINT.
-struct Fixed([u64; FIX_LIMBS]);
-
-impl Fixed {
-    fn add(&mut self, x: f64) -> Result<(), String> {
-        if x == 0.0 {
-            return Ok(());
-        }
-        let bits = x.to_bits();
-        let exp_field = ((bits >> 52) & 0x7ff) as i32;
-        let frac = bits & ((1 << 52) - 1);
-        let (mant, exp) = if exp_field == 0 {
-            (frac, -1074)
-        } else {
-            (frac | (1 << 52), exp_field - 1075)
-        };
-        let tz = mant.trailing_zeros();
-        let (mant, exp) = (mant >> tz, exp + tz as i32);
-        let pos = usize::try_from(exp + FIX_POINT)
-            .ok()
-            .filter(|&p| p / 64 + 1 < FIX_LIMBS)
-            .ok_or_else(|| format!("wgmma: term {x:e} outside the exact accumulator"))?;
-        let wide = u128::from(mant) << (pos % 64);
-        let mut addend = [0u64; FIX_LIMBS];
-        addend[pos / 64] = wide as u64;
-        addend[pos / 64 + 1] = (wide >> 64) as u64;
-        if x < 0.0 {
-            negate(&mut addend);
-        }
-        let mut carry = false;
-        for (x, y) in self.0.iter_mut().zip(addend) {
-            let (s1, c1) = x.overflowing_add(y);
-            let (s2, c2) = s1.overflowing_add(u64::from(carry));
-            *x = s2;
-            carry = c1 || c2;
-        }
-        Ok(())
-    }
-
-    /// Rounds to nearest even with `prec` (<= 53) significant bits, the least significant bit
-    /// no finer than 2^min_exp, overflowing to infinity at 2^max_exp.
-    fn round(&self, prec: usize, min_exp: i32, max_exp: i32) -> f64 {
-        let mut mag = self.0;
-        let neg = mag[FIX_LIMBS - 1] >> 63 == 1;
-        if neg {
-            negate(&mut mag);
-        }
-        let sign = if neg { -1.0 } else { 1.0 };
-        let Some(hi) = (0..FIX_LIMBS).rev().find(|&i| mag[i] != 0) else {
-            return 0.0;
-        };
-        let top = hi * 64 + 63 - mag[hi].leading_zeros() as usize;
-        let pos_of = |e: i32| (e + FIX_POINT) as usize; // e >= min_exp > -FIX_POINT
-        if top >= pos_of(max_exp) {
-            return sign * f64::INFINITY;
-        }
-        let lsb = (top + 1).saturating_sub(prec).max(pos_of(min_exp));
-        let window = |p: usize| {
-            let next = mag.get(p / 64 + 1).copied().unwrap_or(0);
-            ((u128::from(next) << 64 | u128::from(mag[p / 64])) >> (p % 64)) as u64
-        };
-        let mut mant = window(lsb) & ((1 << prec) - 1);
-        let half = lsb - 1;
-        let round_bit = (mag[half / 64] >> (half % 64)) & 1 == 1;
-        let sticky = mag[..half / 64].iter().any(|&l| l != 0)
-            || mag[half / 64] & ((1u64 << (half % 64)) - 1) != 0;
-        if round_bit && (sticky || mant & 1 == 1) {
-            mant += 1;
-        }
-        let value = mant as f64 * pow2(lsb as i32 - FIX_POINT);
-        if value >= pow2(max_exp) {
-            sign * f64::INFINITY
-        } else {
-            sign * value
-        }
-    }
-}
-
-fn negate(x: &mut [u64; FIX_LIMBS]) {
-    let mut carry = true;
-    for limb in x.iter_mut() {
-        let (s, c) = (!*limb).overflowing_add(u64::from(carry));
-        *limb = s;
-        carry = c;
-    }
-}
-
-/// 2^e for -1022 <= e <= 1023, built from its bits (exact).
-fn pow2(e: i32) -> f64 {
-    f64::from_bits(((e + 1023) as u64) << 52)
 }
 
 #[cfg(test)]

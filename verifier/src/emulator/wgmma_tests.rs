@@ -8,28 +8,8 @@
 //! four wgmma kernels (tasks/*/reference.cu) and check that they compute the product.
 
 use super::*;
+use crate::emulator::exact::Rng;
 use half::{bf16, f16};
-
-/// SplitMix64: deterministic test data without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in lo..=hi.
-    fn int(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i64
-    }
-    /// `n * 2^-s`, |n| <= max_n, s in 0..=max_s.
-    fn scaled(&mut self, max_n: i64, max_s: i64) -> f64 {
-        self.int(-max_n, max_n) as f64 * 2f64.powi(-self.int(0, max_s) as i32)
-    }
-}
 
 fn op(rest: &str) -> String {
     format!("wgmma.mma_async.sync.aligned.{rest}")
@@ -301,11 +281,11 @@ fn values(rng: &mut Rng, t: ElemType, acc: AccType, count: usize) -> Vec<f64> {
     (0..count)
         .map(|_| match (t, acc) {
             (ElemType::E5m2, AccType::F16) => rng.int(-3, 3) as f64,
-            (ElemType::E5m2, _) => rng.scaled(7, 2),
+            (ElemType::E5m2, _) => rng.scaled(7, 0, 2),
             (ElemType::E4m3, AccType::F16) => rng.int(-3, 3) as f64,
-            (ElemType::E4m3, _) => rng.scaled(15, 2),
+            (ElemType::E4m3, _) => rng.scaled(15, 0, 2),
             (_, AccType::F16) => rng.int(-4, 4) as f64,
-            _ => rng.scaled(8, 3),
+            _ => rng.scaled(8, 0, 3),
         })
         .collect()
 }
@@ -1049,7 +1029,7 @@ fn malformed_operands_are_errors_and_leave_d_alone() {
 // ---- the suite's kernels, transcribed ----
 
 fn bf16_vals(rng: &mut Rng, count: usize) -> Vec<f64> {
-    (0..count).map(|_| rng.scaled(8, 3)).collect()
+    (0..count).map(|_| rng.scaled(8, 0, 3)).collect()
 }
 
 /// Thread `tid`'s accumulator `i` as the kernels index it (gemm_bf16 reference.cu:248-249 and
@@ -1157,7 +1137,7 @@ fn gemm_fp8_kernel_layout_computes_the_product() {
     const BK: usize = 64;
     let (bm, bn, stages) = (128, 128, 4);
     let mut rng = Rng(12);
-    let val = |rng: &mut Rng| rng.scaled(15, 2);
+    let val = |rng: &mut Rng| rng.scaled(15, 0, 2);
     let a: Vec<f64> = (0..bm * BK).map(|_| val(&mut rng)).collect(); // [m][k]
     let b: Vec<f64> = (0..bn * BK).map(|_| val(&mut rng)).collect(); // [n][k]
     let tile_off = |row: usize, chunk: usize| row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4);
