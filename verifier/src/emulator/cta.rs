@@ -280,16 +280,7 @@ fn warpgroup_collectives(cta: &mut Cta, threads: &mut [Thread]) -> Result<bool, 
                 )
                 .map_err(ill)?;
             }
-            let dst: Vec<Opd> = match opd(0)? {
-                Opd::Vec(v) => v.clone(),
-                o => vec![o.clone()],
-            };
-            for (t, regs) in group.iter_mut().zip(d) {
-                for (o, v) in dst.iter().zip(regs) {
-                    cta.set(t, o, v as u64)?;
-                }
-            }
-            Ok(())
+            scatter(cta, group, opd(0)?, &d)
         })();
         r.map_err(|f| locate(f, prog, &group[0]))?;
         cta.wgmma += 1;
@@ -300,6 +291,23 @@ fn warpgroup_collectives(cta: &mut Cta, threads: &mut [Thread]) -> Result<bool, 
         any = true;
     }
     Ok(any)
+}
+
+/// Writes `values[k]` (one value per register of `o`) to thread k's registers: the inverse of
+/// [`vals`]. A thread or register without a value gets 0.
+fn scatter(cta: &Cta, threads: &mut [Thread], o: &Opd, values: &[Vec<u32>]) -> Result<(), Fault> {
+    let regs = std::slice::from_ref(o);
+    let regs = match o {
+        Opd::Vec(v) => v.as_slice(),
+        _ => regs,
+    };
+    for (k, t) in threads.iter_mut().enumerate() {
+        for (i, r) in regs.iter().enumerate() {
+            let v = values.get(k).and_then(|x| x.get(i)).copied().unwrap_or(0);
+            cta.set(t, r, v as u64)?;
+        }
+    }
+    Ok(())
 }
 
 fn vals(cta: &mut Cta, warp: &[Thread], o: &Opd) -> Result<Vec<Vec<u32>>, Fault> {
@@ -477,29 +485,14 @@ fn execute(
                     let Opd::Mem(m) = &inst.opds[1] else {
                         return fault(FaultKind::IllegalInstruction, "ldmatrix without an address");
                     };
-                    let mut a = m.off as u64;
-                    if let Some(r) = m.reg {
-                        a = a.wrapping_add(t.regs[r as usize]);
-                    }
-                    if m.dyn_shared {
-                        a = a.wrapping_add(prog.dynamic_shared_base as u64);
-                    }
+                    let a = cta.address(t, m);
                     let mut row = [0u8; 16];
                     cta.read(t, super::op::Space::Shared, a, &mut row)
                         .map_err(|f| locate(f, prog, t))?;
                     rows.push(row);
                 }
                 let out = matrix::ldmatrix(*count, *trans, &rows);
-                let dst: Vec<Opd> = match &inst.opds[0] {
-                    Opd::Vec(v) => v.clone(),
-                    o => vec![o.clone()],
-                };
-                for (k, t) in warp.iter_mut().enumerate() {
-                    for (i, d) in dst.iter().enumerate() {
-                        let v = out.get(k).and_then(|r| r.get(i)).copied().unwrap_or(0);
-                        cta.set(t, d, v as u64)?;
-                    }
-                }
+                scatter(cta, warp, &inst.opds[0], &out)?;
             }
             Op::Mma(spec) => {
                 let a = vals(cta, warp, &inst.opds[1])?;
@@ -528,16 +521,7 @@ fn execute(
                     kind: FaultKind::IllegalInstruction,
                     message: m,
                 })?;
-                let dst: Vec<Opd> = match &inst.opds[0] {
-                    Opd::Vec(v) => v.clone(),
-                    o => vec![o.clone()],
-                };
-                for (k, t) in warp.iter_mut().enumerate() {
-                    for (i, o) in dst.iter().enumerate() {
-                        let v = d.get(k).and_then(|r| r.get(i)).copied().unwrap_or(0);
-                        cta.set(t, o, v as u64)?;
-                    }
-                }
+                scatter(cta, warp, &inst.opds[0], &d)?;
             }
             other => {
                 return fault(

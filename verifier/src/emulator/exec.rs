@@ -222,7 +222,7 @@ impl Cta<'_> {
         }
     }
 
-    fn address(&self, t: &Thread, m: &Mem) -> u64 {
+    pub fn address(&self, t: &Thread, m: &Mem) -> u64 {
         let mut a = m.off as u64;
         if let Some(r) = m.reg {
             a = a.wrapping_add(t.regs[r as usize]);
@@ -357,10 +357,6 @@ pub fn run(cta: &mut Cta, t: &mut Thread) -> Result<(), Fault> {
                 continue;
             }
         }
-        if inst.op.is_warp_collective() {
-            t.state = State::Warp;
-            return Ok(());
-        }
         match step(cta, t, inst) {
             Ok(Flow::Next) => t.pc += 1,
             Ok(Flow::Jump(pc)) => t.pc = pc,
@@ -393,6 +389,22 @@ fn opd(inst: &Inst, k: usize) -> Result<&Opd, Fault> {
         kind: FaultKind::IllegalInstruction,
         message: format!("operand {} missing", k + 1),
     })
+}
+
+/// The registers of a load or store of `vec` elements of `ty`, and its bytes (at most 64).
+fn vector_regs(o: &Opd, ty: Ty, vec: u8) -> Result<(&[Opd], usize), Fault> {
+    let total = ty.bytes() * vec as usize;
+    if total > 64 {
+        return fault(FaultKind::IllegalInstruction, "access wider than 64 bytes");
+    }
+    let regs = elems(o);
+    if regs.len() != vec as usize {
+        return fault(
+            FaultKind::IllegalInstruction,
+            "vector width and registers differ",
+        );
+    }
+    Ok((regs, total))
 }
 
 fn elems(o: &Opd) -> &[Opd] {
@@ -444,17 +456,7 @@ fn step(cta: &mut Cta, t: &mut Thread, inst: &Inst) -> Result<Flow, Fault> {
             let addr = cta.address(t, m);
             let n = ty.bytes();
             let mut buf = [0u8; 64];
-            let total = n * *vec as usize;
-            if total > buf.len() {
-                return fault(FaultKind::IllegalInstruction, "load wider than 64 bytes");
-            }
-            let dst = elems(opd(inst, 0)?);
-            if dst.len() != *vec as usize {
-                return fault(
-                    FaultKind::IllegalInstruction,
-                    "vector width and registers differ",
-                );
-            }
+            let (dst, total) = vector_regs(opd(inst, 0)?, *ty, *vec)?;
             cta.read(t, *space, addr, &mut buf[..total])?;
             for (k, d) in dst.iter().enumerate() {
                 let mut b = [0u8; 8];
@@ -475,18 +477,8 @@ fn step(cta: &mut Cta, t: &mut Thread, inst: &Inst) -> Result<Flow, Fault> {
             };
             let addr = cta.address(t, m);
             let n = ty.bytes();
-            let total = n * *vec as usize;
             let mut buf = [0u8; 64];
-            if total > buf.len() {
-                return fault(FaultKind::IllegalInstruction, "store wider than 64 bytes");
-            }
-            let src = elems(opd(inst, 1)?);
-            if src.len() != *vec as usize {
-                return fault(
-                    FaultKind::IllegalInstruction,
-                    "vector width and registers differ",
-                );
-            }
+            let (src, total) = vector_regs(opd(inst, 1)?, *ty, *vec)?;
             for (k, s) in src.iter().enumerate() {
                 let v = match s {
                     Opd::FloatImm(x) if *ty == Ty::F64 => x.to_bits(),
@@ -949,6 +941,7 @@ fn step(cta: &mut Cta, t: &mut Thread, inst: &Inst) -> Result<Flow, Fault> {
                 format!("the emulator does not implement `{what}`"),
             )
         }
+        // Waits for, or reads the registers of, other threads: `cta` executes it for them all.
         Op::BarWarp
         | Op::Shfl(_)
         | Op::Vote(_)

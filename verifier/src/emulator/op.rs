@@ -376,20 +376,6 @@ pub enum Op {
 }
 
 impl Op {
-    /// Instructions that wait for, or read the registers of, other threads of the warp.
-    pub fn is_warp_collective(&self) -> bool {
-        matches!(
-            self,
-            Op::BarWarp
-                | Op::Shfl(_)
-                | Op::Vote(_)
-                | Op::Match { .. }
-                | Op::Redux { .. }
-                | Op::Mma(_)
-                | Op::Wgmma(_)
-                | Op::Ldmatrix { .. }
-        )
-    }
     /// The width of a decimal float immediate's type, for operand conversion.
     pub fn float_bytes(&self) -> usize {
         let t = match self {
