@@ -64,10 +64,28 @@ struct Row {
     detail: String,
 }
 
-/// The shapes a run covers, described (`heldout-0 (M=37 N=5)`), or why there are none.
-fn shapes_for(t: &verifier::task::Task, a: &EmulateArgs) -> Result<Vec<String>, String> {
+impl Row {
+    /// A row for a task the harness could not evaluate (and the base of the others).
+    fn error(id: String, shape: String, detail: String) -> Row {
+        Row {
+            id,
+            shape,
+            status: "error".into(),
+            correct: false,
+            instructions: 0,
+            mma: 0,
+            wgmma: 0,
+            secs: 0.0,
+            detail,
+        }
+    }
+}
+
+/// The shapes a run covers, described (`heldout-0 (M=37 N=5)`), and the byte cap the
+/// held-out ones were drawn under; or why there are none.
+fn shapes_for(t: &verifier::task::Task, a: &EmulateArgs) -> Result<(Vec<String>, u64), String> {
     if !a.shapes.is_empty() {
-        return a
+        let named = a
             .shapes
             .iter()
             .map(|n| {
@@ -75,18 +93,20 @@ fn shapes_for(t: &verifier::task::Task, a: &EmulateArgs) -> Result<Vec<String>, 
                     .map(|s| format!("{n} ({})", s.describe()))
                     .ok_or_else(|| format!("no public shape `{n}`"))
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
+        return Ok((named, a.max_bytes));
     }
-    let (_, drawn) = draw(t, a).ok_or_else(|| {
+    let (cap, drawn) = draw(t, a).ok_or_else(|| {
         format!(
             "no held-out shape fits in {} bytes (nor in 16 times that); pass --max-bytes or --shape",
             a.max_bytes
         )
     })?;
-    Ok(drawn
+    let described = drawn
         .iter()
         .map(|s| format!("{} ({})", s.name, s.describe()))
-        .collect())
+        .collect();
+    Ok((described, cap))
 }
 
 /// Held-out shapes under the byte cap, or under 4 and 16 times it for tasks whose smallest
@@ -115,37 +135,13 @@ fn emulate_one(
 ) -> Row {
     let id = td.task.id.clone();
     let start = Instant::now();
-    let shape = match shapes_for(&td.task, a) {
-        Ok(s) => s.join(", "),
-        Err(e) => {
-            return Row {
-                id,
-                shape: "-".into(),
-                status: "error".into(),
-                correct: false,
-                instructions: 0,
-                mma: 0,
-                wgmma: 0,
-                secs: 0.0,
-                detail: e,
-            }
-        }
+    let (shape, cap) = match shapes_for(&td.task, a) {
+        Ok((s, cap)) => (s.join(", "), cap),
+        Err(e) => return Row::error(id, "-".into(), e),
     };
     let plan = match std::fs::read_to_string(td.dir.join(REFERENCE_PLAN)) {
         Ok(p) => p,
-        Err(e) => {
-            return Row {
-                id,
-                shape,
-                status: "error".into(),
-                correct: false,
-                instructions: 0,
-                mma: 0,
-                wgmma: 0,
-                secs: 0.0,
-                detail: format!("cannot read {REFERENCE_PLAN}: {e}"),
-            }
-        }
+        Err(e) => return Row::error(id, shape, format!("cannot read {REFERENCE_PLAN}: {e}")),
     };
     let req = EvaluateRequest {
         task_dir: td.dir.clone(),
@@ -158,7 +154,7 @@ fn emulate_one(
             public_shapes: !a.shapes.is_empty(),
             heldout_shapes: if a.shapes.is_empty() { a.heldout } else { 0 },
             heldout_seed: a.seed,
-            heldout_max_bytes: draw(&td.task, a).map_or(a.max_bytes, |(cap, _)| cap),
+            heldout_max_bytes: cap,
             stress: false,
             determinism: a.twice,
             oracle: Oracle::PyTorch,
@@ -168,42 +164,22 @@ fn emulate_one(
     let mut cache = ReferenceCache::new(1 << 30);
     let mut torch = TorchOracle::new(RunnerConfig::default()).on(TorchDevice::Cpu);
     let r = evaluate_with(&emu, compiler, &mut cache, &req, &NoHooks, Some(&mut torch));
-    let secs = start.elapsed().as_secs_f64();
-    match r {
-        Ok(o) => {
-            let correct = o.verdict.is_correct();
-            Row {
-                id,
-                shape,
-                status: if correct {
-                    "correct".into()
-                } else {
-                    format!("{:?}", o.verdict.kind()).to_lowercase()
-                },
-                correct,
-                instructions: emu.executed(),
-                mma: emu.tensor_instructions().0,
-                wgmma: emu.tensor_instructions().1,
-                secs,
-                detail: if correct {
-                    String::new()
-                } else {
-                    o.verdict.feedback()
-                },
-            }
-        }
-        Err(e) => Row {
-            id,
-            shape,
-            status: "error".into(),
-            correct: false,
-            instructions: emu.executed(),
-            mma: emu.tensor_instructions().0,
-            wgmma: emu.tensor_instructions().1,
-            secs,
-            detail: e.to_string(),
+    let mut row = match r {
+        Ok(o) if o.verdict.is_correct() => Row {
+            status: "correct".into(),
+            correct: true,
+            ..Row::error(id, shape, String::new())
         },
-    }
+        Ok(o) => Row {
+            status: format!("{:?}", o.verdict.kind()).to_lowercase(),
+            ..Row::error(id, shape, o.verdict.feedback())
+        },
+        Err(e) => Row::error(id, shape, e.to_string()),
+    };
+    row.secs = start.elapsed().as_secs_f64();
+    row.instructions = emu.executed();
+    (row.mma, row.wgmma) = emu.tensor_instructions();
+    row
 }
 
 pub fn emulate_cmd(g: &Global, suite: &Suite, a: &EmulateArgs) -> anyhow::Result<u8> {
